@@ -1,0 +1,85 @@
+"""Request and response bodies of the hub's HTTP API (Pydantic v2); amounts are integer micro-units."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+Key = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginIn(Strict):
+    username: StrictStr = Field(min_length=1, max_length=64)
+    password: StrictStr = Field(min_length=1, max_length=1024)
+
+
+class RefreshIn(Strict):
+    refresh_token: StrictStr = Field(min_length=1, max_length=256)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class UserIn(Strict):
+    username: StrictStr = Field(min_length=2, max_length=64)
+    password: StrictStr = Field(min_length=8, max_length=1024)
+    role: StrictStr = "user"
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    role: str
+    account: str
+
+
+class BalanceOut(BaseModel):
+    account: str
+    available: int
+    held: int
+
+
+class TransferIn(Strict):
+    to: StrictStr = Field(min_length=1, max_length=80)
+    amount: StrictInt = Field(gt=0, description="micro-units (1 token = 1,000,000)")
+    idempotency_key: StrictStr = Key
+
+
+class TransferOut(BaseModel):
+    id: int
+    kind: str
+    source: str | None = Field(serialization_alias="from")
+    to: str | None
+    amount: int
+    idempotency_key: str | None
+    created_at: float
+    replayed: bool = False
+
+
+class TransferList(BaseModel):
+    transfers: list[TransferOut]
+    next_before: int | None
+
+
+class TrialBalanceOut(BaseModel):
+    balanced: bool
+    total: int
+    accounts: list[dict[str, Any]]
+    totals_by_type: dict[str, int]
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+    online_miners: int
+    avg_latency_ms: float | None
+    features: dict[str, Any]

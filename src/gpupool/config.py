@@ -1,0 +1,82 @@
+"""Typed settings, one class per component, built once in ``main.py`` and passed in.
+
+Each class reads its own prefix (``GPUPOOL_HUB_…``) plus the seed-compatible bare names the spec lists
+(``HEARTBEAT_GRACE_SEC``, ``DEFAULT_WEIGHTS``, ``REGISTRY_URL`` …) and a ``.env`` file. Defaults run on
+a laptop; unsafe defaults are refused outside dev mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DB_URL = "sqlite:///./data/gpupool.db"
+
+
+def _env(*names: str) -> AliasChoices:
+    """Accept several environment names for one field, the first one found wins."""
+    return AliasChoices(*names)
+
+
+class HubSettings(BaseSettings):
+    """Settings of the hub process (HTTP, WebSocket, gRPC, scheduler, ledger)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    host: str = Field("127.0.0.1", validation_alias=_env("GPUPOOL_HUB_HOST"))
+    port: int = Field(8203, ge=0, le=65535, validation_alias=_env("GPUPOOL_HUB_PORT"))
+    grpc_port: int = Field(50051, ge=0, le=65535, validation_alias=_env("GPUPOOL_HUB_GRPC_PORT"))
+    db_url: str = Field(DEFAULT_DB_URL, validation_alias=_env("GPUPOOL_DB_URL"))
+    redis_url: str | None = Field(None, validation_alias=_env("GPUPOOL_REDIS_URL"))
+    storage_path: Path = Field(Path("./data/artifacts"), validation_alias=_env("GPUPOOL_STORAGE_PATH"))
+    data_dir: Path = Field(Path("./data"), validation_alias=_env("GPUPOOL_HUB_DATA_DIR"))
+    dev_mode: bool = Field(True, validation_alias=_env("GPUPOOL_HUB_DEV_MODE"))
+
+    admin_password: SecretStr | None = Field(None, validation_alias=_env("GPUPOOL_ADMIN_PASSWORD"))
+    jwt_secret: SecretStr | None = Field(None, validation_alias=_env("GPUPOOL_HUB_JWT_SECRET", "JWT_SECRET"))
+    token_expiry_min: int = Field(
+        60, gt=0, validation_alias=_env("GPUPOOL_HUB_TOKEN_EXPIRY_MIN", "TOKEN_EXPIRY")
+    )
+    refresh_expiry_days: int = Field(30, gt=0, validation_alias=_env("GPUPOOL_HUB_REFRESH_EXPIRY_DAYS"))
+    argon2_time_cost: int = Field(3, ge=1, validation_alias=_env("GPUPOOL_HUB_ARGON2_TIME_COST"))
+    argon2_memory_kib: int = Field(65536, ge=8, validation_alias=_env("GPUPOOL_HUB_ARGON2_MEMORY_KIB"))
+    login_max_failures: int = Field(5, ge=1, validation_alias=_env("GPUPOOL_HUB_LOGIN_MAX_FAILURES"))
+    login_lockout_sec: int = Field(300, ge=1, validation_alias=_env("GPUPOOL_HUB_LOGIN_LOCKOUT_SEC"))
+
+    max_body_bytes: int = Field(1 << 20, gt=0, validation_alias=_env("GPUPOOL_HUB_MAX_BODY_BYTES"))
+    max_amount_micro: int = Field(10**15, gt=0, validation_alias=_env("GPUPOOL_HUB_MAX_AMOUNT_MICRO"))
+    registry_mode: Literal["open", "allowlist"] = Field(
+        "open", validation_alias=_env("GPUPOOL_REGISTRY_MODE")
+    )
+    heartbeat_grace_sec: float = Field(30.0, gt=0, validation_alias=_env("HEARTBEAT_GRACE_SEC"))
+    heartbeat_interval_sec: float = Field(
+        10.0, gt=0, validation_alias=_env("GPUPOOL_HUB_HEARTBEAT_INTERVAL_SEC")
+    )
+    session_ttl_sec: int = Field(300, gt=0, validation_alias=_env("SESSION_TTL_SEC"))
+    max_clock_skew_sec: int = Field(120, gt=0, validation_alias=_env("GPUPOOL_HUB_MAX_CLOCK_SKEW_SEC"))
+    flush_interval_sec: float = Field(1.0, gt=0, validation_alias=_env("GPUPOOL_HUB_FLUSH_INTERVAL_SEC"))
+    coordinator_shared_secret: SecretStr | None = Field(
+        None, validation_alias=_env("COORDINATOR_SHARED_SECRET")
+    )
+    default_weights: str = Field(
+        "cap:0.4,price:0.2,latency:0.2,trust:0.15,load:0.05", validation_alias=_env("DEFAULT_WEIGHTS")
+    )
+    rate_limit: str = Field("50/second", validation_alias=_env("GPUPOOL_HUB_RATE_LIMIT", "RATE_LIMIT"))
+
+    log_level: str = Field("info", validation_alias=_env("GPUPOOL_HUB_LOG_LEVEL", "LOG_LEVEL"))
+
+    @field_validator("db_url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("GPUPOOL_DB_URL must be a sqlite:// or postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _enforce_non_default_secrets(self) -> HubSettings:
+        if not self.dev_mode and self.jwt_secret is None:
+            raise ValueError("GPUPOOL_HUB_JWT_SECRET must be set when GPUPOOL_HUB_DEV_MODE is false")
+        return self

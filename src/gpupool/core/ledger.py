@@ -1,0 +1,166 @@
+"""Double-entry ledger rules: accounts, postings and how they may move balances.
+
+A posting is a set of entries whose amounts sum to zero; a balance is the sum of an account's entries.
+Every amount is an integer number of micro-units (1 token = 1,000,000). Only system accounts
+(issuance) may go negative; every other account's balance stays >= 0 after every posting.
+
+Account names:
+    user:<username>        a user's spendable balance
+    0x<40 hex>             a node owner's balance (EIP-55 checksummed)
+    hold:<account>         what an account has in escrow (its ``held`` figure)
+    system:issuance        source of minted money (the only account allowed below zero)
+    system:fees            fees the pool keeps
+    system:rewards         the reward pool that epochs pay out of
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gpupool.errors import InvalidInput, PaymentRequired
+
+MICRO_PER_TOKEN = 1_000_000
+
+ISSUANCE = "system:issuance"
+FEES = "system:fees"
+REWARD_POOL = "system:rewards"
+SYSTEM_ACCOUNTS = (ISSUANCE, FEES, REWARD_POOL)
+
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+class AccountType(StrEnum):
+    USER = "user"
+    OWNER = "owner"
+    HOLD = "hold"
+    SYSTEM = "system"
+
+
+class PostingKind(StrEnum):
+    TRANSFER = "transfer"
+    MINT = "mint"
+    ESCROW_HOLD = "escrow_hold"
+    SETTLEMENT = "settlement"
+    REWARD = "reward"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    account: str
+    amount_micro: int
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """A balanced set of entries, the only way money moves."""
+
+    kind: PostingKind
+    entries: tuple[Entry, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.entries) < 2:
+            raise InvalidInput("a posting needs at least two entries")
+        if sum(e.amount_micro for e in self.entries) != 0:
+            raise InvalidInput("a posting's entries must sum to zero")
+        if any(e.amount_micro == 0 for e in self.entries):
+            raise InvalidInput("a posting entry may not be zero")
+        if len({e.account for e in self.entries}) != len(self.entries):
+            raise InvalidInput("a posting may touch each account once")
+
+    def deltas(self) -> dict[str, int]:
+        return {e.account: e.amount_micro for e in self.entries}
+
+
+def username_account(username: str) -> str:
+    return f"user:{username}"
+
+
+def hold_account(account: str) -> str:
+    return f"hold:{account}"
+
+
+def validate_username(username: str) -> str:
+    if not _USERNAME.match(username):
+        raise InvalidInput(
+            "username must be 2-64 characters: lowercase letters, digits, '_', '.', '-'", field="username"
+        )
+    return username
+
+
+def account_type(account: str) -> AccountType:
+    """Classify an account name, or raise InvalidInput when it is not one we issue."""
+    if account.startswith("user:") and _USERNAME.match(account[5:]):
+        return AccountType.USER
+    if _ADDRESS.match(account):
+        return AccountType.OWNER
+    if account.startswith("hold:") and account_type(account[5:]) in (AccountType.USER, AccountType.OWNER):
+        return AccountType.HOLD
+    if account in SYSTEM_ACCOUNTS:
+        return AccountType.SYSTEM
+    raise InvalidInput(f"not an account name: {account!r}", field="account")
+
+
+def may_go_negative(account: str) -> bool:
+    return account == ISSUANCE
+
+
+def check_amount(amount_micro: int, max_micro: int) -> int:
+    # bool is an int subclass; True must not move one micro-unit.
+    if isinstance(amount_micro, bool) or not isinstance(amount_micro, int):
+        raise InvalidInput("amount must be an integer number of micro-units", field="amount")
+    if amount_micro <= 0:
+        raise InvalidInput("amount must be greater than zero", field="amount")
+    if amount_micro > max_micro:
+        raise InvalidInput(f"amount must be at most {max_micro}", field="amount")
+    return amount_micro
+
+
+def transfer(source: str, destination: str, amount_micro: int) -> Posting:
+    if source == destination:
+        raise InvalidInput("cannot transfer to the same account", field="to")
+    return Posting(PostingKind.TRANSFER, (Entry(source, -amount_micro), Entry(destination, amount_micro)))
+
+
+def mint(destination: str, amount_micro: int) -> Posting:
+    return Posting(PostingKind.MINT, (Entry(ISSUANCE, -amount_micro), Entry(destination, amount_micro)))
+
+
+def escrow_hold(account: str, amount_micro: int) -> Posting:
+    return Posting(
+        PostingKind.ESCROW_HOLD, (Entry(account, -amount_micro), Entry(hold_account(account), amount_micro))
+    )
+
+
+def settlement(account: str, held_micro: int, payee: str, charge_micro: int, fee_micro: int = 0) -> Posting:
+    """Release an escrow hold: ``charge`` to the payee (less ``fee`` to the pool), the rest to the user."""
+    if not 0 <= fee_micro <= charge_micro <= held_micro:
+        raise InvalidInput("settlement must satisfy 0 <= fee <= charge <= held")
+    legs = [
+        Entry(hold_account(account), -held_micro),
+        Entry(payee, charge_micro - fee_micro),
+        Entry(FEES, fee_micro),
+        Entry(account, held_micro - charge_micro),
+    ]
+    return Posting(PostingKind.SETTLEMENT, tuple(e for e in legs if e.amount_micro != 0))
+
+
+def apply(balances: Mapping[str, int], posting: Posting) -> dict[str, int]:
+    """Return the balances after ``posting``, or raise PaymentRequired if one would go below zero."""
+    after = dict(balances)
+    for entry in posting.entries:
+        new = after.get(entry.account, 0) + entry.amount_micro
+        if new < 0 and not may_go_negative(entry.account):
+            raise PaymentRequired(
+                f"insufficient funds in {entry.account}",
+                details={"account": entry.account, "available": after.get(entry.account, 0)},
+            )
+        after[entry.account] = new
+    return after
+
+
+def is_balanced(postings: Iterable[Posting]) -> bool:
+    return sum(e.amount_micro for p in postings for e in p.entries) == 0

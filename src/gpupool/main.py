@@ -1,0 +1,67 @@
+"""Composition root: settings → database → services → transports. Nothing else builds services."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from gpupool import __version__
+from gpupool.api.app import create_app
+from gpupool.config import HubSettings
+from gpupool.core.ports import Clock, SystemClock
+from gpupool.hub.auth import AuthConfig, AuthService
+from gpupool.hub.container import Hub
+from gpupool.hub.ledger import LedgerService
+from gpupool.hub.metrics import HubMetrics
+from gpupool.hub.passwords import Passwords
+from gpupool.hub.throttle import Budget, make_storage
+from gpupool.store.db import Database
+
+
+def read_or_create_secret(path: Path) -> str:
+    """A random secret kept in a 0600 file, so tokens survive a restart of a single hub."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        secret = secrets.token_urlsafe(48)
+        handle.write(secret)
+    return secret
+
+
+def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
+    clock = clock or SystemClock()
+    db = Database(settings.db_url)
+    metrics = HubMetrics()
+    storage = make_storage(settings.redis_url)
+    window = f"{settings.login_max_failures}/{settings.login_lockout_sec} seconds"
+    jwt_secret = (
+        settings.jwt_secret.get_secret_value()
+        if settings.jwt_secret
+        else read_or_create_secret(settings.data_dir / "jwt-secret")
+    )
+    auth = AuthService(
+        db,
+        clock,
+        Passwords(settings.argon2_time_cost, settings.argon2_memory_kib),
+        AuthConfig(
+            jwt_secret=jwt_secret,
+            access_ttl_s=settings.token_expiry_min * 60,
+            refresh_ttl_s=settings.refresh_expiry_days * 86400,
+        ),
+        failures_by_user=Budget(storage, "login-user", window),
+        failures_by_client=Budget(storage, "login-client", window),
+    )
+    ledger = LedgerService(db, clock, settings.max_amount_micro)
+    return Hub(
+        settings=settings, clock=clock, db=db, metrics=metrics, auth=auth, ledger=ledger, version=__version__
+    )
+
+
+def build_app(settings: HubSettings, clock: Clock | None = None) -> FastAPI:
+    return create_app(build_hub(settings, clock))

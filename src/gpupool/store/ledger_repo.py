@@ -1,0 +1,160 @@
+"""Ledger storage: accounts with cached balances, postings with idempotency keys, their entries.
+
+A posting is written with three statements in one transaction: insert the posting (which claims the
+idempotency key), move every touched balance in one ``UPDATE … CASE`` (the ``non_negative`` CHECK
+constraint refuses an overdraft atomically, whatever runs beside it), insert the entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import BigInteger, and_, case, func, insert, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gpupool.core.ledger import Posting
+from gpupool.errors import NotFound, PaymentRequired
+from gpupool.store.tables import accounts, entries, postings
+
+
+@dataclass(frozen=True, slots=True)
+class PostingRecord:
+    id: int
+    kind: str
+    scope: str
+    idempotency_key: str | None
+    request_hash: str
+    source: str | None
+    destination: str | None
+    amount_micro: int
+    actor: str
+    memo: str | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewPosting:
+    posting: Posting
+    scope: str
+    idempotency_key: str | None
+    request_hash: str
+    source: str | None
+    destination: str | None
+    amount_micro: int
+    actor: str
+    created_at: float
+    memo: str | None = None
+
+
+class LedgerRepo:
+    """Reads and writes of one transaction; the connection's transaction is the caller's."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        dialect = conn.dialect.name
+        self._insert = pg_insert if dialect == "postgresql" else sqlite_insert
+
+    async def ensure_account(self, account_id: str, account_type: str, now: float) -> None:
+        stmt = self._insert(accounts).values(
+            id=account_id, type=account_type, balance_micro=0, created_at=now
+        )
+        await self.conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+
+    async def account_exists(self, account_id: str) -> bool:
+        row = await self.conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))
+        return row.first() is not None
+
+    async def balances(self, account_ids: Sequence[str]) -> dict[str, int]:
+        rows = await self.conn.execute(
+            select(accounts.c.id, accounts.c.balance_micro).where(accounts.c.id.in_(account_ids))
+        )
+        return {r.id: r.balance_micro for r in rows}
+
+    async def find(self, scope: str, idempotency_key: str) -> PostingRecord | None:
+        row = (
+            await self.conn.execute(
+                select(postings).where(
+                    and_(postings.c.scope == scope, postings.c.idempotency_key == idempotency_key)
+                )
+            )
+        ).first()
+        return PostingRecord(**row._asdict()) if row else None
+
+    async def claim(self, new: NewPosting) -> int | None:
+        """Insert the posting row; None when its idempotency key is already taken."""
+        stmt = (
+            self._insert(postings)
+            .values(
+                kind=new.posting.kind.value,
+                scope=new.scope,
+                idempotency_key=new.idempotency_key,
+                request_hash=new.request_hash,
+                source=new.source,
+                destination=new.destination,
+                amount_micro=new.amount_micro,
+                actor=new.actor,
+                memo=new.memo,
+                created_at=new.created_at,
+            )
+            .on_conflict_do_nothing(index_elements=["scope", "idempotency_key"])
+            .returning(postings.c.id)
+        )
+        posting_id = (await self.conn.execute(stmt)).scalar()
+        return None if posting_id is None else int(posting_id)
+
+    async def apply(self, posting_id: int, posting: Posting) -> None:
+        """Move balances and record entries; raises PaymentRequired or NotFound and writes nothing."""
+        deltas = posting.deltas()
+        delta_case = case(
+            *[(accounts.c.id == a, literal(d, BigInteger)) for a, d in deltas.items()],
+            else_=literal(0, BigInteger),
+        )
+        try:
+            result = await self.conn.execute(
+                update(accounts)
+                .where(accounts.c.id.in_(list(deltas)))
+                .values(balance_micro=accounts.c.balance_micro + delta_case)
+            )
+        except IntegrityError as exc:
+            debited = next(e.account for e in posting.entries if e.amount_micro < 0)
+            raise PaymentRequired(f"insufficient funds in {debited}", details={"account": debited}) from exc
+        if result.rowcount != len(deltas):
+            known = set(await self.balances(list(deltas)))
+            missing = sorted(set(deltas) - known)
+            raise NotFound(f"unknown account: {missing[0]}", details={"account": missing[0]})
+        await self.conn.execute(
+            insert(entries),
+            [{"posting_id": posting_id, "account": a, "amount_micro": d} for a, d in deltas.items()],
+        )
+
+    async def list_postings(
+        self, account_id: str, *, kind: str | None, limit: int, before_id: int | None
+    ) -> list[PostingRecord]:
+        cond = or_(postings.c.source == account_id, postings.c.destination == account_id)
+        if kind is not None:
+            cond = and_(cond, postings.c.kind == kind)
+        if before_id is not None:
+            cond = and_(cond, postings.c.id < before_id)
+        rows = await self.conn.execute(
+            select(postings).where(cond).order_by(postings.c.id.desc()).limit(limit)
+        )
+        return [PostingRecord(**r._asdict()) for r in rows]
+
+    async def trial_balance(self) -> tuple[list[tuple[str, str, int, int]], int]:
+        """Each account's (id, type, cached balance, sum of its entries), and the sum of all entries."""
+        sums = (
+            select(entries.c.account, func.coalesce(func.sum(entries.c.amount_micro), 0).label("total"))
+            .group_by(entries.c.account)
+            .subquery()
+        )
+        rows = await self.conn.execute(
+            select(accounts.c.id, accounts.c.type, accounts.c.balance_micro, func.coalesce(sums.c.total, 0))
+            .select_from(accounts.outerjoin(sums, sums.c.account == accounts.c.id))
+            .order_by(accounts.c.id)
+        )
+        total = (await self.conn.execute(select(func.coalesce(func.sum(entries.c.amount_micro), 0)))).scalar()
+        return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows], int(total or 0)

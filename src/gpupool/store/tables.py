@@ -1,0 +1,164 @@
+"""SQLAlchemy Core tables: the schema every repository reads and writes.
+
+Times are epoch seconds (``Float``) so that the injected clock and the database agree; money is
+``BigInteger`` micro-units. The migrations in ``migrations/versions`` create exactly these tables.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# BIGINT autoincrement on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("family_id", String(32), nullable=False, index=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("issued_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("used_at", Float, nullable=True),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(80), primary_key=True),
+    Column("type", String(16), nullable=False),
+    Column("balance_micro", BigInteger, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    CheckConstraint("balance_micro >= 0 OR id = 'system:issuance'", name="non_negative"),
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("scope", String(80), nullable=False),
+    Column("idempotency_key", String(128), nullable=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("source", String(80), nullable=True),
+    Column("destination", String(80), nullable=True),
+    Column("amount_micro", BigInteger, nullable=False),
+    Column("actor", String(80), nullable=False),
+    Column("memo", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("scope", "idempotency_key", name="uq_postings_scope_key"),
+    Index("ix_postings_source_id", "source", "id"),
+    Index("ix_postings_destination_id", "destination", "id"),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("posting_id", BigId, ForeignKey("postings.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("account", String(80), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("amount_micro", BigInteger, nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("pubkey", String(64), primary_key=True),
+    Column("owner", String(42), nullable=True),
+    Column("node_type", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("signed", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+allowlist = Table(
+    "allowlist",
+    metadata,
+    Column("entry", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+owner_api_keys = Table(
+    "owner_api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("owner", String(42), nullable=False, index=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("label", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
+miners = Table(
+    "miners",
+    metadata,
+    Column("miner_id", String(64), primary_key=True),
+    Column("pubkey", String(64), nullable=False, unique=True),
+    Column("owner", String(42), nullable=False, index=True),
+    Column("spec", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("trust", Float, nullable=False),
+    Column("latency_ms", Float, nullable=True),
+    Column("poc_weight", BigInteger, nullable=False, default=0),
+    Column("telemetry", Text, nullable=True),
+    Column("registered_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+)
+
+node_sessions = Table(
+    "node_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column(
+        "miner_id", String(64), ForeignKey("miners.miner_id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+seen_events = Table(
+    "seen_events",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("expires_at", Float, nullable=False, index=True),
+)

@@ -1,0 +1,169 @@
+"""Shared fixtures: a database per test on SQLite and PostgreSQL, a fake clock, an in-process hub.
+
+PostgreSQL is required: a run where 127.0.0.1:5432 cannot be reached fails, unless the person running
+it sets GPUPOOL_TEST_SKIP_POSTGRES=1, which skips those tests with a loud warning.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from asgi_lifespan import LifespanManager
+from psycopg import sql
+
+from gpupool.api.app import create_app
+from gpupool.config import HubSettings
+from gpupool.core.ports import FakeClock
+from gpupool.hub.container import Hub
+from gpupool.main import build_hub
+
+PG_ADMIN_DSN = os.environ.get("GPUPOOL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+def _pg_reachable() -> str | None:
+    try:
+        with psycopg.connect(PG_ADMIN_DSN, connect_timeout=3):
+            return None
+    except psycopg.OperationalError as exc:
+        return str(exc)
+
+
+_PG_ERROR = _pg_reachable()
+
+
+def pytest_report_header() -> list[str]:
+    return [
+        f"postgresql: {'reachable at ' + PG_ADMIN_DSN if _PG_ERROR is None else 'UNREACHABLE: ' + _PG_ERROR}"
+    ]
+
+
+def _require_postgres() -> None:
+    if _PG_ERROR is None:
+        return
+    if os.environ.get("GPUPOOL_TEST_SKIP_POSTGRES") == "1":
+        warnings.warn(f"POSTGRESQL TESTS SKIPPED: {_PG_ERROR}", stacklevel=2)
+        pytest.skip("PostgreSQL unreachable and GPUPOOL_TEST_SKIP_POSTGRES=1")
+    pytest.fail(f"PostgreSQL at {PG_ADMIN_DSN} is unreachable: {_PG_ERROR}", pytrace=False)
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards; yields its SQLAlchemy URL."""
+    _require_postgres()
+    name = f"gpupool_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/gpupool.db"
+    url: str = request.getfixturevalue("pg_database")
+    return url
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings_factory(db_url: str, tmp_path: Path) -> Callable[..., HubSettings]:
+    def make(**overrides: object) -> HubSettings:
+        values: dict[str, object] = {
+            "db_url": db_url,
+            "data_dir": tmp_path / "hub-data",
+            "storage_path": tmp_path / "artifacts",
+            "admin_password": ADMIN_PASSWORD,
+            "jwt_secret": "test-jwt-secret-0123456789abcdef0123456789",
+            "argon2_time_cost": 1,
+            "argon2_memory_kib": 64,
+        }
+        values.update(overrides)
+        return HubSettings.model_validate(values)
+
+    return make
+
+
+@dataclass
+class HubClient:
+    """An in-process hub and an HTTP client bound to it, plus helpers to make users."""
+
+    hub: Hub
+    http: httpx.AsyncClient
+
+    async def login(self, username: str, password: str) -> dict[str, object]:
+        resp = await self.http.post("/v1/auth/login", json={"username": username, "password": password})
+        assert resp.status_code == 200, resp.text
+        body: dict[str, object] = resp.json()
+        return body
+
+    async def admin_headers(self) -> dict[str, str]:
+        tokens = await self.login("admin", ADMIN_PASSWORD)
+        return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+    async def make_user(self, username: str, *, role: str = "user", balance: int = 0) -> dict[str, str]:
+        """Create a user (funded with ``balance`` micro-units) and return their auth headers."""
+        admin = await self.admin_headers()
+        password = f"pw-{username}-secret"
+        resp = await self.http.post(
+            "/v1/users", json={"username": username, "password": password, "role": role}, headers=admin
+        )
+        assert resp.status_code == 201, resp.text
+        if balance:
+            resp = await self.http.post(
+                "/v1/admin/mint",
+                json={"to": username, "amount": balance, "idempotency_key": f"fund-{username}"},
+                headers=admin,
+            )
+            assert resp.status_code == 201, resp.text
+        tokens = await self.login(username, password)
+        return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+@pytest.fixture
+async def hub_client_factory(
+    settings_factory: Callable[..., HubSettings], clock: FakeClock
+) -> AsyncIterator[Callable[..., Awaitable[HubClient]]]:
+    """Build in-process hubs (several may share one database); all are shut down after the test."""
+    managers: list[LifespanManager] = []
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(**overrides: object) -> HubClient:
+        hub = build_hub(settings_factory(**overrides), clock)
+        manager = LifespanManager(create_app(hub))
+        await manager.__aenter__()
+        managers.append(manager)
+        transport = httpx.ASGITransport(app=manager.app, client=("10.0.0.1", 5000))
+        http = httpx.AsyncClient(transport=transport, base_url="http://hub")
+        clients.append(http)
+        return HubClient(hub=hub, http=http)
+
+    try:
+        yield make
+    finally:
+        for http in clients:
+            await http.aclose()
+        for manager in reversed(managers):
+            await manager.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def hub_client(hub_client_factory: Callable[..., Awaitable[HubClient]]) -> HubClient:
+    return await hub_client_factory()

@@ -1,0 +1,90 @@
+"""Real processes for end-to-end tests: a hub on a free port, started, killed and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ADMIN_PASSWORD
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class HubProcess:
+    """``gpupool hub`` as a child process over a given database; its output goes to a log file."""
+
+    def __init__(self, db_url: str, workdir: Path, port: int | None = None, **env: str) -> None:
+        self.db_url = db_url
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.extra_env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "hub.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        env = {
+            **os.environ,
+            "GPUPOOL_DB_URL": self.db_url,
+            "GPUPOOL_HUB_DATA_DIR": str(self.workdir / "hub-data"),
+            "GPUPOOL_STORAGE_PATH": str(self.workdir / "artifacts"),
+            "GPUPOOL_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "GPUPOOL_HUB_JWT_SECRET": "e2e-jwt-secret-0123456789abcdef0123456789",
+            "GPUPOOL_HUB_ARGON2_TIME_COST": "1",
+            "GPUPOOL_HUB_ARGON2_MEMORY_KIB": "64",
+            "GPUPOOL_HUB_LOG_LEVEL": "warning",
+            **self.extra_env,
+        }
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gpupool", "hub", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"hub exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
+                )
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"hub did not answer within {timeout_s}s: {self.log_path.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, exactly like a crash."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return int(self.proc.returncode)
