@@ -1,0 +1,119 @@
+"""Bodies of the registry, node lifecycle and matchmaking endpoints (SPEC §3.2, §3.3)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+
+Name = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+
+
+class Open(BaseModel):
+    """Signed bodies are verified as sent, so unknown fields are kept, not refused."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class GpuSpecIn(BaseModel):
+    index: StrictInt = Field(ge=0, le=1023)
+    uuid: str = Field(max_length=128)
+    name: str = Field(max_length=128)
+    vram_gb: StrictFloat | StrictInt = Field(ge=0, le=4096)
+    compute_capability: str = Field("", max_length=16)
+
+
+class RegisterIn(Open):
+    miner_id: str | None = Name
+    pubkey: str = Field(min_length=64, max_length=100)
+    owner: str = Field(min_length=42, max_length=42)
+    addr: str | None = Field(None, max_length=256)
+    proto: str = Field("http", max_length=16)
+    gpus: list[GpuSpecIn] = Field(default_factory=list, max_length=64)
+    cpu_cores: StrictInt = Field(ge=0, le=100_000)
+    ram_gb: StrictFloat | StrictInt = Field(ge=0, le=1_000_000)
+    price_token_per_ksec: StrictInt = Field(ge=0, le=10**15, description="micro-units per 1000 GPU-seconds")
+    max_parallel: StrictInt = Field(1, ge=1, le=1024)
+    region: str | None = Field(None, max_length=64)
+    tags: list[str] = Field(default_factory=list, max_length=64)
+    capabilities: list[str] = Field(default_factory=list, max_length=64)
+    sig_event: dict[str, Any]
+
+
+class RegisterOut(BaseModel):
+    miner_id: str
+    status: str
+    session_token: str
+    lease_ttl_sec: int
+    next_heartbeat_sec: float
+
+
+class WorkerIn(Open):
+    pubkey: str = Field(min_length=1, max_length=100)
+    owner: str = Field(min_length=1, max_length=42)
+    node_type: str = Field("node-H100x1", max_length=64)
+    sig_event: dict[str, Any] | None = None
+
+
+class UpdateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session_token: str = Field(min_length=1, max_length=128)
+    miner_id: str | None = None
+    queue_len: StrictInt = Field(0, ge=0, le=1_000_000)
+    busy: bool = False
+    current_jobs: list[str] = Field(default_factory=list, max_length=1024)
+    price_token_per_ksec: StrictInt | None = Field(None, ge=0, le=10**15)
+
+
+class SessionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session_token: str = Field(min_length=1, max_length=128)
+
+
+class RequirementsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: str | None = None
+    min_vram_gb: float | None = Field(None, ge=0)
+    min_ram_gb: float | None = Field(None, ge=0)
+    gpu_count: int | None = Field(None, ge=0, le=1024)
+    accel: list[str] = Field(default_factory=list, max_length=32)
+    tags_any: list[str] = Field(default_factory=list, max_length=64)
+    capabilities_any: list[str] = Field(default_factory=list, max_length=64)
+
+
+class HintsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    region: str | None = None
+    max_price: int | None = Field(None, ge=0)
+    deadline_ms: int | None = Field(None, ge=0)
+
+
+class MatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    job_id: str = Field(min_length=1, max_length=128)
+    requirements: RequirementsIn = Field(default_factory=RequirementsIn)
+    hints: HintsIn = Field(default_factory=HintsIn)
+    top_k: int = Field(3, ge=1, le=100)
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    job_id: str = Field(min_length=1, max_length=128)
+    miner_id: str = Field(min_length=1, max_length=64)
+    outcome: Literal["accepted", "rejected", "failed", "completed"]
+    latency_ms: float | None = Field(None, ge=0, le=3_600_000)
+    fail_code: str | None = Field(None, max_length=64)
+    tokens_spent: int | None = Field(None, ge=0)
+
+
+class AllowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    entry: str = Field(
+        min_length=1, max_length=100, description="a node pubkey (hex or npub) or an owner 0x address"
+    )
+
+
+class ApiKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    owner: str = Field(min_length=42, max_length=42)
+    label: str = Field("", max_length=64)

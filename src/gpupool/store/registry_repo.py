@@ -1,0 +1,262 @@
+"""Registry storage: seed-000 workers, the allowlist, owner API keys, miners, sessions, replay cache."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gpupool.store.tables import allowlist, miners, node_sessions, owner_api_keys, seen_events, workers
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    pubkey: str
+    owner: str | None
+    node_type: str
+    status: str
+    signed: bool
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MinerRecord:
+    miner_id: str
+    pubkey: str
+    owner: str
+    spec: dict[str, Any]
+    status: str
+    trust: float
+    latency_ms: float | None
+    poc_weight: int
+    telemetry: dict[str, Any] | None
+    registered_at: float
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    owner: str
+    label: str
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HotUpdate:
+    """What a heartbeat changed, written behind in batches."""
+
+    miner_id: str
+    status: str
+    last_seen: float
+    telemetry: dict[str, Any] | None
+
+
+def _miner(row: Any) -> MinerRecord:
+    data = row._asdict()
+    data["spec"] = json.loads(data["spec"])
+    data["telemetry"] = json.loads(data["telemetry"]) if data["telemetry"] else None
+    return MinerRecord(**data)
+
+
+class RegistryRepo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self._insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+
+    # seed-000 workers -------------------------------------------------------------------------
+    async def worker(self, pubkey: str) -> WorkerRecord | None:
+        row = (await self.conn.execute(select(workers).where(workers.c.pubkey == pubkey))).first()
+        return WorkerRecord(**row._asdict()) if row else None
+
+    async def put_worker(self, record: WorkerRecord) -> None:
+        values = {k: getattr(record, k) for k in WorkerRecord.__slots__}
+        stmt = self._insert(workers).values(**values)
+        changes = {k: values[k] for k in ("owner", "node_type", "status", "signed", "updated_at")}
+        await self.conn.execute(stmt.on_conflict_do_update(index_elements=["pubkey"], set_=changes))
+
+    async def workers_by_status(self, status: str | None, limit: int, offset: int) -> list[WorkerRecord]:
+        query = select(workers).order_by(workers.c.created_at, workers.c.pubkey).limit(limit).offset(offset)
+        if status:
+            query = query.where(workers.c.status == status)
+        return [WorkerRecord(**r._asdict()) for r in await self.conn.execute(query)]
+
+    # allowlist ----------------------------------------------------------------------------------
+    async def allow(self, entry: str, kind: str, created_by: str, now: float) -> None:
+        stmt = self._insert(allowlist).values(entry=entry, kind=kind, created_by=created_by, created_at=now)
+        await self.conn.execute(stmt.on_conflict_do_nothing(index_elements=["entry"]))
+
+    async def disallow(self, entry: str) -> bool:
+        return (await self.conn.execute(delete(allowlist).where(allowlist.c.entry == entry))).rowcount == 1
+
+    async def allowed(self, *entries: str) -> bool:
+        row = await self.conn.execute(
+            select(allowlist.c.entry).where(allowlist.c.entry.in_(entries)).limit(1)
+        )
+        return row.first() is not None
+
+    async def allowlist_entries(self) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(select(allowlist).order_by(allowlist.c.created_at))
+        return [r._asdict() for r in rows]
+
+    # owner API keys -----------------------------------------------------------------------------
+    async def add_api_key(self, key_id: str, owner: str, key_hash: str, label: str, now: float) -> None:
+        await self.conn.execute(
+            insert(owner_api_keys).values(
+                id=key_id, owner=owner, key_hash=key_hash, label=label, created_at=now
+            )
+        )
+
+    async def api_key_owner(self, key_hash: str) -> str | None:
+        row = await self.conn.execute(
+            select(owner_api_keys.c.owner).where(
+                owner_api_keys.c.key_hash == key_hash, owner_api_keys.c.revoked_at.is_(None)
+            )
+        )
+        return row.scalar()
+
+    async def api_keys(self, owner: str | None) -> list[ApiKeyRecord]:
+        query = select(
+            owner_api_keys.c.id,
+            owner_api_keys.c.owner,
+            owner_api_keys.c.label,
+            owner_api_keys.c.created_at,
+            owner_api_keys.c.revoked_at,
+        ).order_by(owner_api_keys.c.created_at)
+        if owner:
+            query = query.where(owner_api_keys.c.owner == owner)
+        return [ApiKeyRecord(**r._asdict()) for r in await self.conn.execute(query)]
+
+    async def revoke_api_key(self, key_id: str, now: float) -> bool:
+        result = await self.conn.execute(
+            update(owner_api_keys)
+            .where(owner_api_keys.c.id == key_id, owner_api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return result.rowcount == 1
+
+    # miners -------------------------------------------------------------------------------------
+    async def put_miner(self, record: MinerRecord) -> None:
+        values = {k: getattr(record, k) for k in MinerRecord.__slots__}
+        values["spec"] = json.dumps(record.spec, sort_keys=True)
+        values["telemetry"] = json.dumps(record.telemetry) if record.telemetry is not None else None
+        changes = {k: values[k] for k in ("pubkey", "owner", "spec", "status", "last_seen")}
+        stmt = self._insert(miners).values(**values)
+        await self.conn.execute(stmt.on_conflict_do_update(index_elements=["miner_id"], set_=changes))
+
+    async def miner(self, miner_id: str) -> MinerRecord | None:
+        row = (await self.conn.execute(select(miners).where(miners.c.miner_id == miner_id))).first()
+        return _miner(row) if row else None
+
+    async def miner_by_pubkey(self, pubkey: str) -> MinerRecord | None:
+        row = (await self.conn.execute(select(miners).where(miners.c.pubkey == pubkey))).first()
+        return _miner(row) if row else None
+
+    async def all_miners(self) -> list[MinerRecord]:
+        return [_miner(r) for r in await self.conn.execute(select(miners))]
+
+    async def page_miners(self, status: str | None, limit: int, offset: int) -> tuple[list[MinerRecord], int]:
+        query = select(miners).order_by(miners.c.miner_id)
+        count = select(func.count()).select_from(miners)
+        if status:
+            query = query.where(miners.c.status == status)
+            count = count.where(miners.c.status == status)
+        rows = await self.conn.execute(query.limit(limit).offset(offset))
+        total = int((await self.conn.execute(count)).scalar() or 0)
+        return [_miner(r) for r in rows], total
+
+    async def write_hot(self, updates: Sequence[HotUpdate]) -> None:
+        """One batched UPDATE for many heartbeats (the write-behind flush)."""
+        if not updates:
+            return
+        stmt = (
+            update(miners)
+            .where(miners.c.miner_id == bindparam("b_id"))
+            .values(status=bindparam("b_status"), last_seen=bindparam("b_seen"), telemetry=bindparam("b_tel"))
+        )
+        await self.conn.execute(
+            stmt,
+            [
+                {
+                    "b_id": u.miner_id,
+                    "b_status": u.status,
+                    "b_seen": u.last_seen,
+                    "b_tel": json.dumps(u.telemetry) if u.telemetry is not None else None,
+                }
+                for u in updates
+            ],
+        )
+
+    async def set_trust(self, miner_id: str, trust: float, latency_ms: float | None) -> None:
+        await self.conn.execute(
+            update(miners).where(miners.c.miner_id == miner_id).values(trust=trust, latency_ms=latency_ms)
+        )
+
+    async def set_status(self, miner_id: str, status: str, last_seen: float | None = None) -> None:
+        values: dict[str, Any] = {"status": status}
+        if last_seen is not None:
+            values["last_seen"] = last_seen
+        await self.conn.execute(update(miners).where(miners.c.miner_id == miner_id).values(**values))
+
+    # sessions -----------------------------------------------------------------------------------
+    async def add_session(self, token_hash: str, miner_id: str, expires_at: float) -> None:
+        await self.conn.execute(
+            insert(node_sessions).values(token_hash=token_hash, miner_id=miner_id, expires_at=expires_at)
+        )
+
+    async def session(self, token_hash: str) -> tuple[str, float, bool] | None:
+        row = (
+            await self.conn.execute(
+                select(node_sessions.c.miner_id, node_sessions.c.expires_at, node_sessions.c.revoked).where(
+                    node_sessions.c.token_hash == token_hash
+                )
+            )
+        ).first()
+        return (row[0], float(row[1]), bool(row[2])) if row else None
+
+    async def renew_sessions(self, renewals: Sequence[tuple[str, float]]) -> None:
+        if not renewals:
+            return
+        stmt = (
+            update(node_sessions)
+            .where(node_sessions.c.token_hash == bindparam("b_hash"))
+            .values(expires_at=bindparam("b_exp"))
+        )
+        await self.conn.execute(stmt, [{"b_hash": h, "b_exp": e} for h, e in renewals])
+
+    async def revoke_sessions(self, miner_id: str) -> None:
+        await self.conn.execute(
+            update(node_sessions).where(node_sessions.c.miner_id == miner_id).values(revoked=True)
+        )
+
+    async def prune_sessions(self, now: float) -> int:
+        result = await self.conn.execute(
+            delete(node_sessions).where(
+                (node_sessions.c.expires_at < now) | node_sessions.c.revoked.is_(True)
+            )
+        )
+        return int(result.rowcount)
+
+    # replay cache -------------------------------------------------------------------------------
+    async def claim_event(self, event_id: str, expires_at: float) -> bool:
+        """True the first time an event id is seen; False for a replay (any replica, any restart)."""
+        stmt = (
+            self._insert(seen_events)
+            .values(id=event_id, expires_at=expires_at)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(seen_events.c.id)
+        )
+        return (await self.conn.execute(stmt)).first() is not None
+
+    async def prune_events(self, now: float) -> int:
+        return int(
+            (await self.conn.execute(delete(seen_events).where(seen_events.c.expires_at < now))).rowcount
+        )
