@@ -117,3 +117,130 @@ class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     owner: str = Field(min_length=42, max_length=42)
     label: str = Field("", max_length=64)
+
+
+class GpuTelemetryIn(BaseModel):
+    index: StrictInt = Field(ge=0, le=1023)
+    util_pct: float | None = Field(None, ge=0, le=100)
+    mem_used_mb: float | None = Field(None, ge=0)
+    mem_total_mb: float | None = Field(None, ge=0)
+    temp_c: float | None = Field(None, ge=-50, le=200)
+    power_w: float | None = Field(None, ge=0, le=10_000)
+
+
+class HeartbeatIn(BaseModel):
+    """One heartbeat message on the WebSocket; unknown fields are ignored, not refused (newer nodes)."""
+
+    model_config = ConfigDict(extra="ignore")
+    ts: float | None = None
+    queue_len: StrictInt = Field(0, ge=0, le=1_000_000)
+    avg_latency_ms: float | None = Field(None, ge=0)
+    gpus: list[GpuTelemetryIn] = Field(default_factory=list, max_length=64)
+    mem_free_gb: float | None = Field(None, ge=0)
+
+
+class LeaseOut(BaseModel):
+    miner_id: str
+    status: str
+    lease_expires_at: float
+    lease_ttl_sec: int
+    next_heartbeat_sec: float
+
+
+class GpuOut(BaseModel):
+    index: int
+    uuid: str
+    name: str
+    vram_gb: float
+    compute_capability: str
+
+
+class MinerOut(BaseModel):
+    miner_id: str
+    pubkey: str
+    owner: str
+    status: str
+    addr: str | None
+    proto: str
+    region: str | None
+    gpus: list[GpuOut]
+    cpu_cores: int
+    ram_gb: float
+    price_token_per_ksec: int
+    max_parallel: int
+    tags: list[str]
+    capabilities: list[str]
+    trust: float
+    latency_ms: float | None
+    poc_weight: int
+    registered_at: float
+    last_seen: float
+    telemetry: dict[str, Any] | None
+
+
+class MinerPage(BaseModel):
+    items: list[MinerOut]
+    total: int
+    page: int
+    page_size: int
+
+
+class WorkerOut(BaseModel):
+    pubkey: str
+    owner: str | None
+    node_type: str | None
+    status: str
+    signed: bool
+    created_at: float
+    updated_at: float
+
+
+class PermissionMode(BaseModel):
+    mode: Literal["AllowAll", "Deny"]
+
+
+class PermissionsOut(BaseModel):
+    pubkey: str
+    registered: bool
+    authorized: bool
+    owner: str | None
+    node_type: str | None
+    read: PermissionMode
+    write: PermissionMode
+
+
+class AllowOut(BaseModel):
+    entry: str
+    kind: str
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    owner: str
+    label: str
+    created_at: float
+    revoked_at: float | None
+    key: str | None = Field(None, description="the key itself, shown once at creation")
+
+
+class CandidateOut(BaseModel):
+    miner_id: str
+    addr: str
+    proto: str
+    score: float
+    eta_ms: float
+    price: int
+
+
+class MatchOut(BaseModel):
+    job_id: str
+    candidates: list[CandidateOut]
+    explain: str
+    rejected: dict[str, int]
+
+
+class FeedbackOut(BaseModel):
+    miner_id: str
+    trust: float
+    latency_ms: float
+    applied: bool
