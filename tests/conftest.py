@@ -6,7 +6,9 @@ it sets GPUPOOL_TEST_SKIP_POSTGRES=1, which skips those tests with a loud warnin
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,6 +18,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import redis
+import uvicorn
 from asgi_lifespan import LifespanManager
 from psycopg import sql
 
@@ -29,6 +33,12 @@ PG_ADMIN_DSN = os.environ.get("GPUPOOL_TEST_PG_DSN", "postgresql://postgres@127.
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _pg_reachable() -> str | None:
     try:
         with psycopg.connect(PG_ADMIN_DSN, connect_timeout=3):
@@ -40,10 +50,39 @@ def _pg_reachable() -> str | None:
 _PG_ERROR = _pg_reachable()
 
 
+REDIS_TEST_URL = os.environ.get("GPUPOOL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _redis_reachable() -> str | None:
+    try:
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3).ping()
+        return None
+    except redis.RedisError as exc:
+        return str(exc)
+
+
+_REDIS_ERROR = _redis_reachable()
+
+
 def pytest_report_header() -> list[str]:
     return [
-        f"postgresql: {'reachable at ' + PG_ADMIN_DSN if _PG_ERROR is None else 'UNREACHABLE: ' + _PG_ERROR}"
+        f"postgresql: {'reachable at ' + PG_ADMIN_DSN if _PG_ERROR is None else 'UNREACHABLE: ' + _PG_ERROR}",
+        f"redis: {'reachable at ' + REDIS_TEST_URL if _REDIS_ERROR is None else 'UNREACHABLE: ' + _REDIS_ERROR}",
     ]
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A real Redis database (number 15), emptied before and after the test."""
+    if _REDIS_ERROR is not None:
+        if os.environ.get("GPUPOOL_TEST_SKIP_REDIS") == "1":
+            pytest.skip(f"REDIS TESTS SKIPPED: {_REDIS_ERROR}")
+        pytest.fail(f"Redis at {REDIS_TEST_URL} is unreachable: {_REDIS_ERROR}", pytrace=False)
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    yield REDIS_TEST_URL
+    client.flushdb()
+    client.close()
 
 
 def _require_postgres() -> None:
@@ -167,3 +206,50 @@ async def hub_client_factory(
 @pytest.fixture
 async def hub_client(hub_client_factory: Callable[..., Awaitable[HubClient]]) -> HubClient:
     return await hub_client_factory()
+
+
+@dataclass
+class LiveHub(HubClient):
+    """A hub served by uvicorn on a real port inside the test's event loop (for WebSocket tests)."""
+
+    url: str
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://", 1)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+@pytest.fixture
+async def live_hub_factory(
+    settings_factory: Callable[..., HubSettings], clock: FakeClock
+) -> AsyncIterator[Callable[..., Awaitable[LiveHub]]]:
+    hubs: list[LiveHub] = []
+
+    async def make(**overrides: object) -> LiveHub:
+        hub = build_hub(settings_factory(**overrides), clock)
+        port = free_port()
+        config = uvicorn.Config(create_app(hub), host="127.0.0.1", port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        url = f"http://127.0.0.1:{port}"
+        live = LiveHub(hub=hub, http=httpx.AsyncClient(base_url=url), url=url, server=server, task=task)
+        hubs.append(live)
+        return live
+
+    try:
+        yield make
+    finally:
+        for live in hubs:
+            await live.http.aclose()
+            if not live.task.done():
+                await live.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from gpupool.cli import node_cmds, user_cmds
 from gpupool.cli.hub_cmd import hub
 
 app = typer.Typer(
@@ -17,6 +18,15 @@ def _root() -> None:
 
 
 app.command("hub", help="Run the hub: HTTP + WebSocket API, scheduler, ledger.")(hub)
+app.command("login")(user_cmds.login)
+app.command("logout")(user_cmds.logout)
+app.command("whoami")(user_cmds.whoami)
+app.command("balance")(user_cmds.balance)
+app.command("transfer", context_settings=user_cmds.AMOUNT_CONTEXT)(user_cmds.transfer)
+app.command("transfers")(user_cmds.transfers)
+app.command("nodes")(node_cmds.nodes)
+app.command("match")(node_cmds.match)
+app.add_typer(user_cmds.admin_app, name="admin")
 
 
 def main() -> None:
