@@ -51,7 +51,9 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
         self.url = async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"echo": echo}
+        # Every connection is checked in after a commit or a rollback SQLAlchemy already issued, so
+        # the pool's own reset-rollback would be one more round trip per transaction for nothing.
+        kwargs: dict[str, Any] = {"echo": echo, "pool_reset_on_return": None}
         if self.is_sqlite:
             database = make_url(self.url).database
             if database and database != ":memory:":

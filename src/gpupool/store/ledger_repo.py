@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, func, insert, literal, or_, select, update
+from sqlalchemy import BigInteger, String, and_, bindparam, case, func, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -50,6 +52,49 @@ class NewPosting:
     memo: str | None = None
 
 
+_POSTING_COLUMNS = (
+    "kind",
+    "scope",
+    "idempotency_key",
+    "request_hash",
+    "source",
+    "destination",
+    "amount_micro",
+    "actor",
+    "memo",
+    "created_at",
+)
+
+
+@cache
+def _claim_statement(dialect: str) -> Any:
+    """Built once per dialect: building a Core statement costs more than running it on SQLite."""
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        make(postings)
+        .values({c: bindparam(c) for c in _POSTING_COLUMNS})
+        .on_conflict_do_nothing(index_elements=["scope", "idempotency_key"])
+        .returning(postings.c.id)
+    )
+
+
+@cache
+def _apply_statement(legs: int) -> Any:
+    """``balance += CASE id WHEN a0 THEN d0 … END`` for ``legs`` accounts, in one UPDATE."""
+    delta = case(
+        *[(accounts.c.id == bindparam(f"a{i}"), bindparam(f"d{i}", type_=BigInteger)) for i in range(legs)],
+        else_=literal(0, BigInteger),
+    )
+    return (
+        update(accounts)
+        .where(accounts.c.id.in_([bindparam(f"w{i}", type_=String) for i in range(legs)]))
+        .values(balance_micro=accounts.c.balance_micro + delta)
+    )
+
+
+_INSERT_ENTRIES = insert(entries)
+
+
 class LedgerRepo:
     """Reads and writes of one transaction; the connection's transaction is the caller's."""
 
@@ -86,39 +131,29 @@ class LedgerRepo:
 
     async def claim(self, new: NewPosting) -> int | None:
         """Insert the posting row; None when its idempotency key is already taken."""
-        stmt = (
-            self._insert(postings)
-            .values(
-                kind=new.posting.kind.value,
-                scope=new.scope,
-                idempotency_key=new.idempotency_key,
-                request_hash=new.request_hash,
-                source=new.source,
-                destination=new.destination,
-                amount_micro=new.amount_micro,
-                actor=new.actor,
-                memo=new.memo,
-                created_at=new.created_at,
-            )
-            .on_conflict_do_nothing(index_elements=["scope", "idempotency_key"])
-            .returning(postings.c.id)
-        )
-        posting_id = (await self.conn.execute(stmt)).scalar()
+        params = {
+            "kind": new.posting.kind.value,
+            "scope": new.scope,
+            "idempotency_key": new.idempotency_key,
+            "request_hash": new.request_hash,
+            "source": new.source,
+            "destination": new.destination,
+            "amount_micro": new.amount_micro,
+            "actor": new.actor,
+            "memo": new.memo,
+            "created_at": new.created_at,
+        }
+        posting_id = (await self.conn.execute(_claim_statement(self.conn.dialect.name), params)).scalar()
         return None if posting_id is None else int(posting_id)
 
     async def apply(self, posting_id: int, posting: Posting) -> None:
         """Move balances and record entries; raises PaymentRequired or NotFound and writes nothing."""
         deltas = posting.deltas()
-        delta_case = case(
-            *[(accounts.c.id == a, literal(d, BigInteger)) for a, d in deltas.items()],
-            else_=literal(0, BigInteger),
-        )
+        params: dict[str, object] = {}
+        for i, (account, delta) in enumerate(deltas.items()):
+            params.update({f"a{i}": account, f"d{i}": delta, f"w{i}": account})
         try:
-            result = await self.conn.execute(
-                update(accounts)
-                .where(accounts.c.id.in_(list(deltas)))
-                .values(balance_micro=accounts.c.balance_micro + delta_case)
-            )
+            result = await self.conn.execute(_apply_statement(len(deltas)), params)
         except IntegrityError as exc:
             debited = next(e.account for e in posting.entries if e.amount_micro < 0)
             raise PaymentRequired(f"insufficient funds in {debited}", details={"account": debited}) from exc
@@ -127,7 +162,7 @@ class LedgerRepo:
             missing = sorted(set(deltas) - known)
             raise NotFound(f"unknown account: {missing[0]}", details={"account": missing[0]})
         await self.conn.execute(
-            insert(entries),
+            _INSERT_ENTRIES,
             [{"posting_id": posting_id, "account": a, "amount_micro": d} for a, d in deltas.items()],
         )
 
