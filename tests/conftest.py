@@ -67,7 +67,8 @@ _REDIS_ERROR = _redis_reachable()
 def pytest_report_header() -> list[str]:
     return [
         f"postgresql: {'reachable at ' + PG_ADMIN_DSN if _PG_ERROR is None else 'UNREACHABLE: ' + _PG_ERROR}",
-        f"redis: {'reachable at ' + REDIS_TEST_URL if _REDIS_ERROR is None else 'UNREACHABLE: ' + _REDIS_ERROR}",
+        "redis: "
+        + (f"reachable at {REDIS_TEST_URL}" if _REDIS_ERROR is None else f"UNREACHABLE: {_REDIS_ERROR}"),
     ]
 
 

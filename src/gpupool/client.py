@@ -234,7 +234,9 @@ class Client:
     # -- registry and matching (JSON as the hub returns it: SPEC §3.2, §3.3) ----------------------
 
     def miners(self, status: str | None = None, page: int = 1, page_size: int = 50) -> dict[str, Any]:
-        params: dict[str, int | str] = {"page": page, "page_size": page_size} | ({"status": status} if status else {})
+        params: dict[str, int | str] = {"page": page, "page_size": page_size} | (
+            {"status": status} if status else {}
+        )
         return dict(self._call("GET", "/v1/miners", params=params, idempotent=True))
 
     def match(self, request: Mapping[str, Any], coordinator_secret: str | None = None) -> dict[str, Any]:

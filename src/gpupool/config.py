@@ -8,10 +8,10 @@ a laptop; unsafe defaults are refused outside dev mode.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DB_URL = "sqlite:///./data/gpupool.db"
 
@@ -58,6 +58,9 @@ class HubSettings(BaseSettings):
     session_ttl_sec: int = Field(300, gt=0, validation_alias=_env("SESSION_TTL_SEC"))
     max_clock_skew_sec: int = Field(120, gt=0, validation_alias=_env("GPUPOOL_HUB_MAX_CLOCK_SKEW_SEC"))
     flush_interval_sec: float = Field(1.0, gt=0, validation_alias=_env("GPUPOOL_HUB_FLUSH_INTERVAL_SEC"))
+    maintenance_interval_sec: float = Field(
+        300.0, gt=0, validation_alias=_env("GPUPOOL_HUB_MAINTENANCE_INTERVAL_SEC", "MAINTENANCE_INTERVAL_SEC")
+    )
     coordinator_shared_secret: SecretStr | None = Field(
         None, validation_alias=_env("COORDINATOR_SHARED_SECRET")
     )
@@ -80,3 +83,50 @@ class HubSettings(BaseSettings):
         if not self.dev_mode and self.jwt_secret is None:
             raise ValueError("GPUPOOL_HUB_JWT_SECRET must be set when GPUPOOL_HUB_DEV_MODE is false")
         return self
+
+
+class NodeSettings(BaseSettings):
+    """Settings of the node agent; the seed-000 names (``REGISTRY_URL`` …) work as they did there."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    registry_url: str | None = Field(None, validation_alias=_env("REGISTRY_URL", "GPUPOOL_NODE_REGISTRY_URL"))
+    owner_address: str | None = Field(
+        None, validation_alias=_env("OWNER_ADDRESS", "GPUPOOL_NODE_OWNER_ADDRESS")
+    )
+    node_type: str = Field("node-H100x1", validation_alias=_env("NODE_TYPE", "GPUPOOL_NODE_TYPE"))
+    listen_addr: str = Field("0.0.0.0:8080", validation_alias=_env("LISTEN_ADDR", "GPUPOOL_NODE_LISTEN_ADDR"))
+    data_dir: Path = Field(Path("./data"), validation_alias=_env("DATA_DIR", "GPUPOOL_NODE_DATA_DIR"))
+    dstack_url: str | None = Field(
+        None, validation_alias=_env("DSTACK_BACKEND_DSTACK_URL", "GPUPOOL_NODE_DSTACK_URL")
+    )
+    fake_nvml: Path | None = Field(None, validation_alias=_env("GPUPOOL_NODE_FAKE_NVML"))
+    miner_id: str | None = Field(None, validation_alias=_env("GPUPOOL_NODE_MINER_ID", "MINER_ID"))
+    advertise_addr: str | None = Field(None, validation_alias=_env("GPUPOOL_NODE_ADVERTISE_ADDR"))
+    price_token_per_ksec: int = Field(
+        1_000_000, ge=0, validation_alias=_env("GPUPOOL_NODE_PRICE_MICRO_PER_KSEC", "PRICE_TOKEN_PER_KSEC")
+    )
+    max_parallel: int = Field(1, ge=1, validation_alias=_env("GPUPOOL_NODE_MAX_PARALLEL", "MAX_PARALLEL"))
+    region: str | None = Field(None, validation_alias=_env("GPUPOOL_NODE_REGION", "REGION"))
+    tags: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("GPUPOOL_NODE_TAGS", "TAGS")
+    )
+    capabilities: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["inference"],
+        validation_alias=_env("GPUPOOL_NODE_CAPABILITIES", "CAPABILITIES"),
+    )
+    api_key: SecretStr | None = Field(None, validation_alias=_env("GPUPOOL_NODE_API_KEY", "OWNER_API_KEY"))
+    backoff_max_sec: float = Field(30.0, gt=0, validation_alias=_env("GPUPOOL_NODE_BACKOFF_MAX_SEC"))
+    log_level: str = Field("info", validation_alias=_env("GPUPOOL_NODE_LOG_LEVEL", "LOG_LEVEL"))
+
+    @field_validator("tags", "capabilities", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen_addr.rpartition(":")
+        return host or "0.0.0.0", int(port)

@@ -11,12 +11,19 @@ from fastapi import FastAPI
 from gpupool import __version__
 from gpupool.api.app import create_app
 from gpupool.config import HubSettings
+from gpupool.core import matching
 from gpupool.core.ports import Clock, SystemClock
 from gpupool.hub.auth import AuthConfig, AuthService
+from gpupool.hub.background import Periodic
 from gpupool.hub.container import Hub
 from gpupool.hub.ledger import LedgerService
+from gpupool.hub.live import LiveRegistry
+from gpupool.hub.matchmaking import MatchService
 from gpupool.hub.metrics import HubMetrics
 from gpupool.hub.passwords import Passwords
+from gpupool.hub.registry import RegistryConfig, RegistryService
+from gpupool.hub.sessions import SessionService
+from gpupool.hub.signatures import SignedRequests
 from gpupool.hub.throttle import Budget, make_storage
 from gpupool.store.db import Database
 
@@ -58,8 +65,32 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         failures_by_client=Budget(storage, "login-client", window),
     )
     ledger = LedgerService(db, clock, settings.max_amount_micro)
+    live = LiveRegistry(db, metrics, matching.Weights.parse(settings.default_weights))
+    sessions = SessionService(db, clock, live, settings.session_ttl_sec)
+    registry = RegistryService(
+        db,
+        clock,
+        RegistryConfig(settings.registry_mode, settings.session_ttl_sec, settings.heartbeat_interval_sec),
+        SignedRequests(clock, settings.max_clock_skew_sec),
+        live,
+        sessions,
+        ledger,
+        metrics,
+    )
     return Hub(
-        settings=settings, clock=clock, db=db, metrics=metrics, auth=auth, ledger=ledger, version=__version__
+        settings=settings,
+        clock=clock,
+        db=db,
+        metrics=metrics,
+        auth=auth,
+        ledger=ledger,
+        live=live,
+        sessions=sessions,
+        registry=registry,
+        matchmaking=MatchService(db, clock, live, metrics),
+        rate_limit=Budget(storage, "api", settings.rate_limit),
+        periodic=Periodic(metrics.registry),
+        version=__version__,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 
 
-class _CleanExitServer(uvicorn.Server):
+class CleanExitServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
@@ -21,7 +21,5 @@ class _CleanExitServer(uvicorn.Server):
 
 def serve(app: Any, host: str, port: int, log_level: str = "info", **config: Any) -> None:
     """Run ``app`` until SIGTERM or SIGINT; return normally after a graceful shutdown."""
-    server = _CleanExitServer(
-        uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), **config)
-    )
+    server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), **config))
     server.run()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from gpupool.core.model import Principal
+from gpupool.core.model import Principal, Role
 from gpupool.errors import Forbidden, Unauthenticated
 from gpupool.hub.container import Hub
 
@@ -47,3 +48,37 @@ def client_address(request: Request) -> str:
 
 
 ClientDep = Annotated[str, Depends(client_address)]
+
+
+async def rate_limit(request: Request, hub: HubDep) -> None:
+    """One budget per client address and route (SPEC §3.3: 50 requests per second by default)."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    await hub.rate_limit.hit(f"{client_address(request)}:{path}", "too many requests; slow down")
+
+
+RateLimitDep = Depends(rate_limit)
+
+COORDINATOR_SECRET_USER = Principal(user_id=0, username="coordinator-secret", role=Role.COORDINATOR)
+
+
+def get_coordinator(
+    hub: HubDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    secret: Annotated[str | None, Header(alias="X-Coordinator-Secret")] = None,
+) -> Principal:
+    """A coordinator or admin token, or the shared coordinator secret (compared in constant time)."""
+    configured = hub.settings.coordinator_shared_secret
+    if secret is not None:
+        if configured is None or not hmac.compare_digest(
+            secret.encode(), configured.get_secret_value().encode()
+        ):
+            raise Unauthenticated("wrong coordinator secret", code="bad_coordinator_secret")
+        return COORDINATOR_SECRET_USER
+    principal = get_principal(hub, credentials)
+    if principal.role not in (Role.COORDINATOR, Role.ADMIN):
+        raise Forbidden("coordinator or admin role required")
+    return principal
+
+
+CoordinatorDep = Annotated[Principal, Depends(get_coordinator)]

@@ -30,6 +30,9 @@ HTTP_STATUS: dict[type[errors.GpupoolError], int] = {
     errors.Unavailable: 503,
 }
 
+# WebSocket close codes: the 4000 range mirrors the HTTP status, so a node reads them the same way.
+WS_CLOSE: dict[type[errors.GpupoolError], int] = {cls: 4000 + status for cls, status in HTTP_STATUS.items()}
+
 _STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "forbidden"}
 
 
@@ -38,6 +41,13 @@ def status_for(exc: errors.GpupoolError) -> int:
         if cls in HTTP_STATUS:
             return HTTP_STATUS[cls]
     return 500
+
+
+def ws_close_code(exc: errors.GpupoolError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in WS_CLOSE:
+            return WS_CLOSE[cls]
+    return 1011
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

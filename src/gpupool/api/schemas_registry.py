@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-Name = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 
 
 class Open(BaseModel):
@@ -24,8 +24,8 @@ class GpuSpecIn(BaseModel):
 
 
 class RegisterIn(Open):
-    miner_id: str | None = Name
-    pubkey: str = Field(min_length=64, max_length=100)
+    miner_id: str | None = Field(None, min_length=1, max_length=64, pattern=NAME_PATTERN)
+    pubkey: str = Field(min_length=63, max_length=100, description="64 hex characters or an npub")
     owner: str = Field(min_length=42, max_length=42)
     addr: str | None = Field(None, max_length=256)
     proto: str = Field("http", max_length=16)

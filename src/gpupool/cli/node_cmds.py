@@ -22,7 +22,7 @@ def _gpus(gpus: list[dict[str, Any]]) -> str:
     for g in gpus:
         label = f"{str(g['name']).removeprefix('NVIDIA ')} {g['vram_gb']:g}GB"
         names[label] = names.get(label, 0) + 1
-    return ", ".join(f"{n}× {label}" for label, n in names.items())
+    return ", ".join(f"{n} x {label}" for label, n in names.items())
 
 
 def _ago(ts: float) -> str:

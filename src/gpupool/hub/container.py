@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from gpupool.config import HubSettings
 from gpupool.core.ports import Clock
 from gpupool.hub.auth import AuthService
+from gpupool.hub.background import Periodic
 from gpupool.hub.ledger import LedgerService
+from gpupool.hub.live import LiveRegistry
+from gpupool.hub.matchmaking import MatchService
 from gpupool.hub.metrics import HubMetrics
+from gpupool.hub.registry import RegistryService
+from gpupool.hub.sessions import SessionService
+from gpupool.hub.throttle import Budget
 from gpupool.store.db import Database
+from gpupool.store.registry_repo import RegistryRepo
 
 
 @dataclass
@@ -20,13 +29,45 @@ class Hub:
     metrics: HubMetrics
     auth: AuthService
     ledger: LedgerService
+    live: LiveRegistry
+    sessions: SessionService
+    registry: RegistryService
+    matchmaking: MatchService
+    rate_limit: Budget
+    periodic: Periodic
     version: str
 
     async def start(self) -> str | None:
-        """Migrate the schema and create the first admin; returns a generated admin password once."""
+        """Migrate, create the first admin, reload live nodes and start the loops.
+
+        Returns the generated admin password on the very first start, once.
+        """
         await self.db.migrate()
         password = self.settings.admin_password.get_secret_value() if self.settings.admin_password else None
-        return await self.auth.ensure_admin(password)
+        generated = await self.auth.ensure_admin(password)
+        await self.live.load(self.clock.now(), self.settings.heartbeat_grace_sec)
+        self.periodic.every(self.settings.flush_interval_sec, "flush", self.live.flush)
+        self.periodic.every(min(1.0, self.settings.heartbeat_grace_sec / 4), "expire", self.expire)
+        self.periodic.every(self.settings.maintenance_interval_sec, "prune", self.prune)
+        self.periodic.start()
+        return generated
+
+    async def expire(self) -> list[str]:
+        """Take nodes silent for longer than the grace period offline (written with the next flush)."""
+        return self.live.expire(self.clock.now(), self.settings.heartbeat_grace_sec)
+
+    async def prune(self) -> tuple[int, int]:
+        """Forget expired sessions and replay-cache entries too old to be accepted anyway."""
+        now = self.clock.now()
+        self.sessions.prune(now)
+
+        async def work(conn: AsyncConnection) -> tuple[int, int]:
+            repo = RegistryRepo(conn)
+            return await repo.prune_sessions(now), await repo.prune_events(now)
+
+        return await self.db.run(work)
 
     async def stop(self) -> None:
+        await self.periodic.stop()
+        await self.live.flush()  # a clean stop loses no telemetry at all
         await self.db.dispose()

@@ -102,10 +102,10 @@ class LiveNode:
 
 
 class LiveRegistry:
-    def __init__(self, db: Database, metrics: HubMetrics) -> None:
+    def __init__(self, db: Database, metrics: HubMetrics, weights: matching.Weights) -> None:
         self.db = db
         self.metrics = metrics
-        self.table = matching.NodeTable()
+        self.table = matching.NodeTable(weights)
         self.nodes: dict[str, LiveNode] = {}
         self._dirty: set[str] = set()
         self._session_renewals: dict[str, float] = {}
@@ -169,6 +169,15 @@ class LiveRegistry:
             return
         node.record = replace(node.record, trust=trust, latency_ms=latency_ms)
         self.table.set_trust(miner_id, trust, latency_ms)
+
+    def set_price(self, miner_id: str, price_micro_per_ksec: int) -> None:
+        node = self.nodes.get(miner_id)
+        if node is None:
+            return
+        node.record = replace(
+            node.record, spec={**node.record.spec, "price_token_per_ksec": price_micro_per_ksec}
+        )
+        self.table.set_price(miner_id, price_micro_per_ksec)
 
     def online_count(self) -> int:
         return sum(1 for n in self.nodes.values() if n.online)

@@ -8,10 +8,9 @@ its owner, or an owner API key presented with it was admitted by an admin.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gpupool import crypto
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
-from gpupool.errors import Conflict, Forbidden, InvalidInput, NotFound
+from gpupool.errors import Conflict, Forbidden, InvalidInput, NotFound, SignatureRejected
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry, NodeSpec
 from gpupool.hub.metrics import HubMetrics
+from gpupool.hub.sessions import SessionService, token_hash
 from gpupool.hub.signatures import SignedRequests
 from gpupool.store.db import Database
 from gpupool.store.registry_repo import ApiKeyRecord, MinerRecord, RegistryRepo, WorkerRecord
@@ -47,10 +47,6 @@ class Registration:
     next_heartbeat_sec: float
 
 
-def session_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 class RegistryService:
     def __init__(
         self,
@@ -59,6 +55,7 @@ class RegistryService:
         config: RegistryConfig,
         signed: SignedRequests,
         live: LiveRegistry,
+        sessions: SessionService,
         ledger: LedgerService,
         metrics: HubMetrics,
     ) -> None:
@@ -67,6 +64,7 @@ class RegistryService:
         self.config = config
         self.signed = signed
         self.live = live
+        self.sessions = sessions
         self.ledger = ledger
         self.metrics = metrics
 
@@ -94,12 +92,13 @@ class RegistryService:
         owner = crypto.normalize_owner_address(str(raw.get("owner", "")))
         node_type = str(raw.get("node_type") or "node-H100x1")
         signed = "sig_event" in raw
-        if signed:
-            await self.signed.verify(raw, crypto.KIND_REGISTRATION, pubkey)
+        event = self.signed.check(raw, crypto.KIND_REGISTRATION, pubkey) if signed else None
         now = self.clock.now()
 
         async def work(conn: AsyncConnection) -> WorkerRecord:
             repo = RegistryRepo(conn)
+            if event is not None:
+                await self.signed.claim(repo, event)
             existing = await repo.worker(pubkey)
             if not signed and existing is not None and existing.status == AUTHORIZED:
                 return existing  # an unsigned request never rebinds an authorized key
@@ -170,7 +169,7 @@ class RegistryService:
         now = self.clock.now()
 
         async def work(conn: AsyncConnection) -> None:
-            await RegistryRepo(conn).add_api_key(key_id, owner, session_hash(key), label, now)
+            await RegistryRepo(conn).add_api_key(key_id, owner, token_hash(key), label, now)
 
         await self.db.run(work)
         return ApiKeyRecord(id=key_id, owner=owner, label=label, created_at=now, revoked_at=None), key
@@ -194,8 +193,8 @@ class RegistryService:
         pubkey = crypto.normalize_pubkey(spec.pubkey)
         owner = crypto.normalize_owner_address(spec.owner)
         try:
-            await self.signed.verify(raw, crypto.KIND_REGISTRATION, pubkey)
-        except Exception:
+            event = self.signed.check(raw, crypto.KIND_REGISTRATION, pubkey)
+        except SignatureRejected:
             self.metrics.registrations.labels("bad_signature").inc()
             raise
         now = self.clock.now()
@@ -203,6 +202,7 @@ class RegistryService:
 
         async def work(conn: AsyncConnection) -> MinerRecord:
             repo = RegistryRepo(conn)
+            await self.signed.claim(repo, event)
             if not await self._admitted(repo, pubkey, owner, api_key):
                 raise Forbidden("this key is not admitted to the pool", code="not_authorized")
             existing = await repo.miner_by_pubkey(pubkey)
@@ -225,16 +225,22 @@ class RegistryService:
                 last_seen=now,
             )
             await repo.put_miner(record)
-            await repo.add_session(session_hash(token), miner_id, now + self.config.session_ttl_s)
+            await repo.revoke_sessions(miner_id)  # one live session per node: an old token stops working
+            await repo.add_session(token_hash(token), miner_id, now + self.config.session_ttl_s)
             return record
 
         try:
             record = await self.db.run(work)
-        except Forbidden:
+        except SignatureRejected:
+            self.metrics.registrations.labels("replayed").inc()
+            raise
+        except (Forbidden, Conflict):
             self.metrics.registrations.labels("refused").inc()
             raise
         await self.ledger.open_owner_account(owner)
         self.live.upsert(record, now)
+        self.sessions.forget(record.miner_id)
+        self.sessions.remember(token, record.miner_id, now + self.config.session_ttl_s)
         self.metrics.registrations.labels("accepted").inc()
         return Registration(
             miner_id=record.miner_id,
@@ -243,6 +249,23 @@ class RegistryService:
             lease_ttl_sec=self.config.session_ttl_s,
             next_heartbeat_sec=self.config.heartbeat_interval_s,
         )
+
+    async def set_price(self, miner_id: str, price_micro_per_ksec: int) -> None:
+        """A node's new price, stored in its spec and used by the very next match."""
+
+        async def work(conn: AsyncConnection) -> MinerRecord | None:
+            repo = RegistryRepo(conn)
+            record = await repo.miner(miner_id)
+            if record is None:
+                return None
+            updated = replace(record, spec={**record.spec, "price_token_per_ksec": price_micro_per_ksec})
+            await repo.put_miner(updated)
+            return updated
+
+        record = await self.db.run(work)
+        if record is None:
+            raise NotFound(f"no miner {miner_id}")
+        self.live.set_price(miner_id, price_micro_per_ksec)
 
     async def miner(self, miner_id: str) -> MinerRecord:
         async with self.db.read() as conn:
@@ -267,7 +290,7 @@ class RegistryService:
         worker = await repo.worker(pubkey)
         if worker is not None and worker.status == AUTHORIZED and worker.owner == owner and not worker.signed:
             return True  # approved by an admin
-        return bool(api_key) and await repo.api_key_owner(session_hash(api_key or "")) == owner
+        return bool(api_key) and await repo.api_key_owner(token_hash(api_key or "")) == owner
 
     async def _authorized(self, repo: RegistryRepo, worker: WorkerRecord) -> bool:
         """Whether the registry answers AllowAll for this worker now (admission can be withdrawn)."""

@@ -1,4 +1,9 @@
-"""Believe a signed request only after its signature, freshness and uniqueness check out."""
+"""Believe a signed request only after its signature, freshness and uniqueness check out.
+
+``check`` verifies the event (no I/O); ``claim`` records its id inside the caller's own transaction,
+so a request refused for another reason rolls the claim back with everything else, while a request
+that went through can never be replayed (on any replica, after any restart).
+"""
 
 from __future__ import annotations
 
@@ -8,28 +13,22 @@ from typing import Any
 from gpupool import crypto
 from gpupool.core.ports import Clock
 from gpupool.errors import SignatureRejected
-from gpupool.store.db import Database
 from gpupool.store.registry_repo import RegistryRepo
 
 
 class SignedRequests:
-    """Verifies ``sig_event`` beside a body, then claims the event id so it is accepted once, ever."""
-
-    def __init__(self, db: Database, clock: Clock, max_skew_s: int) -> None:
-        self.db = db
+    def __init__(self, clock: Clock, max_skew_s: int) -> None:
         self.clock = clock
         self.max_skew_s = max_skew_s
 
-    async def verify(self, body: Mapping[str, Any], kind: int, pubkey: str | None = None) -> dict[str, Any]:
+    def check(self, body: Mapping[str, Any], kind: int, pubkey: str | None = None) -> dict[str, Any]:
         event = crypto.verify_signed_body(body, now=self.clock.now(), max_skew_s=self.max_skew_s, kind=kind)
         if pubkey is not None and event["pubkey"] != pubkey:
             raise SignatureRejected("event signed by another key", code="pubkey_mismatch")
+        return event
+
+    async def claim(self, repo: RegistryRepo, event: Mapping[str, Any]) -> None:
         # An event older than the skew window is refused as stale, so it need not be remembered longer.
         expires_at = float(event["created_at"]) + 2 * self.max_skew_s
-
-        async def claim(conn: Any) -> bool:
-            return await RegistryRepo(conn).claim_event(str(event["id"]), expires_at)
-
-        if not await self.db.run(claim):
+        if not await repo.claim_event(str(event["id"]), expires_at):
             raise SignatureRejected("event already accepted once (replay)", code="replayed_event")
-        return event

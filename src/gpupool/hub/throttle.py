@@ -17,7 +17,7 @@ def make_storage(redis_url: str | None) -> Storage:
     """Shared Redis storage when several replicas serve one pool, process memory otherwise."""
     if redis_url:
         scheme = redis_url.replace("redis://", "async+redis://", 1).replace("rediss://", "async+rediss://", 1)
-        storage = storage_from_string(scheme)
+        storage = storage_from_string(scheme, implementation="redispy")  # redis-py, not coredis
         assert isinstance(storage, Storage)
         return storage
     return MemoryStorage()

@@ -16,11 +16,12 @@ async def health(hub: HubDep) -> HealthOut:
     return HealthOut(
         status="ok",
         version=hub.version,
-        online_miners=0,
-        avg_latency_ms=None,
+        online_miners=hub.live.online_count(),
+        avg_latency_ms=hub.live.avg_latency_ms(),
         features={
             "database": "sqlite" if hub.db.is_sqlite else "postgresql",
             "redis": bool(hub.settings.redis_url),
+            "registry_mode": hub.settings.registry_mode,
         },
     )
 

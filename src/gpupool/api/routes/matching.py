@@ -1,0 +1,49 @@
+"""Matchmaking for coordinators (SPEC §3.3): ``/v1/match`` and ``/v1/feedback``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from gpupool.api.deps import CoordinatorDep, HubDep, RateLimitDep
+from gpupool.api.schemas_registry import CandidateOut, FeedbackIn, FeedbackOut, MatchIn, MatchOut
+from gpupool.core import matching
+
+router = APIRouter(prefix="/v1", tags=["matching"])
+
+
+@router.post("/match", response_model=MatchOut, dependencies=[RateLimitDep])
+async def match(body: MatchIn, hub: HubDep, _coordinator: CoordinatorDep) -> MatchOut:
+    r, h = body.requirements, body.hints
+    result = hub.matchmaking.match(
+        body.job_id,
+        matching.Requirements(
+            task=r.task,
+            min_vram_gb=r.min_vram_gb,
+            min_ram_gb=r.min_ram_gb,
+            gpu_count=r.gpu_count,
+            accel=list(r.accel),
+            tags_any=list(r.tags_any),
+            capabilities_any=list(r.capabilities_any),
+        ),
+        matching.Hints(region=h.region, max_price=h.max_price, deadline_ms=h.deadline_ms),
+        body.top_k,
+    )
+    return MatchOut(
+        job_id=body.job_id,
+        candidates=[
+            CandidateOut(
+                miner_id=c.miner_id, addr=c.addr, proto=c.proto, score=c.score, eta_ms=c.eta_ms, price=c.price
+            )
+            for c in result.candidates
+        ],
+        explain=result.explain,
+        rejected=dict(result.rejected),
+    )
+
+
+@router.post("/feedback", response_model=FeedbackOut)
+async def feedback(body: FeedbackIn, hub: HubDep, _coordinator: CoordinatorDep) -> FeedbackOut:
+    result = await hub.matchmaking.feedback(body.job_id, body.miner_id, body.outcome, body.latency_ms)
+    return FeedbackOut(
+        miner_id=result.miner_id, trust=result.trust, latency_ms=result.latency_ms, applied=result.applied
+    )

@@ -1,0 +1,177 @@
+"""Node lifecycle (SPEC §3.2): register, update, renew, heartbeat over WebSocket, logout, listing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect, status
+from pydantic import ValidationError
+
+from gpupool.api.deps import AdminDep, HubDep, PrincipalDep, RateLimitDep
+from gpupool.api.errors import ws_close_code
+from gpupool.api.schemas_registry import (
+    GpuOut,
+    HeartbeatIn,
+    LeaseOut,
+    MinerOut,
+    MinerPage,
+    RegisterIn,
+    RegisterOut,
+    SessionIn,
+    UpdateIn,
+)
+from gpupool.errors import GpupoolError
+from gpupool.hub.container import Hub
+from gpupool.hub.live import GpuSpec, NodeSpec
+from gpupool.store.registry_repo import MinerRecord
+
+router = APIRouter(prefix="/v1/miners", tags=["miners"])
+log = logging.getLogger(__name__)
+
+
+def miner_out(record: MinerRecord) -> MinerOut:
+    spec = NodeSpec.from_record(record)
+    return MinerOut(
+        miner_id=record.miner_id,
+        pubkey=record.pubkey,
+        owner=record.owner,
+        status=record.status,
+        addr=spec.addr,
+        proto=spec.proto,
+        region=spec.region,
+        gpus=[GpuOut(**_gpu(g)) for g in spec.gpus],
+        cpu_cores=spec.cpu_cores,
+        ram_gb=spec.ram_gb,
+        price_token_per_ksec=spec.price_micro_per_ksec,
+        max_parallel=spec.max_parallel,
+        tags=list(spec.tags),
+        capabilities=list(spec.capabilities),
+        trust=record.trust,
+        latency_ms=record.latency_ms,
+        poc_weight=record.poc_weight,
+        registered_at=record.registered_at,
+        last_seen=record.last_seen,
+        telemetry=record.telemetry,
+    )
+
+
+def _gpu(gpu: GpuSpec) -> dict[str, Any]:
+    return {k: getattr(gpu, k) for k in GpuSpec.__slots__}
+
+
+def _spec(body: RegisterIn) -> NodeSpec:
+    return NodeSpec(
+        pubkey=body.pubkey,
+        owner=body.owner,
+        miner_id=body.miner_id,
+        cpu_cores=body.cpu_cores,
+        ram_gb=float(body.ram_gb),
+        price_micro_per_ksec=body.price_token_per_ksec,
+        max_parallel=body.max_parallel,
+        gpus=tuple(GpuSpec(**g.model_dump()) for g in body.gpus),
+        addr=body.addr,
+        proto=body.proto,
+        region=body.region,
+        tags=tuple(body.tags),
+        capabilities=tuple(body.capabilities),
+    )
+
+
+@router.post("/register", response_model=RegisterOut, dependencies=[RateLimitDep])
+async def register(
+    body: RegisterIn,
+    request: Request,
+    hub: HubDep,
+    api_key: Annotated[str | None, Header(alias="X-Api-Key")] = None,
+) -> RegisterOut:
+    """Signed (kind 21000) by the node's key; the body is verified exactly as sent."""
+    registration = await hub.registry.register_miner(await request.json(), _spec(body), api_key)
+    return RegisterOut(**{k: getattr(registration, k) for k in registration.__slots__})
+
+
+@router.post("/update", response_model=LeaseOut)
+async def update(body: UpdateIn, hub: HubDep) -> LeaseOut:
+    miner_id = await hub.sessions.beat(body.session_token, body.queue_len, None, body.miner_id)
+    if body.price_token_per_ksec is not None:
+        await hub.registry.set_price(miner_id, body.price_token_per_ksec)
+    return await _lease(hub, body.session_token)
+
+
+@router.get("/lease/renew", response_model=LeaseOut)
+async def renew(hub: HubDep, session_token: Annotated[str, Query(min_length=1, max_length=128)]) -> LeaseOut:
+    """The HTTP fallback of the heartbeat socket: keeps the session and the node alive."""
+    await hub.sessions.beat(session_token, _queue_len(hub, session_token), None)
+    return await _lease(hub, session_token)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(body: SessionIn, hub: HubDep) -> None:
+    await hub.sessions.logout(body.session_token)
+
+
+@router.websocket("/heartbeat")
+async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
+    """Heartbeats in, commands out. A refused session closes with 4401/4403 and the reason code."""
+    hub: Hub = websocket.app.state.hub
+    await websocket.accept()
+    try:
+        miner_id = await hub.sessions.beat(session_token, _queue_len(hub, session_token), None)
+    except GpupoolError as exc:
+        await websocket.close(code=ws_close_code(exc), reason=exc.code)
+        return
+    ack = {"type": "ack", "next_heartbeat_sec": hub.settings.heartbeat_interval_sec}
+    try:
+        while True:
+            raw = await websocket.receive_text()
+            try:
+                beat = HeartbeatIn.model_validate_json(raw)
+            except ValidationError as exc:
+                await websocket.send_json(
+                    {"type": "error", "code": "invalid_input", "message": str(exc)[:500]}
+                )
+                continue
+            try:
+                await hub.sessions.beat(session_token, beat.queue_len, beat.model_dump(exclude_none=True))
+            except GpupoolError as exc:
+                await websocket.close(code=ws_close_code(exc), reason=exc.code)
+                return
+            await websocket.send_json(ack)
+    except WebSocketDisconnect:
+        log.debug("heartbeat socket of %s closed", miner_id)
+
+
+@router.get("", response_model=MinerPage)
+async def list_miners(
+    hub: HubDep,
+    _admin: AdminDep,
+    status_: Annotated[str | None, Query(alias="status", pattern="^(online|offline)$")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> MinerPage:
+    records, total = await hub.registry.miners(status_, page, page_size)
+    return MinerPage(items=[miner_out(r) for r in records], total=total, page=page, page_size=page_size)
+
+
+@router.get("/{miner_id}", response_model=MinerOut)
+async def get_miner(miner_id: str, hub: HubDep, _principal: PrincipalDep) -> MinerOut:
+    return miner_out(await hub.registry.miner(miner_id))
+
+
+async def _lease(hub: Hub, token: str) -> LeaseOut:
+    miner_id, expires_at = await hub.sessions.lease(token)
+    node = hub.live.nodes.get(miner_id)
+    return LeaseOut(
+        miner_id=miner_id,
+        status="online" if node is not None and node.online else "offline",
+        lease_expires_at=expires_at,
+        lease_ttl_sec=hub.settings.session_ttl_sec,
+        next_heartbeat_sec=hub.settings.heartbeat_interval_sec,
+    )
+
+
+def _queue_len(hub: Hub, token: str) -> int:
+    """A renewal without a queue length keeps the one last reported."""
+    miner_id = hub.sessions.cached_miner(token)
+    node = hub.live.nodes.get(miner_id) if miner_id else None
+    return node.queue_len if node is not None else 0

@@ -1,0 +1,90 @@
+"""Seed-000 registry endpoints and their admin side: permissions, workers, allowlist, owner API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from gpupool.api.deps import AdminDep, HubDep
+from gpupool.api.schemas_registry import (
+    AllowIn,
+    AllowOut,
+    ApiKeyIn,
+    ApiKeyOut,
+    PermissionsOut,
+    WorkerIn,
+    WorkerOut,
+)
+from gpupool.store.registry_repo import ApiKeyRecord, WorkerRecord
+
+router = APIRouter(tags=["registry"])
+
+
+def _worker(record: WorkerRecord) -> WorkerOut:
+    return WorkerOut(**{k: getattr(record, k) for k in WorkerRecord.__slots__})
+
+
+def _api_key(record: ApiKeyRecord, key: str | None = None) -> ApiKeyOut:
+    return ApiKeyOut(**{k: getattr(record, k) for k in ApiKeyRecord.__slots__}, key=key)
+
+
+@router.get("/permissions/{pubkey}", response_model=PermissionsOut)
+async def permissions(pubkey: str, hub: HubDep) -> PermissionsOut:
+    return PermissionsOut.model_validate(await hub.registry.permissions(pubkey))
+
+
+@router.post("/workers", response_model=WorkerOut, status_code=status.HTTP_201_CREATED)
+async def register_worker(body: WorkerIn, request: Request, hub: HubDep) -> WorkerOut:
+    """Signed (kind 21000): binds the key to its owner. Unsigned (the DStack backend): pending."""
+    return _worker(await hub.registry.register_worker(await request.json()))
+
+
+@router.get("/v1/admin/workers", response_model=list[WorkerOut])
+async def list_workers(
+    hub: HubDep,
+    _admin: AdminDep,
+    status_: Annotated[str | None, Query(alias="status", pattern="^(pending|authorized)$")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[WorkerOut]:
+    return [_worker(w) for w in await hub.registry.workers(status_, page, page_size)]
+
+
+@router.post("/v1/admin/workers/{pubkey}/approve", response_model=WorkerOut)
+async def approve_worker(pubkey: str, hub: HubDep, _admin: AdminDep) -> WorkerOut:
+    return _worker(await hub.registry.approve_worker(pubkey))
+
+
+@router.get("/v1/admin/allowlist", response_model=list[AllowOut])
+async def allowlist(hub: HubDep, _admin: AdminDep) -> list[AllowOut]:
+    return [AllowOut(entry=e["entry"], kind=e["kind"]) for e in await hub.registry.allowlist()]
+
+
+@router.post("/v1/admin/allowlist", response_model=AllowOut, status_code=status.HTTP_201_CREATED)
+async def allow(body: AllowIn, hub: HubDep, admin: AdminDep) -> AllowOut:
+    return AllowOut.model_validate(await hub.registry.allow(admin, body.entry))
+
+
+@router.delete("/v1/admin/allowlist/{entry}", status_code=status.HTTP_204_NO_CONTENT)
+async def disallow(entry: str, hub: HubDep, _admin: AdminDep) -> Response:
+    await hub.registry.disallow(entry)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/v1/admin/api-keys", response_model=ApiKeyOut, status_code=status.HTTP_201_CREATED)
+async def create_api_key(body: ApiKeyIn, hub: HubDep, _admin: AdminDep) -> ApiKeyOut:
+    """The key is in this response only; the hub keeps its hash."""
+    record, key = await hub.registry.create_api_key(body.owner, body.label)
+    return _api_key(record, key)
+
+
+@router.get("/v1/admin/api-keys", response_model=list[ApiKeyOut])
+async def list_api_keys(hub: HubDep, _admin: AdminDep, owner: str | None = None) -> list[ApiKeyOut]:
+    return [_api_key(r) for r in await hub.registry.api_keys(owner)]
+
+
+@router.delete("/v1/admin/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_api_key(key_id: str, hub: HubDep, _admin: AdminDep) -> Response:
+    await hub.registry.revoke_api_key(key_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
