@@ -18,7 +18,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	$(BIN)/gpupool hub
+	$(BIN)/gpupool up
 
 test: $(VENV)/.installed-dev
 	$(BIN)/pytest -q

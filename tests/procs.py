@@ -81,3 +81,75 @@ class HubProcess:
                 self.proc.wait()
                 raise
         return int(self.proc.returncode)
+
+
+FIXTURES_GPU = Path(__file__).parent / "fixtures" / "gpu"
+
+
+class NodeProcess:
+    """``gpupool node`` as a child process, replaying the loaded H100 readings instead of a real GPU."""
+
+    def __init__(self, registry_url: str | None, workdir: Path, owner: str | None, **env: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k not in ("REGISTRY_URL", "OWNER_ADDRESS")},
+            "LISTEN_ADDR": f"127.0.0.1:{self.port}",
+            "DATA_DIR": str(workdir / "node-data"),
+            "GPUPOOL_NODE_FAKE_NVML": str(FIXTURES_GPU / "h100-loaded"),
+            "GPUPOOL_NODE_BACKOFF_MAX_SEC": "1",
+            **({"REGISTRY_URL": registry_url} if registry_url else {}),
+            **({"OWNER_ADDRESS": owner} if owner else {}),
+            **env,
+        }
+        self.log_path = workdir / "node.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gpupool", "node"],
+            env=self.env,
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def run_to_exit(self, timeout_s: float = 30.0) -> tuple[int, str]:
+        """Start, wait for the process to end by itself; (exit code, everything it printed)."""
+        self.start()
+        assert self.proc is not None
+        code = self.proc.wait(timeout_s)
+        return code, self.log_path.read_text()
+
+    def wait_healthy(self, timeout_s: float = 30.0) -> dict[str, object]:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"node exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
+                )
+            try:
+                resp = httpx.get(f"{self.url}/health", timeout=1)
+                body: dict[str, object] = resp.json()
+                return body
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise TimeoutError(f"node /health did not answer: {self.log_path.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout_s)
+        return int(self.proc.returncode)

@@ -7,10 +7,33 @@ as a crash; we have already shut down cleanly, so the re-raise is dropped.
 
 from __future__ import annotations
 
+import logging
+import re
 from types import FrameType
 from typing import Any
 
 import uvicorn
+
+_SECRET_QUERY = re.compile(r"((?:session_token|auth_token|token)=)[^&\s\"']+")
+
+
+class RedactSecrets(logging.Filter):
+    """Masks tokens carried in query strings (the heartbeat socket's ``session_token``) in log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(_SECRET_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in args)
+        if isinstance(record.msg, str):
+            record.msg = _SECRET_QUERY.sub(r"\1***", record.msg)
+        return True
+
+
+def redact_server_logs() -> None:
+    for name in ("uvicorn.access", "uvicorn.error", "httpx"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
 
 
 class CleanExitServer(uvicorn.Server):
@@ -22,4 +45,5 @@ class CleanExitServer(uvicorn.Server):
 def serve(app: Any, host: str, port: int, log_level: str = "info", **config: Any) -> None:
     """Run ``app`` until SIGTERM or SIGINT; return normally after a graceful shutdown."""
     server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), **config))
+    redact_server_logs()
     server.run()

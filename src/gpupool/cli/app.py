@@ -6,6 +6,8 @@ import typer
 
 from gpupool.cli import node_cmds, user_cmds
 from gpupool.cli.hub_cmd import hub
+from gpupool.cli.node_cmd import node
+from gpupool.cli.up_cmd import up
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="gpupool: a decentralized GPU compute pool."
@@ -18,6 +20,8 @@ def _root() -> None:
 
 
 app.command("hub", help="Run the hub: HTTP + WebSocket API, scheduler, ledger.")(hub)
+app.command("node", help="Run the node agent: register, heartbeat, serve /health.")(node)
+app.command("up", help="Start the hub and one local node (single machine, embedded SQLite).")(up)
 app.command("login")(user_cmds.login)
 app.command("logout")(user_cmds.logout)
 app.command("whoami")(user_cmds.whoami)

@@ -1,0 +1,92 @@
+"""``gpupool node``: the node agent; every flag mirrors an environment variable (SPEC §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gpupool.config import NodeSettings
+from gpupool.errors import GpupoolError
+
+
+def node(
+    registry_url: Annotated[str | None, typer.Option(help="Hub URL [env REGISTRY_URL]")] = None,
+    owner_address: Annotated[str | None, typer.Option(help="Owner's 0x address [env OWNER_ADDRESS]")] = None,
+    node_type: Annotated[str | None, typer.Option(help="[env NODE_TYPE, default node-H100x1]")] = None,
+    listen_addr: Annotated[str | None, typer.Option(help="[env LISTEN_ADDR, default 0.0.0.0:8080]")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Key and state [env DATA_DIR, default ./data]")
+    ] = None,
+    print_inventory: Annotated[bool, typer.Option(help="Print the GPU table and exit")] = False,
+) -> None:
+    """Run the node agent: register with the hub, heartbeat, serve /health."""
+    from gpupool.node import agent
+
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "registry_url": registry_url,
+            "owner_address": owner_address,
+            "node_type": node_type,
+            "listen_addr": listen_addr,
+            "data_dir": data_dir,
+        }.items()
+        if v is not None
+    }
+    settings = NodeSettings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    if print_inventory:
+        _print_inventory(settings)
+        return
+    raise typer.Exit(asyncio.run(agent.serve(settings)))
+
+
+def _print_inventory(settings: NodeSettings) -> None:
+    from gpupool.node import gpu
+    from gpupool.node.dstack import fetch_dstack_inventory
+
+    try:
+        if settings.dstack_url:
+            inv = fetch_dstack_inventory(settings.dstack_url)
+        else:
+            inv = gpu.read_inventory(gpu.open_nvml(settings.fake_nvml))
+    except GpupoolError as exc:
+        typer.secho(f"Error: {exc.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    console = Console(highlight=False)
+    console.print(
+        f"{inv.kind.upper()} node ({inv.source}): {inv.cpu_cores} cores / {inv.cpu_threads} threads, "
+        f"{inv.ram_gb} GB RAM; driver {inv.driver_version or '-'}, CUDA {inv.cuda_version or '-'}"
+    )
+    if inv.detail:
+        console.print(inv.detail)
+    if not inv.gpus:
+        return
+    table = Table()
+    for column in ("#", "name", "uuid", "VRAM GB", "CC", "util %", "used MiB", "temp °C", "power W", "MIG"):
+        table.add_column(column)
+    for g in inv.gpus:
+        t = g.telemetry
+        table.add_row(
+            str(g.index),
+            g.name,
+            g.uuid or "-",
+            f"{g.vram_gb}" if g.vram_gb is not None else "-",
+            g.compute_capability or "-",
+            _fmt(t.util_gpu_pct if t else None),
+            _fmt(t.memory_used_mib if t else None),
+            _fmt(t.temperature_c if t else None),
+            _fmt(t.power_draw_w if t else None),
+            "on" if g.mig_enabled else "off",
+        )
+    console.print(table)
+
+
+def _fmt(value: object) -> str:
+    return "-" if value is None else str(value)

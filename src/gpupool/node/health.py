@@ -1,0 +1,57 @@
+"""The node's own HTTP API on ``LISTEN_ADDR``: ``GET /health`` as SPEC §4 shows, and ``GET /``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from gpupool import __version__
+from gpupool.errors import GpupoolError
+from gpupool.node.gpu import Inventory, health_metadata
+
+TOPIC = "dstack-gpu-monitor"
+CACHE_S = 2.0
+
+
+def create_health_app(pubkey: str, ip_address: str, read_inventory: Callable[[], Inventory]) -> FastAPI:
+    """``read_inventory`` is called in a thread at most every ``CACHE_S`` seconds (NVML is not free)."""
+    app = FastAPI(title="gpupool node", version=__version__, docs_url=None, redoc_url=None)
+    cached: dict[str, tuple[float, int, dict[str, object]]] = {}
+
+    async def health_body() -> tuple[int, dict[str, object]]:
+        hit = cached.get("health")
+        if hit is not None and time.monotonic() - hit[0] < CACHE_S:
+            return hit[1], hit[2]
+        try:
+            inventory = await asyncio.to_thread(read_inventory)
+            status, code = "Available", 200
+            metadata = json.dumps(health_metadata(inventory), separators=(",", ":"))
+        except (GpupoolError, OSError) as exc:
+            status, code = "Unavailable", 503
+            metadata = f"Error: {exc}"
+        body: dict[str, object] = {
+            "version": __version__,
+            "topic": TOPIC,
+            "pubkeys": [pubkey],
+            "status": status,
+            "metadata": metadata,
+            "ip_address": ip_address,
+        }
+        cached["health"] = (time.monotonic(), code, body)
+        return code, body
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        code, body = await health_body()
+        return JSONResponse(body, status_code=code)
+
+    @app.get("/", response_class=PlainTextResponse)
+    async def root() -> str:
+        return "DStack Backend Health Monitor"
+
+    return app
