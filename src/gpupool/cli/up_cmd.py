@@ -24,11 +24,15 @@ DEFAULT_LOCAL_OWNER = "local"
 
 
 def up(
-    port: Annotated[int, typer.Option(help="Hub port [env GPUPOOL_HUB_PORT]", envvar="GPUPOOL_HUB_PORT")] = 8203,
+    port: Annotated[
+        int, typer.Option(help="Hub port [env GPUPOOL_HUB_PORT]", envvar="GPUPOOL_HUB_PORT")
+    ] = 8203,
     node_port: Annotated[int, typer.Option(help="The local node's health port")] = 8080,
     owner_address: Annotated[
         str | None,
-        typer.Option(envvar="OWNER_ADDRESS", help="Owner of the local node [default: one derived from its key]"),
+        typer.Option(
+            envvar="OWNER_ADDRESS", help="Owner of the local node [default: one derived from its key]"
+        ),
     ] = None,
     data_dir: Annotated[Path, typer.Option(help="Where the database and keys live")] = Path("./data"),
 ) -> None:
@@ -36,13 +40,15 @@ def up(
     from gpupool.main import build_app
     from gpupool.serving import serve
 
-    settings = HubSettings(port=port, data_dir=data_dir)  # type: ignore[call-arg]
+    settings = HubSettings(port=port, data_dir=data_dir)
     node_dir = data_dir / "node"
     key = crypto.load_or_create_key(node_dir / "key")
     owner = crypto.normalize_owner_address(owner_address) if owner_address else local_owner(key)
     url = f"http://{settings.host}:{port}"
     node = _start_node(url, owner, node_dir, node_port)
-    typer.echo(f"gpupool up: hub on {url} (API docs {url}/docs, health {url}/v1/health), database {settings.db_url}")
+    typer.echo(
+        f"gpupool up: hub on {url} (API docs {url}/docs, health {url}/v1/health), database {settings.db_url}"
+    )
     typer.echo(f"local node {key.pubkey[:16]}… (owner {owner}) health on http://127.0.0.1:{node_port}/health")
     typer.echo("submit work: gpupool login --username admin, then gpupool task submit DIR -- COMMAND …")
     try:
