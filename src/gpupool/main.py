@@ -15,6 +15,7 @@ from gpupool.core import matching
 from gpupool.core.ports import Clock, SystemClock
 from gpupool.hub.auth import AuthConfig, AuthService
 from gpupool.hub.background import Periodic
+from gpupool.hub.channels import NodeChannels
 from gpupool.hub.container import Hub
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry
@@ -24,6 +25,7 @@ from gpupool.hub.passwords import Passwords
 from gpupool.hub.registry import RegistryConfig, RegistryService
 from gpupool.hub.sessions import SessionService
 from gpupool.hub.signatures import SignedRequests
+from gpupool.hub.tasks import TaskService
 from gpupool.hub.throttle import Budget, make_storage
 from gpupool.store.db import Database
 
@@ -67,11 +69,13 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
     ledger = LedgerService(db, clock, settings.max_amount_micro)
     live = LiveRegistry(db, metrics, matching.Weights.parse(settings.default_weights))
     sessions = SessionService(db, clock, live, settings.session_ttl_sec)
+    signed = SignedRequests(clock, settings.max_clock_skew_sec)
+    channels = NodeChannels()
     registry = RegistryService(
         db,
         clock,
         RegistryConfig(settings.registry_mode, settings.session_ttl_sec, settings.heartbeat_interval_sec),
-        SignedRequests(clock, settings.max_clock_skew_sec),
+        signed,
         live,
         sessions,
         ledger,
@@ -89,6 +93,8 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         registry=registry,
         matchmaking=MatchService(db, clock, live, metrics),
         rate_limit=Budget(storage, "api", settings.rate_limit),
+        channels=channels,
+        tasks=TaskService(db, clock, live, channels, signed),
         periodic=Periodic(metrics.registry),
         version=__version__,
     )

@@ -10,12 +10,14 @@ from gpupool.config import HubSettings
 from gpupool.core.ports import Clock
 from gpupool.hub.auth import AuthService
 from gpupool.hub.background import Periodic
+from gpupool.hub.channels import NodeChannels
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry
 from gpupool.hub.matchmaking import MatchService
 from gpupool.hub.metrics import HubMetrics
 from gpupool.hub.registry import RegistryService
 from gpupool.hub.sessions import SessionService
+from gpupool.hub.tasks import TaskService
 from gpupool.hub.throttle import Budget
 from gpupool.store.db import Database
 from gpupool.store.registry_repo import RegistryRepo
@@ -34,6 +36,8 @@ class Hub:
     registry: RegistryService
     matchmaking: MatchService
     rate_limit: Budget
+    channels: NodeChannels
+    tasks: TaskService
     periodic: Periodic
     version: str
 
@@ -46,6 +50,8 @@ class Hub:
         password = self.settings.admin_password.get_secret_value() if self.settings.admin_password else None
         generated = await self.auth.ensure_admin(password)
         await self.live.load(self.clock.now(), self.settings.heartbeat_grace_sec)
+        await self.tasks.load()
+        self.periodic.every(0.2, "dispatch", self.tasks.dispatch_once)
         self.periodic.every(self.settings.flush_interval_sec, "flush", self.live.flush)
         self.periodic.every(min(1.0, self.settings.heartbeat_grace_sec / 4), "expire", self.expire)
         self.periodic.every(self.settings.maintenance_interval_sec, "prune", self.prune)
@@ -53,8 +59,11 @@ class Hub:
         return generated
 
     async def expire(self) -> list[str]:
-        """Take nodes silent for longer than the grace period offline (written with the next flush)."""
-        return self.live.expire(self.clock.now(), self.settings.heartbeat_grace_sec)
+        """Take nodes silent past the grace period offline (flushed later); requeue their tasks."""
+        stale = self.live.expire(self.clock.now(), self.settings.heartbeat_grace_sec)
+        if stale:
+            await self.tasks.lose_nodes(stale)
+        return stale
 
     async def prune(self) -> tuple[int, int]:
         """Forget expired sessions and replay-cache entries too old to be accepted anyway."""

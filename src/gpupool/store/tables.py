@@ -162,3 +162,39 @@ seen_events = Table(
     Column("id", String(64), primary_key=True),
     Column("expires_at", Float, nullable=False, index=True),
 )
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("task_id", String(32), primary_key=True),
+    Column("owner", String(64), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    Column("spec", Text, nullable=False),  # command, env, requirements as JSON
+    Column("price_cap_micro_per_ksec", BigInteger, nullable=False),
+    Column("timeout_sec", Float, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("miner_id", String(64), nullable=True, index=True),
+    Column("submitted_at", Float, nullable=False),
+    Column("assigned_at", Float, nullable=True),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("outcome", String(16), nullable=True),
+    Column("price_micro_per_ksec", BigInteger, nullable=True),  # the node's price when assigned
+    Column("hold_micro", BigInteger, nullable=False),
+    Column("charge_micro", BigInteger, nullable=True),
+    Column("usage", Text, nullable=True),
+    Column("artifacts", Text, nullable=True),
+)
+
+task_output = Table(
+    "task_output",
+    metadata,
+    Column("task_id", String(32), ForeignKey("tasks.task_id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("stream", String(8), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("ts", Float, nullable=False),
+)

@@ -107,7 +107,8 @@ async def renew(hub: HubDep, session_token: Annotated[str, Query(min_length=1, m
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(body: SessionIn, hub: HubDep) -> None:
-    await hub.sessions.logout(body.session_token)
+    miner_id = await hub.sessions.logout(body.session_token)
+    await hub.tasks.lose_nodes([miner_id])
 
 
 @router.websocket("/heartbeat")
@@ -121,6 +122,8 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
         await websocket.close(code=ws_close_code(exc), reason=exc.code)
         return
     ack = {"type": "ack", "next_heartbeat_sec": hub.settings.heartbeat_interval_sec}
+    sender = websocket.send_json
+    hub.channels.attach(miner_id, sender)
     try:
         while True:
             raw = await websocket.receive_text()
@@ -139,6 +142,8 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
             await websocket.send_json(ack)
     except WebSocketDisconnect:
         log.debug("heartbeat socket of %s closed", miner_id)
+    finally:
+        hub.channels.detach(miner_id, sender)
 
 
 @router.get("", response_model=MinerPage)

@@ -1,0 +1,154 @@
+"""Tasks (SPEC §3.4): users submit, watch (Server-Sent Events, resumable), stop; nodes report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from gpupool.api.deps import HubDep, PrincipalDep
+from gpupool.api.schemas_tasks import OutputAck, OutputIn, ResultOut, SubmittedOut, TaskIn, TaskOut
+from gpupool.errors import InvalidInput
+from gpupool.hub.container import Hub
+from gpupool.hub.tasks import NewTask
+from gpupool.store.tasks_repo import TaskRow
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+SessionHeader = Annotated[str, Header(alias="X-Session-Token", min_length=1, max_length=128)]
+
+
+def task_out(row: TaskRow) -> TaskOut:
+    v = row.view
+    return TaskOut(
+        task_id=v.task_id,
+        name=row.name,
+        status=v.state.value,
+        owner=row.owner,
+        miner_id=v.assigned_node,
+        attempts=v.attempts,
+        max_attempts=v.max_attempts,
+        submitted_at=v.submitted_at,
+        started_at=v.started_at,
+        finished_at=v.finished_at,
+        exit_code=v.exit_code,
+        outcome=v.outcome.value if v.outcome else None,
+        hold=row.hold_micro,
+        price_token_per_ksec=row.price_micro_per_ksec,
+        cost=row.charge_micro,
+        usage=row.usage,
+    )
+
+
+@router.post("", response_model=SubmittedOut, status_code=status.HTTP_201_CREATED)
+async def submit(body: TaskIn, hub: HubDep, principal: PrincipalDep) -> SubmittedOut:
+    """Holds price cap x timeout (x GPUs) in escrow; 402 when the balance does not cover it."""
+    new = NewTask(
+        name=body.name,
+        command=body.command,
+        env=body.env,
+        requirements=body.requirements.model_dump(exclude_none=True),
+        price_cap_micro_per_ksec=body.max_price_token_per_ksec,
+        timeout_sec=body.timeout_sec,
+        max_attempts=body.max_attempts,
+    )
+    view = await hub.tasks.submit(principal, new)
+    row = await hub.tasks.get(principal, view.task_id)
+    return SubmittedOut(task_id=view.task_id, status=view.state.value, hold=row.hold_micro)
+
+
+@router.get("", response_model=list[TaskOut])
+async def list_tasks(
+    hub: HubDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[float | None, Query(description="submitted_at of the last task seen")] = None,
+) -> list[TaskOut]:
+    return [task_out(r) for r in await hub.tasks.page(principal, limit, before)]
+
+
+@router.get("/{task_id}", response_model=TaskOut)
+async def get_task(task_id: str, hub: HubDep, principal: PrincipalDep) -> TaskOut:
+    return task_out(await hub.tasks.get(principal, task_id))
+
+
+@router.get("/{task_id}/result", response_model=ResultOut)
+async def result(task_id: str, hub: HubDep, principal: PrincipalDep) -> ResultOut:
+    row = await hub.tasks.get(principal, task_id)
+    return ResultOut(
+        task_id=task_id,
+        status=row.view.state.value,
+        exit_code=row.view.exit_code,
+        artifacts=row.artifacts or [],
+    )
+
+
+@router.post("/{task_id}/stop", response_model=TaskOut)
+async def stop(task_id: str, hub: HubDep, principal: PrincipalDep) -> TaskOut:
+    await hub.tasks.stop(principal, task_id)
+    return task_out(await hub.tasks.get(principal, task_id))
+
+
+@router.get("/{task_id}/output")
+async def output(
+    task_id: str,
+    request: Request,
+    hub: HubDep,
+    principal: PrincipalDep,
+    from_: Annotated[int, Query(alias="from", ge=0)] = 0,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: one event per chunk (``id`` = seq), then ``end`` when the task is over.
+
+    A client that reconnects with ``Last-Event-ID`` (or ``?from=``) gets the rest, without gaps or
+    repeats.
+    """
+    await hub.tasks.get(principal, task_id)  # 404 for someone else's task
+    start = int(last_event_id) + 1 if last_event_id and last_event_id.isdigit() else from_
+    return StreamingResponse(_events(hub, request, task_id, start), media_type="text/event-stream")
+
+
+async def _events(hub: Hub, request: Request, task_id: str, cursor: int) -> AsyncIterator[str]:
+    while not await request.is_disconnected():
+        rows = await hub.tasks.output(task_id, cursor)
+        for r in rows:
+            yield f"id: {r.seq}\nevent: {r.stream}\ndata: {json.dumps(r.data)}\n\n"
+            cursor = r.seq + 1
+        if rows:
+            continue
+        if task_id not in hub.tasks.views:  # finished: everything stored has been sent
+            final = await hub.tasks.output(task_id, cursor)
+            if not final:
+                yield "event: end\ndata: {}\n\n"
+                return
+            continue
+        async with hub.tasks.output_event:
+            try:
+                await asyncio.wait_for(hub.tasks.output_event.wait(), 1.0)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+
+
+# -- node side ------------------------------------------------------------------------------------
+
+
+@router.post("/{task_id}/output", response_model=OutputAck)
+async def node_output(task_id: str, body: OutputIn, hub: HubDep, session_token: SessionHeader) -> OutputAck:
+    """Idempotent by ``seq``: a chunk re-sent after a reconnect is acknowledged and not stored twice."""
+    miner_id = await hub.sessions.resolve(session_token)
+    stored = await hub.tasks.node_output(miner_id, task_id, body.seq, body.stream, body.data)
+    return OutputAck(task_id=task_id, seq=body.seq, stored=stored)
+
+
+@router.post("/{task_id}/result", response_model=TaskOut)
+async def node_result(task_id: str, request: Request, hub: HubDep, session_token: SessionHeader) -> TaskOut:
+    """Signed (kind 21002) by the node: exit code, status, usage, artifact digests; settles the task."""
+    miner_id = await hub.sessions.resolve(session_token)
+    raw = await request.json()
+    if not isinstance(raw, dict) or raw.get("task_id") != task_id:
+        raise InvalidInput("the body's task_id must be the task in the path", field="task_id")
+    view = await hub.tasks.node_result(miner_id, raw)
+    return task_out(await hub.tasks.row(view.task_id))

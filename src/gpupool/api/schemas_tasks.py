@@ -1,0 +1,71 @@
+"""Bodies of the task endpoints (SPEC §3.4)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from gpupool.api.schemas_registry import RequirementsIn
+
+
+class TaskRequirementsIn(RequirementsIn):
+    region: str | None = Field(None, max_length=64)
+
+
+class TaskIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("task", min_length=1, max_length=128)
+    command: list[str] = Field(min_length=1, max_length=256)
+    env: dict[str, str] = Field(default_factory=dict, max_length=256)
+    requirements: TaskRequirementsIn = Field(default_factory=TaskRequirementsIn)
+    max_price_token_per_ksec: StrictInt = Field(
+        gt=0, le=10**15, description="price cap, micro-units per ksec"
+    )
+    timeout_sec: float = Field(3600, gt=0, le=7 * 86400)
+    max_attempts: StrictInt = Field(3, ge=1, le=20)
+
+
+class TaskOut(BaseModel):
+    task_id: str
+    name: str
+    status: str
+    owner: str
+    miner_id: str | None
+    attempts: int
+    max_attempts: int
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    exit_code: int | None
+    outcome: str | None
+    hold: int
+    price_token_per_ksec: int | None
+    cost: int | None
+    usage: dict[str, Any] | None
+
+
+class SubmittedOut(BaseModel):
+    task_id: str
+    status: str
+    hold: int
+
+
+class ResultOut(BaseModel):
+    task_id: str
+    status: str
+    exit_code: int | None
+    artifacts: list[dict[str, Any]]
+
+
+class OutputIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seq: StrictInt = Field(ge=0)
+    stream: Literal["stdout", "stderr"]
+    data: str = Field(max_length=1 << 20)
+
+
+class OutputAck(BaseModel):
+    task_id: str
+    seq: int
+    stored: bool

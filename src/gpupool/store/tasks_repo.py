@@ -1,0 +1,154 @@
+"""Tasks and their output: the rows behind ``core/scheduling.TaskView`` and the resumable output stream."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gpupool.core.scheduling import LIVE_STATES, Outcome, TaskState, TaskView
+from gpupool.store.tables import task_output, tasks
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    view: TaskView
+    owner: str
+    name: str
+    spec: dict[str, Any]
+    hold_micro: int
+    price_micro_per_ksec: int | None
+    charge_micro: int | None
+    usage: dict[str, Any] | None
+    artifacts: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRow:
+    seq: int
+    stream: str
+    data: str
+    ts: float
+
+
+def _row(r: Any) -> TaskRow:
+    view = TaskView(
+        task_id=r.task_id,
+        state=TaskState(r.state),
+        attempts=r.attempts,
+        max_attempts=r.max_attempts,
+        price_cap_micro_per_ksec=r.price_cap_micro_per_ksec,
+        submitted_at=r.submitted_at,
+        timeout_sec=r.timeout_sec,
+        assigned_node=r.miner_id,
+        assigned_at=r.assigned_at,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        exit_code=r.exit_code,
+        outcome=Outcome(r.outcome) if r.outcome else None,
+    )
+    return TaskRow(
+        view=view,
+        owner=r.owner,
+        name=r.name,
+        spec=json.loads(r.spec),
+        hold_micro=r.hold_micro,
+        price_micro_per_ksec=r.price_micro_per_ksec,
+        charge_micro=r.charge_micro,
+        usage=json.loads(r.usage) if r.usage else None,
+        artifacts=json.loads(r.artifacts) if r.artifacts else None,
+    )
+
+
+def _view_values(view: TaskView) -> dict[str, Any]:
+    return {
+        "state": view.state.value,
+        "attempts": view.attempts,
+        "miner_id": view.assigned_node,
+        "assigned_at": view.assigned_at,
+        "started_at": view.started_at,
+        "finished_at": view.finished_at,
+        "exit_code": view.exit_code,
+        "outcome": view.outcome.value if view.outcome else None,
+    }
+
+
+class TasksRepo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self._insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+
+    async def add(self, view: TaskView, owner: str, name: str, spec: dict[str, Any], hold_micro: int) -> None:
+        await self.conn.execute(
+            insert(tasks).values(
+                task_id=view.task_id,
+                owner=owner,
+                name=name,
+                spec=json.dumps(spec, sort_keys=True),
+                price_cap_micro_per_ksec=view.price_cap_micro_per_ksec,
+                timeout_sec=view.timeout_sec,
+                max_attempts=view.max_attempts,
+                submitted_at=view.submitted_at,
+                hold_micro=hold_micro,
+                **_view_values(view),
+            )
+        )
+
+    async def get(self, task_id: str) -> TaskRow | None:
+        row = (await self.conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
+        return _row(row) if row else None
+
+    async def save(self, view: TaskView, **extra: Any) -> None:
+        """Persist a transition; ``extra`` carries price, charge, usage or artifacts when they change."""
+        values = _view_values(view)
+        for key in ("usage", "artifacts"):
+            if key in extra:
+                extra[key] = json.dumps(extra[key]) if extra[key] is not None else None
+        await self.conn.execute(
+            update(tasks).where(tasks.c.task_id == view.task_id).values(**values, **extra)
+        )
+
+    async def live(self) -> list[TaskRow]:
+        rows = await self.conn.execute(select(tasks).where(tasks.c.state.in_([s.value for s in LIVE_STATES])))
+        return [_row(r) for r in rows]
+
+    async def page(self, owner: str | None, limit: int, before: float | None) -> list[TaskRow]:
+        query = select(tasks).order_by(tasks.c.submitted_at.desc(), tasks.c.task_id.desc()).limit(limit)
+        if owner is not None:
+            query = query.where(tasks.c.owner == owner)
+        if before is not None:
+            query = query.where(tasks.c.submitted_at < before)
+        return [_row(r) for r in await self.conn.execute(query)]
+
+    async def add_output(self, task_id: str, seq: int, stream: str, data: str, ts: float) -> bool:
+        """Store one output chunk; a chunk re-sent with a seq already stored changes nothing."""
+        stmt = (
+            self._insert(task_output)
+            .values(task_id=task_id, seq=seq, stream=stream, data=data, ts=ts)
+            .on_conflict_do_nothing(index_elements=["task_id", "seq"])
+        )
+        return (await self.conn.execute(stmt)).rowcount == 1
+
+    async def output(self, task_id: str, from_seq: int, limit: int = 500) -> list[OutputRow]:
+        rows = await self.conn.execute(
+            select(task_output.c.seq, task_output.c.stream, task_output.c.data, task_output.c.ts)
+            .where(and_(task_output.c.task_id == task_id, task_output.c.seq >= from_seq))
+            .order_by(task_output.c.seq)
+            .limit(limit)
+        )
+        return [OutputRow(r.seq, r.stream, r.data, r.ts) for r in rows]
+
+    async def last_seq(self, task_id: str) -> int:
+        from sqlalchemy import func
+
+        value = (
+            await self.conn.execute(
+                select(func.max(task_output.c.seq)).where(task_output.c.task_id == task_id)
+            )
+        ).scalar()
+        return -1 if value is None else int(value)

@@ -1,0 +1,239 @@
+"""Tasks through the real hub: escrow, dispatch over the node's socket, output, result, settlement.
+
+The node here is the test itself speaking the node protocol (signed registration, heartbeat socket,
+session-token reports, signed result), so every hub rule can be driven and checked step by step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from gpupool import crypto
+from gpupool.core.ports import FakeClock
+from tests.conftest import LiveHub
+from tests.factories import OWNER, registration
+
+PRICE = 2_000_000  # the node's price: 2 tokens per 1000 GPU-seconds
+CAP = 3_000_000
+
+
+class SimNode:
+    """One node speaking the protocol over a real socket."""
+
+    def __init__(self, hub: LiveHub, clock: FakeClock, miner_id: str, **fields: Any) -> None:
+        self.hub, self.clock, self.miner_id = hub, clock, miner_id
+        self.key = crypto.KeyPair.generate()
+        self.fields = {"price_token_per_ksec": PRICE, "max_parallel": 1, **fields}
+        self.token = ""
+        self.ws: Any = None
+
+    async def connect(self) -> None:
+        body = registration(self.key, self.clock, miner_id=self.miner_id, **self.fields)
+        resp = await self.hub.http.post("/v1/miners/register", json=body)
+        assert resp.status_code == 200, resp.text
+        self.token = resp.json()["session_token"]
+        self.ws = await websockets.connect(
+            f"{self.hub.ws_url}/v1/miners/heartbeat?session_token={self.token}"
+        )
+        await self.beat()
+
+    async def beat(self) -> None:
+        await self.ws.send(json.dumps({"ts": self.clock.now(), "queue_len": 0}))
+
+    async def command(self, kind: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        while True:
+            message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout_s))
+            if message.get("type") == kind:
+                return dict(message)
+
+    async def output(self, task_id: str, seq: int, data: str, stream: str = "stdout") -> httpx.Response:
+        return await self.hub.http.post(
+            f"/v1/tasks/{task_id}/output",
+            json={"seq": seq, "stream": stream, "data": data},
+            headers={"X-Session-Token": self.token},
+        )
+
+    async def result(
+        self,
+        task_id: str,
+        exit_code: int = 0,
+        status: str = "succeeded",
+        gpu_seconds: float = 500.0,
+        key: crypto.KeyPair | None = None,
+    ) -> httpx.Response:
+        body = {
+            "task_id": task_id,
+            "exit_code": exit_code,
+            "status": status,
+            "usage": {"gpu_seconds": gpu_seconds, "duration_sec": gpu_seconds, "cpu_seconds": 1.0},
+            "artifacts": [{"path": "out.txt", "size": 3, "sha256": "ab" * 32}],
+        }
+        signed = crypto.sign_body(
+            key or self.key, crypto.KIND_TASK_RESULT, body, created_at=int(self.clock.now())
+        )
+        return await self.hub.http.post(
+            f"/v1/tasks/{task_id}/result", json=signed, headers={"X-Session-Token": self.token}
+        )
+
+
+@pytest.fixture
+async def hub(live_hub_factory: Callable[..., Awaitable[LiveHub]]) -> LiveHub:
+    return await live_hub_factory()
+
+
+async def submit(hub: LiveHub, user: dict[str, str], **over: Any) -> httpx.Response:
+    body = {"command": ["echo", "hi"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000, **over}
+    return await hub.http.post("/v1/tasks", json=body, headers=user)
+
+
+async def balances(hub: LiveHub, *accounts: str) -> list[tuple[int, int]]:
+    admin = await hub.admin_headers()
+    out = []
+    for account in accounts:
+        b = (await hub.http.get(f"/v1/admin/accounts/{account}", headers=admin)).json()
+        out.append((b["available"], b["held"]))
+    return out
+
+
+async def test_submit_run_stream_settle_exactly_once(hub: LiveHub, clock: FakeClock) -> None:
+    user = await hub.make_user("alice", balance=10_000_000)
+    node = SimNode(hub, clock, "gpu-1")
+    await node.connect()
+
+    resp = await submit(hub, user)
+    assert resp.status_code == 201, resp.text
+    task_id, hold = resp.json()["task_id"], resp.json()["hold"]
+    assert hold == CAP  # 3 tokens/ksec x 1000 s x 1 GPU
+    assert await balances(hub, "user:alice") == [(10_000_000 - hold, hold)]
+
+    assign = await node.command("assign")
+    assert assign["task"]["task_id"] == task_id and assign["task"]["command"] == ["echo", "hi"]
+    for seq, text in enumerate(["hello\n", "world\n"]):
+        assert (await node.output(task_id, seq, text)).json()["stored"] is True
+    assert (await node.output(task_id, 1, "world\n")).json()["stored"] is False  # re-sent after a reconnect
+    status = (await hub.http.get(f"/v1/tasks/{task_id}", headers=user)).json()
+    assert status["status"] == "running" and status["miner_id"] == "gpu-1"
+
+    done = await node.result(task_id, gpu_seconds=500.0)
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "succeeded" and done.json()["cost"] == 1_000_000  # 2/ksec x 500 s
+    again = await node.result(
+        task_id, gpu_seconds=900.0
+    )  # re-sent (or forged-bigger) result: no second charge
+    assert again.status_code == 200 and again.json()["cost"] == 1_000_000
+    (alice,), owner = await balances(hub, "user:alice"), (await balances(hub, OWNER))[0]
+    assert alice == (10_000_000 - 1_000_000, 0) and owner == (1_000_000, 0)
+    admin = await hub.admin_headers()
+    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+
+    # The output, as Server-Sent Events, resumable from a sequence number.
+    async with hub.http.stream("GET", f"/v1/tasks/{task_id}/output?from=0", headers=user) as stream:
+        text = "".join([chunk async for chunk in stream.aiter_text()])
+    assert 'id: 0\nevent: stdout\ndata: "hello\\n"' in text and "id: 1\n" in text and "event: end" in text
+    async with hub.http.stream(
+        "GET", f"/v1/tasks/{task_id}/output", headers={**user, "Last-Event-ID": "0"}
+    ) as s:
+        resumed = "".join([chunk async for chunk in s.aiter_text()])
+    assert "id: 0\n" not in resumed and "id: 1\n" in resumed
+    result = (await hub.http.get(f"/v1/tasks/{task_id}/result", headers=user)).json()
+    assert result["exit_code"] == 0 and result["artifacts"][0]["path"] == "out.txt"
+    await node.ws.close()
+
+
+async def test_insufficient_balance_is_402_and_holds_nothing(hub: LiveHub, clock: FakeClock) -> None:
+    user = await hub.make_user("poor", balance=1_000)
+    resp = await submit(hub, user)
+    assert resp.status_code == 402
+    assert await balances(hub, "user:poor") == [(1_000, 0)]
+    assert (await hub.http.get("/v1/tasks", headers=user)).json() == []
+
+
+async def test_bad_submissions_are_refused(hub: LiveHub, clock: FakeClock) -> None:
+    user = await hub.make_user("bob", balance=10_000_000)
+    for bad, field in (
+        ({"command": []}, "command"),
+        ({"max_price_token_per_ksec": 0}, "max_price_token_per_ksec"),
+        ({"timeout_sec": -1}, "timeout_sec"),
+        ({"max_attempts": 0}, "max_attempts"),
+    ):
+        resp = await submit(hub, user, **bad)
+        assert resp.status_code == 422 and resp.json()["error"]["details"]["field"] == field
+
+
+async def test_other_users_task_is_404(hub: LiveHub, clock: FakeClock) -> None:
+    alice = await hub.make_user("alice2", balance=10_000_000)
+    eve = await hub.make_user("eve", balance=10_000_000)
+    task_id = (await submit(hub, alice)).json()["task_id"]
+    for path in ("", "/result", "/output"):
+        assert (await hub.http.get(f"/v1/tasks/{task_id}{path}", headers=eve)).status_code == 404
+    assert (await hub.http.post(f"/v1/tasks/{task_id}/stop", headers=eve)).status_code == 404
+    assert (await hub.http.get("/v1/tasks", headers=eve)).json() == []
+
+
+async def test_stop_a_queued_task_refunds_everything(hub: LiveHub, clock: FakeClock) -> None:
+    user = await hub.make_user("carol", balance=10_000_000)
+    task_id = (await submit(hub, user)).json()["task_id"]  # no node online: it stays queued
+    stopped = (await hub.http.post(f"/v1/tasks/{task_id}/stop", headers=user)).json()
+    assert stopped["status"] == "stopped" and stopped["cost"] == 0
+    assert await balances(hub, "user:carol") == [(10_000_000, 0)]
+
+
+async def test_a_node_cannot_report_for_a_task_it_does_not_hold(hub: LiveHub, clock: FakeClock) -> None:
+    user = await hub.make_user("dave", balance=10_000_000)
+    runner, other = SimNode(hub, clock, "runner"), SimNode(hub, clock, "other", region="us-east")
+    await runner.connect()
+    task_id = (await submit(hub, user, requirements={"region": "eu-west"})).json()["task_id"]
+    await runner.command("assign")
+    await other.connect()
+    assert (await other.output(task_id, 0, "fake")).status_code == 403
+    forged = await runner.result(task_id, key=other.key)  # signed by another node's key
+    assert forged.status_code == 401 and forged.json()["error"]["code"] == "pubkey_mismatch"
+    assert (await hub.http.get(f"/v1/tasks/{task_id}", headers=user)).json()["status"] == "assigned"
+    await runner.ws.close()
+    await other.ws.close()
+
+
+async def test_node_lost_mid_task_requeues_to_another_node_and_charges_once(
+    hub: LiveHub, clock: FakeClock
+) -> None:
+    user = await hub.make_user("erin", balance=10_000_000)
+    first = SimNode(hub, clock, "first")
+    await first.connect()
+    task_id = (await submit(hub, user, max_attempts=2)).json()["task_id"]
+    await first.command("assign")
+    await first.output(task_id, 0, "partial\n")
+    await first.ws.close()  # the node dies
+    second = SimNode(hub, clock, "second")
+    await second.connect()
+    clock.advance(31)  # past the grace period for "first"; "second" keeps beating
+    await second.beat()
+    await asyncio.sleep(0.1)
+    assert "first" in await hub.hub.expire()
+    assign = await second.command("assign")
+    assert assign["task"]["task_id"] == task_id
+    done = await second.result(task_id, gpu_seconds=100.0)
+    assert done.json()["status"] == "succeeded" and done.json()["miner_id"] == "second"
+    assert done.json()["attempts"] == 2 and done.json()["cost"] == 200_000
+    assert (await balances(hub, "user:erin"))[0] == (10_000_000 - 200_000, 0)
+    await second.ws.close()
+
+
+async def test_node_lost_on_the_last_attempt_fails_and_refunds(hub: LiveHub, clock: FakeClock) -> None:
+    user = await hub.make_user("frank", balance=10_000_000)
+    node = SimNode(hub, clock, "fragile")
+    await node.connect()
+    task_id = (await submit(hub, user, max_attempts=1)).json()["task_id"]
+    await node.command("assign")
+    await node.ws.close()
+    clock.advance(31)
+    await hub.hub.expire()
+    status = (await hub.http.get(f"/v1/tasks/{task_id}", headers=user)).json()
+    assert status["status"] == "failed" and status["outcome"] == "node_failed" and status["cost"] == 0
+    assert await balances(hub, "user:frank") == [(10_000_000, 0)]
