@@ -179,6 +179,8 @@ def test_gpupool_up_runs_hub_and_node_and_stops_both_on_ctrl_c(tmp_path: Path) -
         wait_for(
             lambda: httpx.get(f"{hub_url}/v1/health").json()["online_miners"] == 1, 30, "local node online"
         )
+        # The node registers first and serves /health right after: wait for it rather than race it.
+        wait_for(lambda: _answers(f"http://127.0.0.1:{node_port}/health"), 10, "node health")
         assert httpx.get(f"http://127.0.0.1:{node_port}/health").json()["status"] == "Available"
     finally:
         proc.send_signal(signal.SIGINT)
