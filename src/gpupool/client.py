@@ -15,10 +15,11 @@ to the token notation people type, without floats.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -244,6 +245,44 @@ class Client:
         extra = {"X-Coordinator-Secret": coordinator_secret} if coordinator_secret else None
         return dict(self._call("POST", "/v1/match", json=request, idempotent=True, headers=extra))
 
+    # -- tasks (JSON as the hub returns it: SPEC §3.4) ---------------------------------------------
+
+    def submit_task(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/tasks", json=body))
+
+    def tasks(self, limit: int = 50) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/tasks", params={"limit": limit}, idempotent=True))
+
+    def task(self, task_id: str, what: str = "") -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/tasks/{quote(task_id)}{what}", idempotent=True))
+
+    def stop_task(self, task_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/tasks/{quote(task_id)}/stop", idempotent=True))
+
+    def task_output(self, task_id: str, from_seq: int = 0) -> Iterator[tuple[int, str, str]]:
+        """(seq, stream, text) as the task prints it, until it ends; resumes after a dropped connection."""
+        cursor = from_seq
+        while True:
+            headers = {"Authorization": f"Bearer {self.access_token}"} if self.access_token else {}
+            try:
+                with self._http.stream(
+                    "GET",
+                    f"/v1/tasks/{quote(task_id)}/output",
+                    params={"from": cursor},
+                    headers=headers,
+                    timeout=httpx.Timeout(10.0, read=None),
+                ) as response:
+                    if not response.is_success:
+                        response.read()
+                        _decode(response)
+                    for seq, stream, data in _sse(response.iter_lines()):
+                        if stream == "end":
+                            return
+                        cursor = seq + 1
+                        yield seq, stream, data
+            except httpx.TransportError:
+                time.sleep(self.retry_backoff_s)  # resume from the last seq seen
+
     # -- transport --------------------------------------------------------------------------------
 
     def _take_tokens(self, body: Any) -> Tokens:
@@ -300,6 +339,22 @@ class Client:
                 raise failure
             attempt += 1
             time.sleep(self.retry_backoff_s * attempt)
+
+
+def _sse(lines: Iterator[str]) -> Iterator[tuple[int, str, str]]:
+    """Parse Server-Sent Events into (id, event, decoded data)."""
+    seq, event, data = -1, "message", ""
+    for line in lines:
+        if not line:
+            if event == "end" or data:
+                yield seq, event, json.loads(data) if data and event != "end" else ""
+            seq, event, data = -1, "message", ""
+        elif line.startswith("id:"):
+            seq = int(line[3:].strip())
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data = line[5:].strip()
 
 
 def _code(response: httpx.Response) -> str | None:

@@ -67,6 +67,15 @@ class HubSettings(BaseSettings):
     default_weights: str = Field(
         "cap:0.4,price:0.2,latency:0.2,trust:0.15,load:0.05", validation_alias=_env("DEFAULT_WEIGHTS")
     )
+    reward_epoch_sec: int = Field(
+        300, gt=0, validation_alias=_env("REWARD_EPOCH_SEC", "GPUPOOL_HUB_REWARD_EPOCH_SEC")
+    )
+    base_reward_micro: int = Field(
+        100_000_000, ge=0, validation_alias=_env("BASE_REWARD", "GPUPOOL_HUB_BASE_REWARD_MICRO")
+    )
+    min_settlement_micro: int = Field(
+        1_000_000, ge=0, validation_alias=_env("MIN_SETTLEMENT", "GPUPOOL_HUB_MIN_SETTLEMENT_MICRO")
+    )
     rate_limit: str = Field("50/second", validation_alias=_env("GPUPOOL_HUB_RATE_LIMIT", "RATE_LIMIT"))
 
     log_level: str = Field("info", validation_alias=_env("GPUPOOL_HUB_LOG_LEVEL", "LOG_LEVEL"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from gpupool import __version__
+from gpupool import __version__, crypto
 from gpupool.api.app import create_app
 from gpupool.config import HubSettings
 from gpupool.core import matching
@@ -23,6 +23,7 @@ from gpupool.hub.matchmaking import MatchService
 from gpupool.hub.metrics import HubMetrics
 from gpupool.hub.passwords import Passwords
 from gpupool.hub.registry import RegistryConfig, RegistryService
+from gpupool.hub.rewards import RewardConfig, RewardService
 from gpupool.hub.sessions import SessionService
 from gpupool.hub.signatures import SignedRequests
 from gpupool.hub.tasks import TaskService
@@ -70,6 +71,12 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
     live = LiveRegistry(db, metrics, matching.Weights.parse(settings.default_weights))
     sessions = SessionService(db, clock, live, settings.session_ttl_sec)
     signed = SignedRequests(clock, settings.max_clock_skew_sec)
+    rewards_service = RewardService(
+        db,
+        clock,
+        crypto.load_or_create_key(settings.data_dir / "hub-key"),
+        RewardConfig(settings.reward_epoch_sec, settings.base_reward_micro, settings.min_settlement_micro),
+    )
     channels = NodeChannels()
     registry = RegistryService(
         db,
@@ -94,7 +101,8 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         matchmaking=MatchService(db, clock, live, metrics),
         rate_limit=Budget(storage, "api", settings.rate_limit),
         channels=channels,
-        tasks=TaskService(db, clock, live, channels, signed),
+        tasks=TaskService(db, clock, live, channels, signed, rewards_service.epoch_of),
+        rewards=rewards_service,
         periodic=Periodic(metrics.registry),
         version=__version__,
     )

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from gpupool.api import errors
 from gpupool.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from gpupool.api.routes import auth, ledger, matching, miners, registry, system, tasks
+from gpupool.api.routes import auth, ledger, matching, miners, registry, rewards, system, tasks
 from gpupool.hub.container import Hub
 
 
@@ -37,6 +37,7 @@ def create_app(hub: Hub) -> FastAPI:
     app.include_router(miners.router)
     app.include_router(matching.router)
     app.include_router(tasks.router)
+    app.include_router(rewards.router)
     app.include_router(system.router)
     app.add_middleware(MetricsMiddleware, metrics=hub.metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=hub.settings.max_body_bytes)

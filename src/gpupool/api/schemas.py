@@ -82,4 +82,5 @@ class HealthOut(BaseModel):
     version: str
     online_miners: int
     avg_latency_ms: float | None
+    hub_pubkey: str
     features: dict[str, Any]

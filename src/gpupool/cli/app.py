@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from gpupool.cli import node_cmds, user_cmds
+from gpupool.cli import node_cmds, task_cmds, user_cmds
 from gpupool.cli.hub_cmd import hub
 from gpupool.cli.node_cmd import node
+from gpupool.cli.receipt_cmd import verify_receipt
 from gpupool.cli.up_cmd import up
 
 app = typer.Typer(
@@ -31,6 +32,8 @@ app.command("transfers")(user_cmds.transfers)
 app.command("nodes")(node_cmds.nodes)
 app.command("match")(node_cmds.match)
 app.add_typer(user_cmds.admin_app, name="admin")
+app.add_typer(task_cmds.task_app, name="task")
+app.command("verify-receipt")(verify_receipt)
 
 
 def main() -> None:

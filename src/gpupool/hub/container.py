@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -16,6 +18,7 @@ from gpupool.hub.live import LiveRegistry
 from gpupool.hub.matchmaking import MatchService
 from gpupool.hub.metrics import HubMetrics
 from gpupool.hub.registry import RegistryService
+from gpupool.hub.rewards import RewardService
 from gpupool.hub.sessions import SessionService
 from gpupool.hub.tasks import TaskService
 from gpupool.hub.throttle import Budget
@@ -38,6 +41,7 @@ class Hub:
     rate_limit: Budget
     channels: NodeChannels
     tasks: TaskService
+    rewards: RewardService
     periodic: Periodic
     version: str
 
@@ -54,7 +58,16 @@ class Hub:
         self.periodic.every(0.2, "dispatch", self.tasks.dispatch_once)
         self.periodic.every(self.settings.flush_interval_sec, "flush", self.live.flush)
         self.periodic.every(min(1.0, self.settings.heartbeat_grace_sec / 4), "expire", self.expire)
-        self.periodic.every(self.settings.maintenance_interval_sec, "prune", self.prune)
+        self.periodic.every(
+            self.settings.maintenance_interval_sec,
+            "maintenance",
+            self._singleton("maintenance", self.settings.maintenance_interval_sec, self.maintain),
+        )
+        self.periodic.every(
+            self.settings.reward_epoch_sec,
+            "rewards",
+            self._singleton("rewards", self.settings.reward_epoch_sec, self.rewards.distribute_due),
+        )
         self.periodic.start()
         return generated
 
@@ -64,6 +77,33 @@ class Hub:
         if stale:
             await self.tasks.lose_nodes(stale)
         return stale
+
+    def _singleton(
+        self, name: str, interval_s: float, job: Callable[[], Awaitable[Any]]
+    ) -> Callable[[], Awaitable[None]]:
+        """Run ``job`` on one replica per interval: the first to claim the interval's slot runs it."""
+
+        async def once() -> None:
+            now = self.clock.now()
+            slot = f"job:{name}:{int(now // interval_s)}"
+
+            async def claim(conn: AsyncConnection) -> bool:
+                return await RegistryRepo(conn).claim_event(slot, now + 2 * interval_s)
+
+            if await self.db.run(claim):
+                await job()
+
+        return once
+
+    async def maintain(self) -> None:
+        """The periodic pass (SPEC §3.5): prune sessions and replay caches, refresh pool statistics."""
+        await self.prune()
+        self.metrics.miners_online.set(self.live.online_count())
+        counts: dict[str, int] = {}
+        for view in self.tasks.views.values():
+            counts[view.state.value] = counts.get(view.state.value, 0) + 1
+        for state in ("queued", "assigned", "running"):
+            self.metrics.tasks_live.labels(state).set(counts.get(state, 0))
 
     async def prune(self) -> tuple[int, int]:
         """Forget expired sessions and replay-cache entries too old to be accepted anyway."""

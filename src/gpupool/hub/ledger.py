@@ -100,7 +100,7 @@ class LedgerService:
             posting=posting,
             scope=scope,
             idempotency_key=key,
-            request_hash=_request_hash(posting, memo),
+            request_hash=request_hash(posting, memo),
             source=debits[0].account if len(debits) == 1 else None,
             destination=credits[0].account if len(credits) == 1 else None,
             amount_micro=sum(e.amount_micro for e in credits),
@@ -160,7 +160,7 @@ class LedgerService:
         )
 
 
-def _request_hash(posting: Posting, memo: str | None) -> str:
+def request_hash(posting: Posting, memo: str | None) -> str:
     legs = "|".join(f"{e.account}:{e.amount_micro}" for e in sorted(posting.entries, key=lambda e: e.account))
     return hashlib.sha256(f"{posting.kind.value}|{legs}|{memo or ''}".encode()).hexdigest()
 

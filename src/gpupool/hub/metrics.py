@@ -40,4 +40,7 @@ class HubMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100),
             registry=r,
         )
+        self.tasks_live = Gauge(
+            "poolhub_tasks", "Live tasks by state (refreshed by maintenance)", ["state"], registry=r
+        )
         self.matches = Counter("poolhub_matches_total", "Match requests by outcome", ["outcome"], registry=r)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,15 +20,16 @@ from gpupool import crypto
 from gpupool.core import ledger, matching, scheduling
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
-from gpupool.core.scheduling import TaskState, TaskView
-from gpupool.errors import Conflict, Forbidden, NotFound, SignatureRejected
+from gpupool.core.scheduling import Outcome, TaskState, TaskView
+from gpupool.errors import Forbidden, NotFound, SignatureRejected
 from gpupool.hub.channels import NodeChannels
-from gpupool.hub.ledger import _request_hash
 from gpupool.hub.live import LiveRegistry
+from gpupool.hub.postings import post_in
+from gpupool.hub.rewards import contribution_from_usage
 from gpupool.hub.signatures import SignedRequests
 from gpupool.store.db import Database
-from gpupool.store.ledger_repo import LedgerRepo, NewPosting
 from gpupool.store.registry_repo import RegistryRepo
+from gpupool.store.rewards_repo import RewardsRepo
 from gpupool.store.tasks_repo import OutputRow, TaskRow, TasksRepo
 
 SYSTEM_ACTOR = "hub"
@@ -57,12 +58,14 @@ class TaskService:
         live: LiveRegistry,
         channels: NodeChannels,
         signed: SignedRequests,
+        epoch_of: Callable[[float], int],
     ) -> None:
         self.db = db
         self.clock = clock
         self.live = live
         self.channels = channels
         self.signed = signed
+        self.epoch_of = epoch_of
         self.views: dict[str, TaskView] = {}
         self.specs: dict[str, dict[str, Any]] = {}
         self.wakeup = asyncio.Event()
@@ -91,7 +94,7 @@ class TaskService:
         spec = {"command": new.command, "env": new.env, "requirements": new.requirements}
 
         async def work(conn: AsyncConnection) -> None:
-            await _post(
+            await post_in(
                 conn, ledger.escrow_hold(principal.account, hold), f"hold:{task_id}", principal.username, now
             )
             await TasksRepo(conn).add(view, principal.username, new.name, spec, hold)
@@ -285,12 +288,20 @@ class TaskService:
             )
             charge = scheduling.charge_for_usage(row.price_micro_per_ksec or 0, gpu_seconds)
             pay, _refund = scheduling.settle(scheduling.settlement_outcome(view), row.hold_micro, charge)
-            owner = await _owner_of(conn, view.assigned_node)
+            node = await RegistryRepo(conn).miner(view.assigned_node) if view.assigned_node else None
+            owner = node.owner if node else None
             user = ledger.username_account(row.owner)
             payee = owner if owner and pay else user
             posting = ledger.settlement(user, row.hold_micro, payee, pay if owner else 0)
-            await _post(conn, posting, f"settle:{view.task_id}", SYSTEM_ACTOR, self.clock.now())
+            await post_in(conn, posting, f"settle:{view.task_id}", SYSTEM_ACTOR, self.clock.now())
             await repo.save(view, charge_micro=pay if owner else 0, usage=usage, artifacts=artifacts)
+            if node is not None and usage and view.outcome in (Outcome.SUCCEEDED, Outcome.TASK_FAILED):
+                now = self.clock.now()
+                start = view.started_at or view.assigned_at or now
+                contribution = contribution_from_usage(
+                    node, view.task_id, dict(usage), start, now, self.epoch_of(now)
+                )
+                await RewardsRepo(conn).add_contribution(contribution)
             return view
 
         try:
@@ -303,33 +314,3 @@ class TaskService:
             self.output_event.notify_all()
         self.wakeup.set()
         return finished
-
-
-async def _owner_of(conn: AsyncConnection, miner_id: str | None) -> str | None:
-    if miner_id is None:
-        return None
-    record = await RegistryRepo(conn).miner(miner_id)
-    return record.owner if record else None
-
-
-async def _post(conn: AsyncConnection, posting: ledger.Posting, key: str, actor: str, now: float) -> None:
-    """One ledger posting inside the caller's transaction, claimed under ``key`` in scope ``tasks``."""
-    repo = LedgerRepo(conn)
-    credits = [e for e in posting.entries if e.amount_micro > 0]
-    debits = [e for e in posting.entries if e.amount_micro < 0]
-    new = NewPosting(
-        posting=posting,
-        scope="tasks",
-        idempotency_key=key,
-        request_hash=_request_hash(posting, None),
-        source=debits[0].account if len(debits) == 1 else None,
-        destination=credits[0].account if len(credits) == 1 else None,
-        amount_micro=sum(e.amount_micro for e in credits),
-        actor=actor,
-        created_at=now,
-        memo=None,
-    )
-    posting_id = await repo.claim(new)
-    if posting_id is None:
-        raise Conflict(f"posting {key} exists already", code="already_settled")
-    await repo.apply(posting_id, posting)

@@ -198,3 +198,54 @@ task_output = Table(
     Column("data", Text, nullable=False),
     Column("ts", Float, nullable=False),
 )
+
+contributions = Table(
+    "contributions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("node_id", String(64), nullable=False, index=True),
+    Column("owner", String(42), nullable=False, index=True),
+    Column("source", String(8), nullable=False),  # task | poc | admin
+    Column("ref", String(64), nullable=False),  # the task id, batch id or admin reason's key
+    Column("epoch", BigInteger, nullable=False, index=True),
+    Column("start_timestamp", Float, nullable=False),
+    Column("end_timestamp", Float, nullable=False),
+    Column("duration_seconds", Float, nullable=False),
+    Column("avg_gpu_usage_percent", Float, nullable=True),
+    Column("gpu_memory_used_mb", Float, nullable=True),
+    Column("avg_cpu_usage_percent", Float, nullable=True),
+    Column("memory_used_mb", Float, nullable=True),
+    Column("samples_processed", BigInteger, nullable=False, default=0),
+    Column("compute_score", BigInteger, nullable=False),
+    Column("recorded_by", String(64), nullable=False),
+    Column("reason", Text, nullable=True),
+    UniqueConstraint("source", "ref", name="uq_contribution_source_ref"),
+)
+
+reward_epochs = Table(
+    "reward_epochs",
+    metadata,
+    Column("epoch", BigInteger, primary_key=True),
+    Column("emission_micro", BigInteger, nullable=False),
+    Column("paid_micro", BigInteger, nullable=False),
+    Column("distributed_at", Float, nullable=False),
+)
+
+payouts = Table(
+    "payouts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("epoch", BigInteger, nullable=False, index=True),
+    Column("owner", String(42), nullable=False, index=True),
+    Column("amount_micro", BigInteger, nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("receipt", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+reward_carry = Table(
+    "reward_carry",
+    metadata,
+    Column("owner", String(42), primary_key=True),
+    Column("carried_micro", BigInteger, nullable=False),
+)

@@ -18,6 +18,7 @@ async def health(hub: HubDep) -> HealthOut:
         version=hub.version,
         online_miners=hub.live.online_count(),
         avg_latency_ms=hub.live.avg_latency_ms(),
+        hub_pubkey=hub.rewards.hub_key.pubkey,
         features={
             "database": "sqlite" if hub.db.is_sqlite else "postgresql",
             "redis": bool(hub.settings.redis_url),

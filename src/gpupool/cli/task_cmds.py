@@ -1,0 +1,139 @@
+"""``gpupool task …``: submit work, list it, follow its output live, stop it, read its result."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from gpupool.cli import output
+from gpupool.cli.user_cmds import EXIT_API, HubOpt, fail, reporting, session
+from gpupool.client import Client, format_amount, parse_amount
+
+task_app = typer.Typer(no_args_is_help=True, help="Submit and watch tasks.")
+
+
+@task_app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def submit(
+    ctx: typer.Context,
+    max_price: Annotated[str, typer.Option(help="Price cap, tokens per 1000 GPU-seconds")] = "1",
+    timeout: Annotated[float, typer.Option(help="Seconds before the task is stopped")] = 3600.0,
+    gpus: Annotated[int | None, typer.Option(help="GPUs needed")] = None,
+    vram: Annotated[float | None, typer.Option(help="Minimum VRAM per GPU, GB")] = None,
+    env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable)")] = None,
+    name: Annotated[str, typer.Option()] = "task",
+    max_attempts: Annotated[int, typer.Option(min=1, max=20)] = 3,
+    wait: Annotated[bool, typer.Option(help="Stream the output and exit with the task's exit code")] = False,
+    hub: HubOpt = None,
+) -> None:
+    """Submit COMMAND (everything after --); prints the task id."""
+    command = [a for a in ctx.args if a != "--"]
+    if not command:
+        fail("give the command after --, e.g. gpupool task submit -- python train.py", 2)
+    with reporting():
+        body: dict[str, Any] = {
+            "name": name,
+            "command": command,
+            "env": dict(_pair(e) for e in env or []),
+            "requirements": {
+                k: v for k, v in {"gpu_count": gpus, "min_vram_gb": vram}.items() if v is not None
+            },
+            "max_price_token_per_ksec": parse_amount(max_price),
+            "timeout_sec": timeout,
+            "max_attempts": max_attempts,
+        }
+        with session(hub) as (client, _saved):
+            submitted = client.submit_task(body)
+            task_id = submitted["task_id"]
+            output.info(f"{task_id} queued (held {format_amount(int(submitted['hold']))} tokens in escrow)")
+            if wait:
+                raise typer.Exit(_follow(client, task_id))
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        fail(f"--env takes KEY=VALUE, got {text!r}", 2)
+    return key, value
+
+
+def _follow(client: Client, task_id: str) -> int:
+    for _seq, stream, data in client.task_output(task_id):
+        (sys.stderr if stream == "stderr" else sys.stdout).write(data)
+    final = client.task(task_id)
+    if final["status"] != "succeeded":
+        output.error(f"task {task_id} {final['status']} (exit code {final['exit_code']})")
+    code = final["exit_code"]
+    return int(code) if code is not None else EXIT_API
+
+
+@task_app.command("ls")
+def ls(limit: Annotated[int, typer.Option(min=1, max=500)] = 50, hub: HubOpt = None) -> None:
+    """Your tasks, newest first."""
+    with reporting(), session(hub) as (client, _saved):
+        rows = client.tasks(limit)
+    if not rows:
+        output.info("No tasks yet.")
+        return
+    table = Table(title=Text("Tasks"))
+    for column in ("task", "name", "status", "node", "exit", "cost"):
+        table.add_column(column)
+    for t in rows:
+        cost = format_amount(int(t["cost"])) if t["cost"] is not None else "-"
+        table.add_row(
+            t["task_id"], Text(t["name"]), t["status"], t["miner_id"] or "-", str(t["exit_code"] or "-"), cost
+        )
+    output.print_table(table)
+
+
+@task_app.command("show")
+def show(task_id: str, hub: HubOpt = None) -> None:
+    """Status, node, attempts, usage and cost of one task."""
+    with reporting(), session(hub) as (client, _saved):
+        t = client.task(task_id)
+    table = Table(show_header=False, box=None)
+    for key in ("task_id", "name", "status", "miner_id", "attempts", "exit_code", "outcome"):
+        table.add_row(key, Text(str(t[key])))
+    table.add_row("held", format_amount(int(t["hold"])))
+    table.add_row("cost", format_amount(int(t["cost"])) if t["cost"] is not None else "-")
+    for key, value in (t.get("usage") or {}).items():
+        table.add_row(f"usage.{key}", str(value))
+    output.print_table(table)
+
+
+@task_app.command("logs")
+def logs(
+    task_id: str,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep streaming until the task ends")
+    ] = False,
+    hub: HubOpt = None,
+) -> None:
+    """Print a task's output (stdout and stderr in order)."""
+    with reporting(), session(hub) as (client, _saved):
+        if follow:
+            _follow(client, task_id)
+            return
+        for _seq, stream, data in client.task_output(task_id):
+            (sys.stderr if stream == "stderr" else sys.stdout).write(data)
+
+
+@task_app.command("stop")
+def stop(task_id: str, hub: HubOpt = None) -> None:
+    """Stop a task; you pay for what already ran."""
+    with reporting(), session(hub) as (client, _saved):
+        t = client.stop_task(task_id)
+    output.info(f"{task_id}: {t['status']}")
+
+
+@task_app.command("result")
+def result(task_id: str, hub: HubOpt = None) -> None:
+    """Exit code and artifact list of a finished task."""
+    with reporting(), session(hub) as (client, _saved):
+        r = client.task(task_id, "/result")
+    output.info(f"{task_id}: {r['status']}, exit code {r['exit_code']}")
+    for a in r["artifacts"]:
+        output.info(f"  {a['path']}  {a['size']} bytes  sha256 {a['sha256']}")

@@ -1,0 +1,38 @@
+"""A ledger posting written inside another service's transaction (task escrow, settlement, rewards).
+
+``LedgerService.post`` opens its own transaction; services that must move money and change their own
+rows atomically call ``post_in`` with their connection instead. The key is claimed in scope ``tasks``
+(or the caller's), so the same movement can never be written twice.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gpupool.core import ledger
+from gpupool.errors import Conflict
+from gpupool.hub.ledger import request_hash
+from gpupool.store.ledger_repo import LedgerRepo, NewPosting
+
+
+async def post_in(conn: AsyncConnection, posting: ledger.Posting, key: str, actor: str, now: float) -> None:
+    """One ledger posting inside the caller's transaction, claimed under ``key`` in scope ``tasks``."""
+    repo = LedgerRepo(conn)
+    credits = [e for e in posting.entries if e.amount_micro > 0]
+    debits = [e for e in posting.entries if e.amount_micro < 0]
+    new = NewPosting(
+        posting=posting,
+        scope="tasks",
+        idempotency_key=key,
+        request_hash=request_hash(posting, None),
+        source=debits[0].account if len(debits) == 1 else None,
+        destination=credits[0].account if len(credits) == 1 else None,
+        amount_micro=sum(e.amount_micro for e in credits),
+        actor=actor,
+        created_at=now,
+        memo=None,
+    )
+    posting_id = await repo.claim(new)
+    if posting_id is None:
+        raise Conflict(f"posting {key} exists already", code="already_settled")
+    await repo.apply(posting_id, posting)

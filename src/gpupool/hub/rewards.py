@@ -1,0 +1,191 @@
+"""Contributions and epoch rewards (SPEC §3.5), paid through the ledger with hub-signed receipts.
+
+Contributions are recorded by the hub itself (from an accepted task result, or by an admin with a
+reason, which is kept), never on a node's word. Closing an epoch issues ``BASE_REWARD`` into the reward
+pool and pays each owner whose due reached ``MIN_SETTLEMENT`` from it, one posting and one receipt per
+payout; dues below the minimum stay in the pool, carried to the next epoch. The epoch row is claimed
+in the same transaction, so distributing an epoch twice pays once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gpupool import crypto
+from gpupool.core import ledger, rewards
+from gpupool.core.ledger import Entry, Posting, PostingKind
+from gpupool.core.model import Principal
+from gpupool.core.ports import Clock
+from gpupool.errors import Forbidden, InvalidInput, NotFound
+from gpupool.hub.postings import post_in
+from gpupool.store.db import Database
+from gpupool.store.ledger_repo import LedgerRepo
+from gpupool.store.registry_repo import MinerRecord, RegistryRepo
+from gpupool.store.rewards_repo import Payout, RewardsRepo
+
+
+@dataclass(frozen=True, slots=True)
+class RewardConfig:
+    epoch_sec: int
+    base_reward_micro: int
+    min_settlement_micro: int
+
+
+@dataclass(frozen=True, slots=True)
+class EpochResult:
+    epoch: int
+    already_distributed: bool
+    emission_micro: int
+    payouts: list[Payout]
+
+
+def contribution_from_usage(
+    node: MinerRecord, ref: str, usage: dict[str, Any], start: float, end: float, epoch: int
+) -> dict[str, Any]:
+    """The contribution of one accepted task, scored from what the node measured and signed."""
+    gpus = node.spec.get("gpus") or []
+    gpu_name = str(gpus[0]["name"]) if gpus else None
+    gpu_seconds = float(usage.get("gpu_seconds") or 0.0) if gpus else 0.0
+    cpu_seconds = float(usage.get("cpu_seconds") or 0.0)
+    return {
+        "node_id": node.miner_id,
+        "owner": node.owner,
+        "source": "task",
+        "ref": ref,
+        "epoch": epoch,
+        "start_timestamp": start,
+        "end_timestamp": end,
+        "duration_seconds": float(usage.get("duration_sec") or max(0.0, end - start)),
+        "avg_gpu_usage_percent": usage.get("gpu_util_avg"),
+        "gpu_memory_used_mb": usage.get("vram_peak_mb"),
+        "avg_cpu_usage_percent": None,
+        "memory_used_mb": usage.get("ram_peak_mb"),
+        "samples_processed": 0,
+        "compute_score": rewards.usage_score(gpu_seconds, gpu_name, cpu_seconds),
+        "recorded_by": "hub",
+        "reason": None,
+    }
+
+
+class RewardService:
+    def __init__(self, db: Database, clock: Clock, hub_key: crypto.KeyPair, config: RewardConfig) -> None:
+        self.db = db
+        self.clock = clock
+        self.hub_key = hub_key
+        self.config = config
+
+    def epoch_of(self, ts: float) -> int:
+        return rewards.epoch_of(ts, self.config.epoch_sec)
+
+    def epoch_now(self) -> int:
+        return self.epoch_of(self.clock.now())
+
+    async def distribute_due(self) -> None:
+        """The scheduled job: close the last finished epoch unless it was closed already."""
+        if self.epoch_now() > 0:
+            await self.distribute(None)
+
+    async def record_by_admin(self, admin: Principal, node_id: str, compute_score: int, reason: str) -> bool:
+        """An admin's correction, kept with who made it and why."""
+        if not admin.is_admin:
+            raise Forbidden("only an admin can record a contribution by hand")
+        if compute_score <= 0:
+            raise InvalidInput("compute_score must be positive", field="compute_score")
+        now = self.clock.now()
+
+        async def work(conn: AsyncConnection) -> bool:
+            node = await RegistryRepo(conn).miner(node_id)
+            if node is None:
+                raise NotFound(f"no miner {node_id}")
+            values = {
+                **contribution_from_usage(
+                    node, f"admin:{int(now * 1000)}:{node_id}", {}, now, now, self.epoch_now()
+                ),
+                "source": "admin",
+                "compute_score": compute_score,
+                "recorded_by": admin.username,
+                "reason": reason,
+            }
+            return await RewardsRepo(conn).add_contribution(values)
+
+        return await self.db.run(work)
+
+    async def distribute(self, epoch: int | None = None) -> EpochResult:
+        """Close ``epoch`` (default: the last finished one) and pay it; a second call pays nothing."""
+        target = self.epoch_now() - 1 if epoch is None else epoch
+        if target < 0 or target >= self.epoch_now():
+            raise InvalidInput(f"epoch {target} is not finished yet", field="epoch")
+        now = self.clock.now()
+        emission = self.config.base_reward_micro
+
+        async def work(conn: AsyncConnection) -> tuple[bool, list[Payout]]:
+            repo = RewardsRepo(conn)
+            if not await repo.claim_epoch(target, emission, now):
+                return True, []
+            plan = rewards.distribute_epoch(
+                emission,
+                await repo.scores_for_epoch(target),
+                await repo.carried(),
+                self.config.min_settlement_micro,
+            )
+            plan.check()
+            if emission:
+                issue = Posting(
+                    PostingKind.REWARD,
+                    (Entry(ledger.ISSUANCE, -emission), Entry(ledger.REWARD_POOL, emission)),
+                )
+                await post_in(conn, issue, f"reward-emission:{target}", "hub", now)
+            paid: list[Payout] = []
+            for owner, amount in sorted(plan.payouts_micro.items()):
+                await LedgerRepo(conn).ensure_account(owner, ledger.AccountType.OWNER.value, now)
+                pay = Posting(PostingKind.REWARD, (Entry(ledger.REWARD_POOL, -amount), Entry(owner, amount)))
+                await post_in(conn, pay, f"reward:{target}:{owner}", "hub", now)
+                receipt = crypto.sign_receipt(
+                    self.hub_key,
+                    {"kind": "reward_payout", "epoch": target, "owner": owner, "amount_micro": amount},
+                    created_at=int(now),
+                )
+                payout_id = await repo.add_payout(target, owner, amount, receipt, now)
+                paid.append(Payout(payout_id, target, owner, amount, "completed", receipt, now))
+            await repo.replace_carried(plan.carried_micro)
+            await repo.set_paid(target, plan.paid_micro)
+            return False, paid
+
+        already, paid = await self.db.run(work)
+        return EpochResult(target, already, emission if not already else 0, paid)
+
+    async def balance(self, address: str) -> dict[str, Any]:
+        owner = crypto.normalize_owner_address(address, field="address")
+        async with self.db.read() as conn:
+            balances = await LedgerRepo(conn).balances([owner])
+            repo = RewardsRepo(conn)
+            carried = (await repo.carried()).get(owner, 0)
+            history = await repo.payouts_of(owner)
+        return {
+            "wallet_address": owner,
+            "balance": balances.get(owner, 0),
+            "pending_rewards": carried,
+            "total_rewards_distributed": sum(p.amount_micro for p in history),
+            "last_updated_at": max((p.created_at for p in history), default=None),
+            "payouts": [
+                {
+                    "epoch": p.epoch,
+                    "amount": p.amount_micro,
+                    "status": p.status,
+                    "transaction_signature": p.receipt["sig"],
+                    "receipt": p.receipt,
+                }
+                for p in history
+            ],
+        }
+
+    async def stats(self, node_id: str | None, owner: str | None) -> dict[str, Any]:
+        if not node_id and not owner:
+            raise InvalidInput("give node_id or owner", field="node_id")
+        owner = crypto.normalize_owner_address(owner, field="owner") if owner else None
+        async with self.db.read() as conn:
+            stats = await RewardsRepo(conn).stats(node_id, owner)
+        return {"node_id": node_id, "owner": owner, **stats}

@@ -1,0 +1,151 @@
+"""Contributions from accepted results, epoch payouts by measured usage, receipts anyone can verify."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gpupool import crypto
+from gpupool.cli.app import app
+from gpupool.core.ports import FakeClock
+from gpupool.errors import SignatureRejected
+from tests.conftest import LiveHub
+from tests.factories import OTHER_OWNER, OWNER
+from tests.simnode import SimNode
+
+THIRD_OWNER = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB"
+EPOCH = 300
+EMISSION = 100_000_000
+
+
+@pytest.fixture
+async def hub(live_hub_factory: Callable[..., Awaitable[LiveHub]]) -> LiveHub:
+    return await live_hub_factory(
+        reward_epoch_sec=EPOCH, base_reward_micro=EMISSION, min_settlement_micro=1_000_000
+    )
+
+
+async def run_task(hub: LiveHub, user: dict[str, str], node: SimNode, gpu_seconds: float) -> str:
+    body = {"command": ["work"], "max_price_token_per_ksec": 3_000_000, "timeout_sec": 1000}
+    task_id = str((await hub.http.post("/v1/tasks", json=body, headers=user)).json()["task_id"])
+    assert (await node.command("assign"))["task"]["task_id"] == task_id
+    resp = await node.result(task_id, gpu_seconds=gpu_seconds)
+    assert resp.status_code == 200 and resp.json()["status"] == "succeeded", resp.text
+    return task_id
+
+
+async def test_epoch_pays_owners_by_measured_usage_once_with_verifiable_receipts(
+    hub: LiveHub, clock: FakeClock, tmp_path: Path
+) -> None:
+    user = await hub.make_user("client", balance=100_000_000)
+    nodes = [
+        SimNode(hub, clock, "n-small", owner=OWNER),
+        SimNode(hub, clock, "n-mid", owner=OTHER_OWNER),
+        SimNode(hub, clock, "n-big", owner=THIRD_OWNER),
+    ]
+    for node in nodes:
+        await node.connect()
+    for node, seconds in zip(nodes, (100.0, 200.0, 300.0), strict=True):
+        for other in nodes:
+            if other is not node:
+                await hub.http.post("/v1/miners/update", json={"session_token": other.token, "queue_len": 1})
+        await hub.http.post("/v1/miners/update", json={"session_token": node.token, "queue_len": 0})
+        await run_task(hub, user, node, seconds)
+
+    stats = (await hub.http.get("/v1/contributions/stats?node_id=n-big", headers=user)).json()
+    assert stats["contribution_count"] == 1 and stats["total_compute_seconds"] == 300.0
+
+    admin = await hub.admin_headers()
+    early = await hub.http.post(
+        "/v1/rewards/distribute", json={"epoch": int(clock.now()) // EPOCH}, headers=admin
+    )
+    assert early.status_code == 422  # the epoch is still running
+    clock.advance(EPOCH)
+    out = (await hub.http.post("/v1/rewards/distribute", headers=admin)).json()
+    assert out["already_distributed"] is False and out["emission"] == EMISSION
+    paid = {p["owner"]: p["amount"] for p in out["payouts"]}
+    assert sum(paid.values()) == EMISSION
+    assert paid == {OWNER: 16_666_667, OTHER_OWNER: 33_333_333, THIRD_OWNER: 50_000_000}
+
+    again = (
+        await hub.http.post("/v1/rewards/distribute", json={"epoch": out["epoch"]}, headers=admin)
+    ).json()
+    assert again["already_distributed"] is True and again["payouts"] == []
+
+    hub_key = (await hub.http.get("/v1/health")).json()["hub_pubkey"]
+    for payout in out["payouts"]:
+        payload = crypto.verify_receipt(payout["receipt"], hub_key)
+        assert payload["owner"] == payout["owner"] and payload["amount_micro"] == payout["amount"]
+        assert payout["transaction_signature"] == payout["receipt"]["sig"] and payout["success"] is True
+
+    balance = (await hub.http.get(f"/v1/rewards/balance?address={THIRD_OWNER.lower()}", headers=user)).json()
+    assert balance["wallet_address"] == THIRD_OWNER and balance["total_rewards_distributed"] == 50_000_000
+    # The owner also earned the task payment itself: 2 tokens/ksec x 300 s.
+    assert balance["balance"] == 50_000_000 + 600_000
+    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+
+    # Offline verification with the CLI, and a forged receipt that fails it.
+    good = tmp_path / "receipt.json"
+    good.write_text(json.dumps(out["payouts"][0]))
+    result = CliRunner().invoke(app, ["verify-receipt", str(good), "--hub-pubkey", hub_key])
+    assert result.exit_code == 0, result.output
+    forged = dict(out["payouts"][0]["receipt"])
+    forged["content"] = forged["content"].replace(str(out["payouts"][0]["amount"]), "99000000")
+    bad = tmp_path / "forged.json"
+    bad.write_text(json.dumps(forged))
+    result = CliRunner().invoke(app, ["verify-receipt", str(bad), "--hub-pubkey", hub_key])
+    assert result.exit_code == 1 and "does NOT verify" in result.output
+    with pytest.raises(SignatureRejected):
+        crypto.verify_receipt(out["payouts"][0]["receipt"], crypto.KeyPair.generate().pubkey)
+    for node in nodes:
+        await node.ws.close()
+
+
+async def test_small_dues_are_carried_until_they_reach_the_minimum(
+    live_hub_factory: Callable[..., Awaitable[LiveHub]], clock: FakeClock
+) -> None:
+    hub = await live_hub_factory(
+        reward_epoch_sec=EPOCH, base_reward_micro=600_000, min_settlement_micro=1_000_000
+    )
+    user = await hub.make_user("client2", balance=100_000_000)
+    node = SimNode(hub, clock, "n-one", owner=OWNER)
+    await node.connect()
+    await run_task(hub, user, node, 10.0)
+    admin = await hub.admin_headers()
+    clock.advance(EPOCH)
+    first = (await hub.http.post("/v1/rewards/distribute", headers=admin)).json()
+    assert first["payouts"] == []
+    pending = (await hub.http.get(f"/v1/rewards/balance?address={OWNER}", headers=user)).json()
+    assert pending["pending_rewards"] == 600_000
+    await run_task(hub, user, node, 10.0)
+    clock.advance(EPOCH)
+    second = (await hub.http.post("/v1/rewards/distribute", headers=admin)).json()
+    assert [(p["owner"], p["amount"]) for p in second["payouts"]] == [(OWNER, 1_200_000)]
+    assert (await hub.http.get(f"/v1/rewards/balance?address={OWNER}", headers=user)).json()[
+        "pending_rewards"
+    ] == 0
+    await node.ws.close()
+
+
+async def test_contributions_cannot_be_claimed_by_nodes_or_users(hub: LiveHub, clock: FakeClock) -> None:
+    node = SimNode(hub, clock, "n-claims", owner=OWNER)
+    await node.connect()
+    body = {"node_id": "n-claims", "compute_score": 10**9, "reason": "I worked hard"}
+    as_node = await hub.http.post(
+        "/v1/admin/contributions", json=body, headers={"Authorization": f"Bearer {node.token}"}
+    )
+    assert as_node.status_code == 401
+    user = await hub.make_user("mallory", balance=0)
+    assert (await hub.http.post("/v1/admin/contributions", json=body, headers=user)).status_code == 403
+    admin = await hub.admin_headers()
+    ok = await hub.http.post(
+        "/v1/admin/contributions", json={**body, "reason": "outage credit #42"}, headers=admin
+    )
+    assert ok.status_code == 201 and ok.json()["recorded"] is True
+    stats = (await hub.http.get("/v1/contributions/stats?node_id=n-claims", headers=admin)).json()
+    assert stats["total_compute_score"] == 10**9 and stats["contribution_count"] == 1
+    await node.ws.close()

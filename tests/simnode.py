@@ -1,0 +1,77 @@
+"""A node played by the test itself over the real protocol: signed registration, heartbeat socket,
+session-token reports and signed results, so every hub rule can be driven step by step."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import websockets
+
+from gpupool import crypto
+from gpupool.core.ports import FakeClock
+from tests.conftest import LiveHub
+from tests.factories import registration
+
+PRICE = 2_000_000  # micro-units per 1000 GPU-seconds: 2 tokens
+
+
+class SimNode:
+    """One node speaking the protocol over a real socket."""
+
+    def __init__(self, hub: LiveHub, clock: FakeClock, miner_id: str, **fields: Any) -> None:
+        self.hub, self.clock, self.miner_id = hub, clock, miner_id
+        self.key = crypto.KeyPair.generate()
+        self.fields = {"price_token_per_ksec": PRICE, "max_parallel": 1, **fields}
+        self.token = ""
+        self.ws: Any = None
+
+    async def connect(self) -> None:
+        body = registration(self.key, self.clock, miner_id=self.miner_id, **self.fields)
+        resp = await self.hub.http.post("/v1/miners/register", json=body)
+        assert resp.status_code == 200, resp.text
+        self.token = resp.json()["session_token"]
+        self.ws = await websockets.connect(
+            f"{self.hub.ws_url}/v1/miners/heartbeat?session_token={self.token}"
+        )
+        await self.beat()
+
+    async def beat(self) -> None:
+        await self.ws.send(json.dumps({"ts": self.clock.now(), "queue_len": 0}))
+
+    async def command(self, kind: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        while True:
+            message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout_s))
+            if message.get("type") == kind:
+                return dict(message)
+
+    async def output(self, task_id: str, seq: int, data: str, stream: str = "stdout") -> httpx.Response:
+        return await self.hub.http.post(
+            f"/v1/tasks/{task_id}/output",
+            json={"seq": seq, "stream": stream, "data": data},
+            headers={"X-Session-Token": self.token},
+        )
+
+    async def result(
+        self,
+        task_id: str,
+        exit_code: int = 0,
+        status: str = "succeeded",
+        gpu_seconds: float = 500.0,
+        key: crypto.KeyPair | None = None,
+    ) -> httpx.Response:
+        body = {
+            "task_id": task_id,
+            "exit_code": exit_code,
+            "status": status,
+            "usage": {"gpu_seconds": gpu_seconds, "duration_sec": gpu_seconds, "cpu_seconds": 1.0},
+            "artifacts": [{"path": "out.txt", "size": 3, "sha256": "ab" * 32}],
+        }
+        signed = crypto.sign_body(
+            key or self.key, crypto.KIND_TASK_RESULT, body, created_at=int(self.clock.now())
+        )
+        return await self.hub.http.post(
+            f"/v1/tasks/{task_id}/result", json=signed, headers={"X-Session-Token": self.token}
+        )
