@@ -18,6 +18,7 @@ import logging
 import random
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,6 +92,8 @@ class NodeAgent:
     heartbeat_s: float = 10.0
     queue_len: int = 0
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    on_command: Callable[[dict[str, Any]], None] | None = None
+    queue_source: Callable[[], int] | None = None
 
     # -- inventory ------------------------------------------------------------------------------------
     def read_inventory(self) -> gpu.Inventory:
@@ -102,7 +105,7 @@ class NodeAgent:
         telemetry = [] if self.settings.dstack_url else gpu.read_telemetry(self.nvml)
         return {
             "ts": time.time(),
-            "queue_len": self.queue_len,
+            "queue_len": self.queue_source() if self.queue_source else self.queue_len,
             "gpus": gpu.heartbeat_gpus(telemetry),
             "mem_free_gb": gpu.mem_free_gb(telemetry),
         }
@@ -208,6 +211,8 @@ class NodeAgent:
                         self.connected.set()
                         backoff.reset()
                         self.heartbeat_s = float(message.get("next_heartbeat_sec", self.heartbeat_s))
+                    elif self.on_command is not None and message.get("type") in ("assign", "stop"):
+                        self.on_command(message)
 
     async def logout(self, http: httpx.AsyncClient) -> None:
         if self.session_token is None:
@@ -232,6 +237,7 @@ async def serve(settings: NodeSettings) -> int:
     import uvicorn
 
     from gpupool.node.health import create_health_app
+    from gpupool.node.worker import TaskWorker
     from gpupool.serving import CleanExitServer, redact_server_logs
 
     redact_server_logs()
@@ -257,11 +263,15 @@ async def serve(settings: NodeSettings) -> int:
         host, port = settings.listen_host_port
         app = create_health_app(key.pubkey, local_ip(registry_url), agent.read_inventory)
         server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        worker = TaskWorker(agent, http, settings.data_dir / "tasks")
+        agent.on_command = worker.on_command
+        agent.queue_source = lambda: worker.queue_len
         stop = asyncio.Event()
         beats = asyncio.create_task(agent.heartbeat_forever(http, stop))
         try:
             await server.serve()  # returns on SIGTERM/SIGINT, after draining
         finally:
+            await worker.stop_all()  # stopped tasks still report what ran
             stop.set()
             await beats
             await agent.logout(http)

@@ -1,0 +1,143 @@
+"""Tasks on the node: run what the hub assigns, stream its output, report a signed result (SPEC §3.4).
+
+Output goes to the hub in sequence order; a chunk the hub has not acknowledged stays in the task's
+``OutputLog`` and is sent again (the hub stores each seq once), so a reconnect loses and repeats
+nothing. The result is signed with the node's key (kind 21002) and re-sent until the hub answers: the
+hub settles a task once, whatever arrives twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from gpupool import crypto
+from gpupool.node import runner
+from gpupool.node.gpu import NvmlModule
+
+log = logging.getLogger("gpupool.node.tasks")
+RESULT_RETRY_S = 120.0
+
+
+class Session(Protocol):
+    """What the worker needs from the agent: the current session and the node's key."""
+
+    key: crypto.KeyPair
+    session_token: str | None
+    nvml: NvmlModule | None
+
+
+class TaskWorker:
+    def __init__(self, session: Session, http: httpx.AsyncClient, work_dir: Path) -> None:
+        self.session = session
+        self.http = http
+        self.work_dir = work_dir
+        self.running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+
+    @property
+    def queue_len(self) -> int:
+        return len(self.running)
+
+    def on_command(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "assign":
+            task = message["task"]
+            task_id = str(task["task_id"])
+            if task_id in self.running:
+                return  # the same assignment pushed twice: it is already running
+            stop = asyncio.Event()
+            job = asyncio.create_task(self._run(task, stop), name=f"task:{task_id}")
+            self.running[task_id] = (job, stop)
+            job.add_done_callback(lambda _t: self.running.pop(task_id, None))
+        elif kind == "stop":
+            entry = self.running.get(str(message.get("task_id")))
+            if entry is not None:
+                entry[1].set()
+
+    async def stop_all(self) -> None:
+        """On shutdown: stop every task; each still reports what ran, so the user pays only for that."""
+        for _job, stop in list(self.running.values()):
+            stop.set()
+        jobs = [job for job, _stop in self.running.values()]
+        if jobs:
+            await asyncio.wait(jobs, timeout=30)
+
+    def _headers(self) -> dict[str, str]:
+        return {"X-Session-Token": self.session.session_token or ""}
+
+    async def _run(self, task: dict[str, Any], stop: asyncio.Event) -> None:
+        task_id = str(task["task_id"])
+        spec = runner.TaskSpec(
+            task_id=task_id,
+            command=[str(c) for c in task["command"]],
+            env={str(k): str(v) for k, v in (task.get("env") or {}).items()},
+            gpu_indices=[int(i) for i in task.get("gpu_indices") or []],
+            timeout_sec=float(task.get("timeout_sec") or 3600),
+        )
+        pending = runner.OutputLog()
+
+        async def on_output(chunk: runner.OutputChunk) -> None:
+            pending.add(chunk)
+            await self._flush(task_id, pending)
+
+        log.info("task %s started: %s", task_id, spec.command)
+        try:
+            outcome = await runner.TaskRunner(spec, self.work_dir, nvml=self.session.nvml).run(
+                on_output, stop
+            )
+        except Exception:  # the node could not even start it: report a failure, not silence
+            log.exception("task %s could not run", task_id)
+            outcome = runner.TaskOutcome(None, "failed", [], runner.Usage())
+        deadline = time.monotonic() + RESULT_RETRY_S
+        while pending.pending() and time.monotonic() < deadline:
+            await self._flush(task_id, pending)
+            if pending.pending():
+                await asyncio.sleep(1.0)
+        await self._report(task_id, outcome, deadline)
+
+    async def _flush(self, task_id: str, pending: runner.OutputLog) -> None:
+        for chunk in pending.pending():
+            body = {"seq": chunk.seq, "stream": chunk.stream, "data": chunk.data}
+            try:
+                resp = await self.http.post(f"/v1/tasks/{task_id}/output", json=body, headers=self._headers())
+            except httpx.HTTPError:
+                return  # the hub is away: these stay pending and go with the next flush
+            if resp.status_code >= 500 or resp.status_code == 401:
+                return
+            pending.ack(chunk.seq)  # stored, or refused for good (403/404/422): never resend it
+
+    async def _report(self, task_id: str, outcome: runner.TaskOutcome, deadline: float) -> None:
+        body = {
+            "task_id": task_id,
+            "exit_code": outcome.exit_code if outcome.exit_code is not None else -1,
+            "status": outcome.status,
+            "usage": outcome.usage.to_report(),
+            "artifacts": [{"path": a.path, "size": a.size, "sha256": a.sha256} for a in outcome.artifacts],
+        }
+        while True:
+            signed = crypto.sign_body(
+                self.session.key, crypto.KIND_TASK_RESULT, body, created_at=int(time.time())
+            )
+            with contextlib.suppress(httpx.HTTPError):
+                resp = await self.http.post(
+                    f"/v1/tasks/{task_id}/result", json=signed, headers=self._headers()
+                )
+                if resp.status_code < 500 and resp.status_code != 401:
+                    log.info(
+                        "task %s %s (exit %s): hub answered %s",
+                        task_id,
+                        outcome.status,
+                        outcome.exit_code,
+                        resp.status_code,
+                    )
+                    return
+            if time.monotonic() > deadline:
+                log.error("task %s: the hub did not take the result; giving up", task_id)
+                return
+            await asyncio.sleep(1.0)

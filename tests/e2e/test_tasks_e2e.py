@@ -1,0 +1,128 @@
+"""Tasks through a real hub process and a real node agent process: run, stream, collect, settle."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gpupool.core.scheduling import charge_for_usage
+from tests.conftest import ADMIN_PASSWORD
+from tests.factories import OWNER
+from tests.procs import HubProcess, NodeProcess
+
+pytestmark = pytest.mark.slow
+PRICE = 1_000_000
+
+
+def login(hub: HubProcess, username: str, password: str) -> dict[str, str]:
+    token = httpx.post(f"{hub.url}/v1/auth/login", json={"username": username, "password": password}).json()
+    return {"Authorization": f"Bearer {token['access_token']}"}
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[tuple[HubProcess, dict[str, str], dict[str, str]]]:
+    hub = HubProcess(f"sqlite:///{tmp_path}/hub.db", tmp_path, GPUPOOL_HUB_HEARTBEAT_INTERVAL_SEC="0.5")
+    hub.start()
+    node = NodeProcess(
+        hub.url,
+        tmp_path,
+        OWNER,
+        GPUPOOL_NODE_MINER_ID="worker-1",
+        GPUPOOL_NODE_PRICE_MICRO_PER_KSEC=str(PRICE),
+        GPUPOOL_NODE_MAX_PARALLEL="2",
+    )
+    node.start()
+    node.wait_healthy()
+    admin = login(hub, "admin", ADMIN_PASSWORD)
+    httpx.post(
+        f"{hub.url}/v1/users",
+        json={"username": "alice", "password": "alice-password", "role": "user"},
+        headers=admin,
+    )
+    httpx.post(
+        f"{hub.url}/v1/admin/mint",
+        json={"to": "alice", "amount": 50_000_000, "idempotency_key": "f"},
+        headers=admin,
+    )
+    deadline = time.monotonic() + 15
+    while httpx.get(f"{hub.url}/v1/health").json()["online_miners"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        yield hub, admin, login(hub, "alice", "alice-password")
+    finally:
+        node.stop()
+        hub.stop()
+
+
+def submit(hub: HubProcess, user: dict[str, str], code: str, **over: Any) -> str:
+    body = {
+        "command": [sys.executable, "-c", code],
+        "max_price_token_per_ksec": 2_000_000,
+        "timeout_sec": 60,
+        **over,
+    }
+    resp = httpx.post(f"{hub.url}/v1/tasks", json=body, headers=user)
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["task_id"])
+
+
+def wait_done(hub: HubProcess, user: dict[str, str], task_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        task: dict[str, Any] = httpx.get(f"{hub.url}/v1/tasks/{task_id}", headers=user).json()
+        if task["status"] in ("succeeded", "failed", "stopped", "expired"):
+            return task
+        time.sleep(0.2)
+    raise AssertionError(f"task {task_id} did not finish: {task}")
+
+
+def test_task_runs_streams_and_is_paid_for_exactly(
+    pool: tuple[HubProcess, dict[str, str], dict[str, str]],
+) -> None:
+    hub, admin, user = pool
+    code = (
+        "import os\nprint('hello from gpupool', flush=True)\n"
+        "os.makedirs('output', exist_ok=True)\nopen('output/answer.txt','w').write('42')"
+    )
+    task_id = submit(hub, user, code)
+    task = wait_done(hub, user, task_id)
+    assert task["status"] == "succeeded" and task["exit_code"] == 0 and task["miner_id"] == "worker-1"
+    with httpx.stream("GET", f"{hub.url}/v1/tasks/{task_id}/output", headers=user, timeout=30) as resp:
+        text = "".join(resp.iter_text())
+    assert "hello from gpupool" in text and "event: end" in text
+    result = httpx.get(f"{hub.url}/v1/tasks/{task_id}/result", headers=user).json()
+    [artifact] = result["artifacts"]
+    assert artifact["path"] == "answer.txt" and artifact["size"] == 2
+    # Paid exactly: the node's price times the GPU-seconds it measured, from escrow to the owner.
+    gpu_seconds = task["usage"]["gpu_seconds"]
+    assert task["cost"] == charge_for_usage(PRICE, gpu_seconds) and gpu_seconds > 0
+    alice = httpx.get(f"{hub.url}/v1/balance", headers=user).json()
+    assert alice == {"account": "user:alice", "available": 50_000_000 - task["cost"], "held": 0}
+    owner = httpx.get(f"{hub.url}/v1/admin/accounts/{OWNER}", headers=admin).json()
+    assert owner["available"] == task["cost"]
+    assert httpx.get(f"{hub.url}/v1/admin/ledger/trial-balance", headers=admin).json()["balanced"] is True
+
+
+def test_failing_timed_out_and_stopped_tasks(pool: tuple[HubProcess, dict[str, str], dict[str, str]]) -> None:
+    hub, _admin, user = pool
+    failing = submit(hub, user, "import sys; print('bad'); sys.exit(3)")
+    expired = submit(hub, user, "import time; time.sleep(600)", timeout_sec=2)
+    task = wait_done(hub, user, failing)
+    assert task["status"] == "failed" and task["exit_code"] == 3 and task["outcome"] == "task_failed"
+    task = wait_done(hub, user, expired)
+    assert task["status"] == "expired"
+    running = submit(hub, user, "import time; print('working', flush=True); time.sleep(600)")
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{hub.url}/v1/tasks/{running}", headers=user).json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    httpx.post(f"{hub.url}/v1/tasks/{running}/stop", headers=user)
+    task = wait_done(hub, user, running)
+    assert task["status"] == "stopped" and task["cost"] is not None
+    assert httpx.get(f"{hub.url}/v1/balance", headers=user).json()["held"] == 0
