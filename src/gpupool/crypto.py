@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +47,19 @@ class KeyPair:
     """A secret key and its x-only public key; ``repr`` never shows the secret."""
 
     secret: bytes
+    _key: PrivateKey = field(init=False, repr=False, compare=False)
+    _pubkey: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.secret) != 32:
             raise InvalidInput("a secret key is 32 bytes", field="key")
         try:
-            PrivateKey(self.secret)
+            key = PrivateKey(self.secret)
         except ValueError as exc:
             raise InvalidInput("the secret key is not a valid secp256k1 scalar", field="key") from exc
+        # Built once: deriving the public key costs more than a signature.
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_pubkey", key.public_key_xonly.format().hex())
 
     def __repr__(self) -> str:
         return f"KeyPair(pubkey={self.pubkey})"
@@ -77,7 +82,7 @@ class KeyPair:
     @property
     def pubkey(self) -> str:
         """The 32-byte x-only public key as 64 lowercase hex characters."""
-        return PrivateKey(self.secret).public_key_xonly.format().hex()
+        return self._pubkey
 
     @property
     def npub(self) -> str:
@@ -86,7 +91,7 @@ class KeyPair:
     def sign(self, message32: bytes, aux_rand: bytes | None = None) -> bytes:
         """BIP-340 signature of a 32-byte message; fresh auxiliary randomness unless given."""
         aux = aux_rand if aux_rand is not None else secrets.token_bytes(32)
-        return bytes(PrivateKey(self.secret).sign_schnorr(message32, aux))
+        return bytes(self._key.sign_schnorr(message32, aux))
 
 
 def load_or_create_key(path: str | os.PathLike[str]) -> KeyPair:

@@ -35,4 +35,7 @@ async def post_in(conn: AsyncConnection, posting: ledger.Posting, key: str, acto
     posting_id = await repo.claim(new)
     if posting_id is None:
         raise Conflict(f"posting {key} exists already", code="already_settled")
-    await repo.apply(posting_id, posting)
+    if len(posting.entries) > 8:
+        await repo.apply_many(posting_id, posting)
+    else:
+        await repo.apply(posting_id, posting)

@@ -12,7 +12,20 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, String, and_, bindparam, case, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -108,6 +121,54 @@ class LedgerRepo:
             id=account_id, type=account_type, balance_micro=0, created_at=now
         )
         await self.conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+
+    async def ensure_accounts(self, account_ids: Sequence[str], account_type: str, now: float) -> None:
+        """Create any of ``account_ids`` that do not exist yet, in one statement."""
+        if account_ids:
+            stmt = self._insert(accounts).on_conflict_do_nothing(index_elements=["id"])
+            await self.conn.execute(
+                stmt,
+                [{"id": a, "type": account_type, "balance_micro": 0, "created_at": now} for a in account_ids],
+            )
+
+    async def apply_many(self, posting_id: int, posting: Posting) -> None:
+        """``apply`` for postings with thousands of legs (an epoch's payouts): one batched UPDATE.
+
+        The accounts' CHECK constraint still refuses a negative balance; the whole posting then fails.
+        """
+        deltas = posting.deltas()
+        ids, amounts = list(deltas), list(deltas.values())
+        try:
+            if self.conn.dialect.name == "postgresql":  # one statement over arrays, not 100k round trips
+                await self.conn.execute(
+                    text(
+                        "UPDATE accounts SET balance_micro = accounts.balance_micro + u.d FROM "
+                        "unnest(CAST(:ids AS text[]), CAST(:ds AS bigint[])) AS u(id, d) "
+                        "WHERE accounts.id = u.id"
+                    ),
+                    {"ids": ids, "ds": amounts},
+                )
+                await self.conn.execute(
+                    text(
+                        "INSERT INTO entries (posting_id, account, amount_micro) "
+                        "SELECT :pid, a, d FROM "
+                        "unnest(CAST(:ids AS text[]), CAST(:ds AS bigint[])) AS u(a, d)"
+                    ),
+                    {"pid": posting_id, "ids": ids, "ds": amounts},
+                )
+                return
+            await self.conn.execute(
+                update(accounts)
+                .where(accounts.c.id == bindparam("b_id"))
+                .values(balance_micro=accounts.c.balance_micro + bindparam("b_delta", type_=BigInteger)),
+                [{"b_id": a, "b_delta": d} for a, d in deltas.items()],
+            )
+        except IntegrityError as exc:
+            raise PaymentRequired("a payout would overdraw its source", details={}) from exc
+        await self.conn.execute(
+            _INSERT_ENTRIES,
+            [{"posting_id": posting_id, "account": a, "amount_micro": d} for a, d in deltas.items()],
+        )
 
     async def account_exists(self, account_id: str) -> bool:
         row = await self.conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))

@@ -106,6 +106,22 @@ class RewardsRepo:
                 insert(reward_carry), [{"owner": o, "carried_micro": c} for o, c in carried.items() if c]
             )
 
+    async def add_payouts(self, epoch: int, rows: list[tuple[str, int, dict[str, Any]]], now: float) -> None:
+        await self.conn.execute(
+            insert(payouts),
+            [
+                {
+                    "epoch": epoch,
+                    "owner": o,
+                    "amount_micro": a,
+                    "status": "completed",
+                    "receipt": json.dumps(r),
+                    "created_at": now,
+                }
+                for o, a, r in rows
+            ],
+        )
+
     async def add_payout(
         self, epoch: int, owner: str, amount: int, receipt: dict[str, Any], now: float
     ) -> int:
