@@ -245,6 +245,10 @@ class Client:
         extra = {"X-Coordinator-Secret": coordinator_secret} if coordinator_secret else None
         return dict(self._call("POST", "/v1/match", json=request, idempotent=True, headers=extra))
 
+    def reward_balance(self, address: str) -> dict[str, Any]:
+        params: dict[str, int | str] = {"address": address}
+        return dict(self._call("GET", "/v1/rewards/balance", params=params, idempotent=True))
+
     # -- tasks (JSON as the hub returns it: SPEC §3.4) ---------------------------------------------
 
     def submit_task(self, body: Mapping[str, Any]) -> dict[str, Any]:

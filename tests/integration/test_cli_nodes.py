@@ -13,7 +13,7 @@ from gpupool import crypto
 from gpupool.cli.app import app
 from gpupool.core.ports import SystemClock
 from tests.conftest import ADMIN_PASSWORD
-from tests.factories import gpu, registration
+from tests.factories import OWNER, gpu, registration
 from tests.procs import HubProcess
 
 SECRET = "cli-coordinator-secret-0123456789abcdef"
@@ -77,3 +77,15 @@ def test_match_with_the_shared_secret(hub: HubProcess, tmp_path: Path) -> None:
     assert wrong.exit_code == 1 and "bad_coordinator_secret" in wrong.output
     bad_price = run(tmp_path, "match", "--hub", hub.url, "--secret", SECRET, "--max-price", "-3")
     assert bad_price.exit_code == 2
+
+
+def test_balance_of_a_node_owner(hub: HubProcess, tmp_path: Path) -> None:
+    login = run(
+        tmp_path, "login", "--hub", hub.url, "-u", "admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n"
+    )
+    assert login.exit_code == 0
+    result = run(tmp_path, "balance", "--address", OWNER.lower())
+    assert result.exit_code == 0, result.output
+    assert f"Balanceof{OWNER}" in "".join(result.output.split()) and "pending rewards" in result.output
+    bad = run(tmp_path, "balance", "--address", "0x5AaEb6053F3E94C9b9A09f33669435E7Ef1BeAed")
+    assert bad.exit_code == 2 and "checksum" in bad.output

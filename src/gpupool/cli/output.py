@@ -104,3 +104,17 @@ def trial_balance_table(tb: TrialBalance) -> None:
 
 def print_table(table: Table) -> None:
     _out().print(table)
+
+
+def rewards_table(rewards: dict[str, object]) -> None:
+    """A node owner's ledger balance and reward history (``GET /v1/rewards/balance``)."""
+    table = Table(title=Text(f"Balance of {rewards['wallet_address']}"))
+    table.add_column("", style="bold")
+    table.add_column("tokens", justify="right")
+    for label, key in (
+        ("available", "balance"),
+        ("pending rewards", "pending_rewards"),
+        ("rewards paid so far", "total_rewards_distributed"),
+    ):
+        table.add_row(label, format_amount(int(str(rewards[key]))))
+    _out().print(table)

@@ -148,10 +148,19 @@ def whoami(hub: HubOpt = None) -> None:
         output.whoami_table(client.base_url, user)
 
 
-def balance(hub: HubOpt = None) -> None:
-    """Show your available and held balance."""
+def balance(
+    address: Annotated[
+        str | None, typer.Option(help="A node owner's 0x address: its balance and rewards instead of yours")
+    ] = None,
+    hub: HubOpt = None,
+) -> None:
+    """Show your available and held balance (or a node owner's balance and rewards)."""
     with reporting(), session(hub) as (client, _saved):
-        output.balance_table(client.balance())
+        if address is None:
+            output.balance_table(client.balance())
+            return
+        rewards = client.reward_balance(address)
+    output.rewards_table(rewards)
 
 
 def transfer(
