@@ -7,8 +7,10 @@ import json
 import time
 from collections.abc import Callable
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
 
 from gpupool import __version__
 from gpupool.errors import GpupoolError
@@ -18,9 +20,11 @@ TOPIC = "dstack-gpu-monitor"
 CACHE_S = 2.0
 
 
-def create_health_app(pubkey: str, ip_address: str, read_inventory: Callable[[], Inventory]) -> FastAPI:
-    """``read_inventory`` is called in a thread at most every ``CACHE_S`` seconds (NVML is not free)."""
-    app = FastAPI(title="gpupool node", version=__version__, docs_url=None, redoc_url=None)
+def create_health_app(pubkey: str, ip_address: str, read_inventory: Callable[[], Inventory]) -> Starlette:
+    """``read_inventory`` is called in a thread at most every ``CACHE_S`` seconds (NVML is not free).
+
+    Plain Starlette, not FastAPI: two fixed routes do not need OpenAPI, and the agent stays small.
+    """
     cached: dict[str, tuple[float, int, dict[str, object]]] = {}
 
     async def health_body() -> tuple[int, dict[str, object]]:
@@ -45,13 +49,11 @@ def create_health_app(pubkey: str, ip_address: str, read_inventory: Callable[[],
         cached["health"] = (time.monotonic(), code, body)
         return code, body
 
-    @app.get("/health")
-    async def health() -> JSONResponse:
+    async def health(_request: Request) -> JSONResponse:
         code, body = await health_body()
         return JSONResponse(body, status_code=code)
 
-    @app.get("/", response_class=PlainTextResponse)
-    async def root() -> str:
-        return "DStack Backend Health Monitor"
+    async def root(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse("DStack Backend Health Monitor")
 
-    return app
+    return Starlette(routes=[Route("/health", health), Route("/", root)])
