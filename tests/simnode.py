@@ -4,6 +4,7 @@ session-token reports and signed results, so every hub rule can be driven step b
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import Any
 
@@ -54,6 +55,13 @@ class SimNode:
             headers={"X-Session-Token": self.token},
         )
 
+    async def upload(self, task_id: str, path: str, content: bytes, sha256: str) -> httpx.Response:
+        return await self.hub.http.put(
+            f"/v1/tasks/{task_id}/artifacts/{path}",
+            content=content,
+            headers={"X-Session-Token": self.token, "X-Content-SHA256": sha256},
+        )
+
     async def result(
         self,
         task_id: str,
@@ -61,13 +69,21 @@ class SimNode:
         status: str = "succeeded",
         gpu_seconds: float = 500.0,
         key: crypto.KeyPair | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> httpx.Response:
+        """Upload ``files`` (default one small ``out.txt``) as artifacts, then send the signed result."""
+        artifacts = []
+        for path, content in (files if files is not None else {"out.txt": b"abc"}).items():
+            digest = hashlib.sha256(content).hexdigest()
+            resp = await self.upload(task_id, path, content, digest)
+            if resp.status_code == 201:
+                artifacts.append({"path": path, "size": len(content), "sha256": digest})
         body = {
             "task_id": task_id,
             "exit_code": exit_code,
             "status": status,
             "usage": {"gpu_seconds": gpu_seconds, "duration_sec": gpu_seconds, "cpu_seconds": 1.0},
-            "artifacts": [{"path": "out.txt", "size": 3, "sha256": "ab" * 32}],
+            "artifacts": artifacts,
         }
         signed = crypto.sign_body(
             key or self.key, crypto.KIND_TASK_RESULT, body, created_at=int(self.clock.now())

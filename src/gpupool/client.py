@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -251,8 +252,45 @@ class Client:
 
     # -- tasks (JSON as the hub returns it: SPEC §3.4) ---------------------------------------------
 
-    def submit_task(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(self._call("POST", "/v1/tasks", json=body))
+    def submit_task(
+        self,
+        body: Mapping[str, Any],
+        bundle: Path | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Submit a task, with ``bundle`` (a .tar.gz) uploaded alongside; ``on_progress(sent, total)``."""
+        if bundle is None:
+            return dict(self._call("POST", "/v1/tasks", json=body))
+        headers = {"Authorization": f"Bearer {self.access_token}"} if self.access_token else {}
+        with bundle.open("rb") as raw:
+            reader = _ProgressReader(raw, bundle.stat().st_size, on_progress)
+            try:
+                response = self._http.post(
+                    "/v1/tasks",
+                    data={"spec": json.dumps(dict(body))},
+                    files={"bundle": (bundle.name, reader, "application/gzip")},  # type: ignore[dict-item]
+                    headers=headers,
+                    timeout=httpx.Timeout(30.0, write=None),
+                )
+            except httpx.TransportError as exc:
+                raise ClientError(0, "unreachable", f"upload to {self.base_url} failed: {exc}") from exc
+        return dict(_decode(response))
+
+    def download_artifact(self, task_id: str, path: str, target: Path) -> int:
+        """Save one artifact of a finished task to ``target``; returns its size."""
+        headers = {"Authorization": f"Bearer {self.access_token}"} if self.access_token else {}
+        url = f"/v1/tasks/{quote(task_id)}/artifacts/{quote(path)}"
+        with self._http.stream("GET", url, headers=headers) as response:
+            if not response.is_success:
+                response.read()
+                _decode(response)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            size = 0
+            with target.open("wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    size += len(chunk)
+        return size
 
     def tasks(self, limit: int = 50) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/tasks", params={"limit": limit}, idempotent=True))
@@ -343,6 +381,20 @@ class Client:
                 raise failure
             attempt += 1
             time.sleep(self.retry_backoff_s * attempt)
+
+
+class _ProgressReader:
+    """A file wrapper that reports how much of it was read (the upload's progress)."""
+
+    def __init__(self, raw: Any, total: int, on_progress: Callable[[int, int], None] | None) -> None:
+        self.raw, self.total, self.sent, self.on_progress = raw, total, 0, on_progress
+
+    def read(self, size: int = -1) -> bytes:
+        chunk: bytes = self.raw.read(size)
+        self.sent += len(chunk)
+        if self.on_progress is not None:
+            self.on_progress(self.sent, self.total)
+        return chunk
 
 
 def _sse(lines: Iterator[str]) -> Iterator[tuple[int, str, str]]:

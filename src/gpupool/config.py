@@ -47,6 +47,9 @@ class HubSettings(BaseSettings):
     login_lockout_sec: int = Field(300, ge=1, validation_alias=_env("GPUPOOL_HUB_LOGIN_LOCKOUT_SEC"))
 
     max_body_bytes: int = Field(1 << 20, gt=0, validation_alias=_env("GPUPOOL_HUB_MAX_BODY_BYTES"))
+    max_bundle_bytes: int = Field(
+        100 * 2**20, gt=0, validation_alias=_env("GPUPOOL_HUB_MAX_BUNDLE_BYTES")
+    )  # a task's uploaded files, and each artifact
     max_amount_micro: int = Field(10**15, gt=0, validation_alias=_env("GPUPOOL_HUB_MAX_AMOUNT_MICRO"))
     registry_mode: Literal["open", "allowlist"] = Field(
         "open", validation_alias=_env("GPUPOOL_REGISTRY_MODE")

@@ -17,6 +17,7 @@ from gpupool.hub.auth import AuthConfig, AuthService
 from gpupool.hub.background import Periodic
 from gpupool.hub.channels import NodeChannels
 from gpupool.hub.container import Hub
+from gpupool.hub.files import TaskFiles
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry
 from gpupool.hub.matchmaking import MatchService
@@ -101,7 +102,15 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         matchmaking=MatchService(db, clock, live, metrics),
         rate_limit=Budget(storage, "api", settings.rate_limit),
         channels=channels,
-        tasks=TaskService(db, clock, live, channels, signed, rewards_service.epoch_of),
+        tasks=TaskService(
+            db,
+            clock,
+            live,
+            channels,
+            signed,
+            rewards_service.epoch_of,
+            TaskFiles(settings.storage_path, settings.max_bundle_bytes),
+        ),
         rewards=rewards_service,
         periodic=Periodic(metrics.registry),
         version=__version__,

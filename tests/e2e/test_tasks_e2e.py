@@ -126,3 +126,42 @@ def test_failing_timed_out_and_stopped_tasks(pool: tuple[HubProcess, dict[str, s
     task = wait_done(hub, user, running)
     assert task["status"] == "stopped" and task["cost"] is not None
     assert httpx.get(f"{hub.url}/v1/balance", headers=user).json()["held"] == 0
+
+
+def test_cli_submits_a_folder_waits_for_output_and_downloads_artifacts(
+    pool: tuple[HubProcess, dict[str, str], dict[str, str]], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from gpupool.cli.app import app
+
+    hub, _admin, _user = pool
+    work = tmp_path / "job"
+    (work / "lib").mkdir(parents=True)
+    (work / "lib" / "data.txt").write_text("3 4\n")
+    (work / "main.py").write_text(
+        "import os\nx, y = map(int, open('lib/data.txt').read().split())\nprint('sum is', x + y)\n"
+        "os.makedirs('output', exist_ok=True)\nopen('output/sum.txt', 'w').write(str(x + y))\n"
+    )
+    env = {"GPUPOOL_CONFIG_DIR": str(tmp_path / "cfg"), "GPUPOOL_HUB_URL": None, "COLUMNS": "200"}
+    runner = CliRunner()
+    login = runner.invoke(
+        app, ["login", "--hub", hub.url, "-u", "alice", "--password-stdin"], input="alice-password\n", env=env
+    )
+    assert login.exit_code == 0, login.output
+    result = runner.invoke(
+        app,
+        ["task", "submit", str(work), "--wait", "--max-price", "2", "--", sys.executable, "main.py"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert "sum is 7" in result.output
+    task_id = result.output.split()[0]
+    out = tmp_path / "results"
+    fetched = runner.invoke(app, ["task", "result", task_id, "-o", str(out)], env=env)
+    assert fetched.exit_code == 0, fetched.output
+    assert (out / "sum.txt").read_text() == "7"
+    failing = runner.invoke(
+        app, ["task", "submit", "--wait", "--", sys.executable, "-c", "raise SystemExit(5)"], env=env
+    )
+    assert failing.exit_code == 5

@@ -7,6 +7,10 @@ session-token reports, signed result), so every hub rule can be driven and check
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
+import json
+import tarfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -175,3 +179,72 @@ async def test_node_lost_on_the_last_attempt_fails_and_refunds(hub: LiveHub, clo
     status = (await hub.http.get(f"/v1/tasks/{task_id}", headers=user)).json()
     assert status["status"] == "failed" and status["outcome"] == "node_failed" and status["cost"] == 0
     assert await balances(hub, "user:frank") == [(10_000_000, 0)]
+
+
+async def test_bundle_upload_node_download_and_artifacts(hub: LiveHub, clock: FakeClock) -> None:
+    user = await hub.make_user("grace", balance=10_000_000)
+    node, stranger = SimNode(hub, clock, "files-node"), SimNode(hub, clock, "stranger", region="us-east")
+    await node.connect()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        data = b"print('from the bundle')\n"
+        info = tarfile.TarInfo("main.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    spec = {
+        "command": ["python", "main.py"],
+        "max_price_token_per_ksec": CAP,
+        "timeout_sec": 1000,
+        "requirements": {"region": "eu-west"},
+    }
+    resp = await hub.http.post(
+        "/v1/tasks",
+        files={"bundle": ("bundle.tar.gz", archive.getvalue(), "application/gzip")},
+        data={"spec": json.dumps(spec)},
+        headers=user,
+    )
+    assert resp.status_code == 201, resp.text
+    task_id = resp.json()["task_id"]
+    assign = await node.command("assign")
+    assert assign["task"]["bundle"] is True
+    got = await hub.http.get(f"/v1/tasks/{task_id}/bundle", headers={"X-Session-Token": node.token})
+    assert got.status_code == 200 and got.content == archive.getvalue()
+    await stranger.connect()
+    theirs = await hub.http.get(f"/v1/tasks/{task_id}/bundle", headers={"X-Session-Token": stranger.token})
+    assert theirs.status_code == 403
+
+    bad = await node.upload(task_id, "lie.txt", b"abc", hashlib.sha256(b"xyz").hexdigest())
+    assert bad.status_code == 422 and bad.json()["error"]["details"]["field"] == "X-Content-SHA256"
+    escape = await node.upload(task_id, "../../etc/evil", b"abc", hashlib.sha256(b"abc").hexdigest())
+    assert escape.status_code in (404, 422)
+    done = await node.result(task_id, files={"vectors.npy": b"\x93NUMPY" + b"0" * 100, "log/run.txt": b"ok"})
+    assert done.status_code == 200
+    result = (await hub.http.get(f"/v1/tasks/{task_id}/result", headers=user)).json()
+    assert sorted(a["path"] for a in result["artifacts"]) == ["log/run.txt", "vectors.npy"]
+    file = await hub.http.get(f"/v1/tasks/{task_id}/artifacts/log/run.txt", headers=user)
+    assert file.status_code == 200 and file.content == b"ok"
+    eve = await hub.make_user("eve2")
+    assert (await hub.http.get(f"/v1/tasks/{task_id}/artifacts/log/run.txt", headers=eve)).status_code == 404
+    assert (await hub.http.get(f"/v1/tasks/{task_id}/artifacts/lie.txt", headers=user)).status_code == 404
+    await node.ws.close()
+    await stranger.ws.close()
+
+
+async def test_oversized_bundle_is_413_and_holds_nothing(
+    live_hub_factory: Callable[..., Awaitable[LiveHub]], clock: FakeClock
+) -> None:
+    hub = await live_hub_factory(max_bundle_bytes=10_000)
+    user = await hub.make_user("heidi", balance=10_000_000)
+    spec = {"command": ["x"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000}
+    resp = await hub.http.post(
+        "/v1/tasks",
+        files={"bundle": ("b.tar.gz", b"0" * 50_000, "application/gzip")},
+        data={"spec": json.dumps(spec)},
+        headers=user,
+    )
+    assert resp.status_code == 413
+    assert await balances(hub, "user:heidi") == [(10_000_000, 0)]
+    bad_spec = await hub.http.post(
+        "/v1/tasks", files={"bundle": ("b", b"x")}, data={"spec": '{"command": []}'}, headers=user
+    )
+    assert bad_spec.status_code == 422 and "command" in bad_spec.json()["error"]["details"]["field"]

@@ -40,5 +40,7 @@ def create_app(hub: Hub) -> FastAPI:
     app.include_router(rewards.router)
     app.include_router(system.router)
     app.add_middleware(MetricsMiddleware, metrics=hub.metrics)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=hub.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=hub.settings.max_body_bytes, upload_bytes=hub.settings.max_bundle_bytes
+    )
     return app

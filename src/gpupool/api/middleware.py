@@ -48,18 +48,32 @@ def _route_template(scope: Scope) -> str:
 class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes`` with 413, whether announced by Content-Length or streamed."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        exempt_prefixes: tuple[str, ...] = (),
+        upload_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt_prefixes = exempt_prefixes
+        self.upload_bytes = upload_bytes or max_bytes
+
+    def limit_for(self, path: str) -> int:
+        """Task bundles and artifacts may be large; every other body is small."""
+        if path == "/v1/tasks" or ("/v1/tasks/" in path and "/artifacts/" in path):
+            return self.upload_bytes
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope["path"])
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit)
             return
         if declared is not None and declared.isdigit():
             await self.app(scope, receive, send)
@@ -74,8 +88,8 @@ class BodyLimitMiddleware:
                 break
             chunk = message.get("body", b"")
             seen += len(chunk)
-            if seen > self.max_bytes:
-                await self._reject(send)
+            if seen > limit:
+                await self._reject(send, limit)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -91,11 +105,9 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, limit: int) -> None:
         body = json.dumps(
-            error_body(
-                "payload_too_large", f"request body over {self.max_bytes} bytes", {"limit": self.max_bytes}
-            )
+            error_body("payload_too_large", f"request body over {limit} bytes", {"limit": limit})
         ).encode()
         await send(
             {

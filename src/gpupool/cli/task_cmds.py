@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
 from gpupool.cli import output
 from gpupool.cli.user_cmds import EXIT_API, HubOpt, fail, reporting, session
 from gpupool.client import Client, format_amount, parse_amount
+from gpupool.hub.files import safe_relative
 
 task_app = typer.Typer(no_args_is_help=True, help="Submit and watch tasks.")
 
@@ -19,6 +27,9 @@ task_app = typer.Typer(no_args_is_help=True, help="Submit and watch tasks.")
 @task_app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def submit(
     ctx: typer.Context,
+    directory: Annotated[
+        str | None, typer.Argument(help="A folder to upload as the task's files (its working dir)")
+    ] = None,
     max_price: Annotated[str, typer.Option(help="Price cap, tokens per 1000 GPU-seconds")] = "1",
     timeout: Annotated[float, typer.Option(help="Seconds before the task is stopped")] = 3600.0,
     gpus: Annotated[int | None, typer.Option(help="GPUs needed")] = None,
@@ -29,8 +40,11 @@ def submit(
     wait: Annotated[bool, typer.Option(help="Stream the output and exit with the task's exit code")] = False,
     hub: HubOpt = None,
 ) -> None:
-    """Submit COMMAND (everything after --); prints the task id."""
+    """Submit [DIR] -- COMMAND: DIR's files are uploaded (with a progress bar); prints the task id."""
     command = [a for a in ctx.args if a != "--"]
+    folder = Path(directory) if directory is not None and Path(directory).is_dir() else None
+    if directory is not None and folder is None:
+        command.insert(0, directory)  # no such folder: it was the command's first word
     if not command:
         fail("give the command after --, e.g. gpupool task submit -- python train.py", 2)
     with reporting():
@@ -45,12 +59,35 @@ def submit(
             "timeout_sec": timeout,
             "max_attempts": max_attempts,
         }
-        with session(hub) as (client, _saved):
-            submitted = client.submit_task(body)
+        with session(hub) as (client, _saved), _bundled(folder) as bundle:
+            submitted = _upload(client, body, bundle)
             task_id = submitted["task_id"]
             output.info(f"{task_id} queued (held {format_amount(int(submitted['hold']))} tokens in escrow)")
             if wait:
                 raise typer.Exit(_follow(client, task_id))
+
+
+@contextmanager
+def _bundled(folder: Path | None) -> Iterator[Path | None]:
+    """``folder`` packed as a temporary .tar.gz, or None."""
+    if folder is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "bundle.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and not path.is_symlink():
+                    tar.add(path, arcname=path.relative_to(folder).as_posix())
+        yield archive
+
+
+def _upload(client: Client, body: dict[str, Any], bundle: Path | None) -> dict[str, Any]:
+    if bundle is None:
+        return client.submit_task(body)
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("uploading", total=bundle.stat().st_size)
+        return client.submit_task(body, bundle, lambda sent, _total: progress.update(bar, completed=sent))
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -130,10 +167,21 @@ def stop(task_id: str, hub: HubOpt = None) -> None:
 
 
 @task_app.command("result")
-def result(task_id: str, hub: HubOpt = None) -> None:
-    """Exit code and artifact list of a finished task."""
+def result(
+    task_id: str,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Download the artifacts into this folder")
+    ] = None,
+    hub: HubOpt = None,
+) -> None:
+    """Exit code and artifacts of a finished task (downloaded and checked with -o)."""
     with reporting(), session(hub) as (client, _saved):
         r = client.task(task_id, "/result")
-    output.info(f"{task_id}: {r['status']}, exit code {r['exit_code']}")
-    for a in r["artifacts"]:
-        output.info(f"  {a['path']}  {a['size']} bytes  sha256 {a['sha256']}")
+        output.info(f"{task_id}: {r['status']}, exit code {r['exit_code']}")
+        for a in r["artifacts"]:
+            output.info(f"  {a['path']}  {a['size']} bytes  sha256 {a['sha256']}")
+            if out is not None:
+                target = out / safe_relative(a["path"])
+                client.download_artifact(task_id, a["path"], target)
+                if hashlib.sha256(target.read_bytes()).hexdigest() != a["sha256"]:
+                    fail(f"{a['path']}: downloaded bytes do not match the sha256 the node reported", EXIT_API)

@@ -12,6 +12,7 @@ import asyncio
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,8 +22,9 @@ from gpupool.core import ledger, matching, scheduling
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
 from gpupool.core.scheduling import Outcome, TaskState, TaskView
-from gpupool.errors import Forbidden, NotFound, SignatureRejected
+from gpupool.errors import Forbidden, InvalidInput, NotFound, SignatureRejected
 from gpupool.hub.channels import NodeChannels
+from gpupool.hub.files import BUNDLE, TaskFiles
 from gpupool.hub.live import LiveRegistry
 from gpupool.hub.postings import post_in
 from gpupool.hub.rewards import contribution_from_usage
@@ -59,6 +61,7 @@ class TaskService:
         channels: NodeChannels,
         signed: SignedRequests,
         epoch_of: Callable[[float], int],
+        files: TaskFiles,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -66,6 +69,7 @@ class TaskService:
         self.channels = channels
         self.signed = signed
         self.epoch_of = epoch_of
+        self.files = files
         self.views: dict[str, TaskView] = {}
         self.specs: dict[str, dict[str, Any]] = {}
         self.wakeup = asyncio.Event()
@@ -80,7 +84,8 @@ class TaskService:
         self.wakeup.set()
 
     # -- users ------------------------------------------------------------------------------------
-    async def submit(self, principal: Principal, new: NewTask) -> TaskView:
+    async def submit(self, principal: Principal, new: NewTask, bundle: Path | None = None) -> TaskView:
+        """Hold the escrow and queue the task; ``bundle`` (a staged upload) becomes the task's files."""
         task_id = secrets.token_hex(16)
         now = self.clock.now()
         hold = scheduling.hold_amount(new.price_cap_micro_per_ksec, new.timeout_sec, max(new.gpu_count, 1))
@@ -91,7 +96,12 @@ class TaskService:
             timeout_sec=new.timeout_sec,
             max_attempts=new.max_attempts,
         )
-        spec = {"command": new.command, "env": new.env, "requirements": new.requirements}
+        spec = {
+            "command": new.command,
+            "env": new.env,
+            "requirements": new.requirements,
+            "bundle": bundle is not None,
+        }
 
         async def work(conn: AsyncConnection) -> None:
             await post_in(
@@ -99,7 +109,15 @@ class TaskService:
             )
             await TasksRepo(conn).add(view, principal.username, new.name, spec, hold)
 
-        await self.db.run(work)
+        if bundle is not None:  # in place before the task exists, so no node can ask for it too early
+            target = self.files.task_dir(task_id) / BUNDLE
+            target.parent.mkdir(parents=True, exist_ok=True)
+            bundle.replace(target)
+        try:
+            await self.db.run(work)
+        except BaseException:
+            self.files.discard(task_id)
+            raise
         self.views[task_id], self.specs[task_id] = view, spec
         self.wakeup.set()
         return view
@@ -192,6 +210,7 @@ class TaskService:
                 "env": spec["env"],
                 "timeout_sec": view.timeout_sec,
                 "gpu_indices": list(range(gpus)),
+                "bundle": bool(spec.get("bundle")),
             },
         }
         if not await self.channels.send(miner_id, message):
@@ -251,7 +270,23 @@ class TaskService:
             ended = scheduling.expire(view, now)
         else:
             ended = scheduling.finish(view, int(raw.get("exit_code", 1)), now, node_id=miner_id)
-        return await self._finish(ended, usage=raw.get("usage"), artifacts=raw.get("artifacts"), event=event)
+        artifacts = self._verified_artifacts(task_id, raw.get("artifacts"))
+        return await self._finish(ended, usage=raw.get("usage"), artifacts=artifacts, event=event)
+
+    def _verified_artifacts(self, task_id: str, claimed: Any) -> list[dict[str, Any]]:
+        """The claimed artifacts whose uploaded file has the claimed size and sha256; others are dropped."""
+        verified = []
+        for item in claimed if isinstance(claimed, list) else []:
+            try:
+                path = self.files.artifact(task_id, str(item["path"]))
+            except (KeyError, TypeError, InvalidInput):
+                continue
+            if self.files.digest_of(path) == (item.get("size"), item.get("sha256")):
+                verified.append({"path": str(item["path"]), "size": item["size"], "sha256": item["sha256"]})
+        return verified
+
+    def assigned_to(self, task_id: str, miner_id: str) -> TaskView:
+        return self._held_by(task_id, miner_id)
 
     async def lose_nodes(self, miner_ids: list[str]) -> None:
         """Nodes went silent: their tasks go back to the queue, or fail when out of attempts."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tarfile
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -88,6 +89,8 @@ class TaskWorker:
 
         log.info("task %s started: %s", task_id, spec.command)
         try:
+            if task.get("bundle"):
+                await self._fetch_bundle(task_id, self.work_dir / task_id)
             outcome = await runner.TaskRunner(spec, self.work_dir, nvml=self.session.nvml).run(
                 on_output, stop
             )
@@ -99,7 +102,8 @@ class TaskWorker:
             await self._flush(task_id, pending)
             if pending.pending():
                 await asyncio.sleep(1.0)
-        await self._report(task_id, outcome, deadline)
+        uploaded = await self._upload_artifacts(task_id, outcome)
+        await self._report(task_id, outcome, uploaded, deadline)
 
     async def _flush(self, task_id: str, pending: runner.OutputLog) -> None:
         for chunk in pending.pending():
@@ -112,13 +116,56 @@ class TaskWorker:
                 return
             pending.ack(chunk.seq)  # stored, or refused for good (403/404/422): never resend it
 
-    async def _report(self, task_id: str, outcome: runner.TaskOutcome, deadline: float) -> None:
+    async def _fetch_bundle(self, task_id: str, workdir: Path) -> None:
+        """Download the task's files and unpack them; the ``data`` filter refuses paths that escape."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        archive = workdir.parent / f"{task_id}.bundle.tar.gz"
+        async with self.http.stream("GET", f"/v1/tasks/{task_id}/bundle", headers=self._headers()) as resp:
+            resp.raise_for_status()
+            with archive.open("wb") as out:
+                async for chunk in resp.aiter_bytes():
+                    out.write(chunk)
+
+        def unpack() -> None:
+            with tarfile.open(archive) as tar:
+                tar.extractall(workdir, filter="data")
+
+        try:
+            await asyncio.to_thread(unpack)
+        finally:
+            archive.unlink(missing_ok=True)
+
+    async def _upload_artifacts(self, task_id: str, outcome: runner.TaskOutcome) -> list[runner.Artifact]:
+        """PUT every file the task left under ``output/``; only what the hub took is claimed."""
+        uploaded = []
+        for artifact in outcome.artifacts:
+            path = self.work_dir / task_id / "output" / artifact.path
+            headers = {**self._headers(), "X-Content-SHA256": artifact.sha256}
+            try:
+                with path.open("rb") as handle:
+                    resp = await self.http.put(
+                        f"/v1/tasks/{task_id}/artifacts/{artifact.path}",
+                        content=handle.read(),
+                        headers=headers,
+                    )
+            except (OSError, httpx.HTTPError) as exc:
+                log.warning("task %s: artifact %s not uploaded: %s", task_id, artifact.path, exc)
+                continue
+            if resp.status_code == 201:
+                uploaded.append(artifact)
+            else:
+                log.warning("task %s: hub refused artifact %s: %s", task_id, artifact.path, resp.text[:200])
+        return uploaded
+
+    async def _report(
+        self, task_id: str, outcome: runner.TaskOutcome, artifacts: list[runner.Artifact], deadline: float
+    ) -> None:
         body = {
             "task_id": task_id,
             "exit_code": outcome.exit_code if outcome.exit_code is not None else -1,
             "status": outcome.status,
             "usage": outcome.usage.to_report(),
-            "artifacts": [{"path": a.path, "size": a.size, "sha256": a.sha256} for a in outcome.artifacts],
+            "artifacts": [{"path": a.path, "size": a.size, "sha256": a.sha256} for a in artifacts],
         }
         while True:
             signed = crypto.sign_body(

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, status
-from fastapi.responses import StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import TypeAdapter, ValidationError
+from starlette.datastructures import UploadFile
 
 from gpupool.api.deps import HubDep, PrincipalDep
 from gpupool.api.schemas_tasks import OutputAck, OutputIn, ResultOut, SubmittedOut, TaskIn, TaskOut
-from gpupool.errors import InvalidInput
+from gpupool.errors import InvalidInput, NotFound
 from gpupool.hub.container import Hub
 from gpupool.hub.tasks import NewTask
 from gpupool.store.tasks_repo import TaskRow
@@ -43,9 +48,42 @@ def task_out(row: TaskRow) -> TaskOut:
     )
 
 
-@router.post("", response_model=SubmittedOut, status_code=status.HTTP_201_CREATED)
-async def submit(body: TaskIn, hub: HubDep, principal: PrincipalDep) -> SubmittedOut:
-    """Holds price cap x timeout (x GPUs) in escrow; 402 when the balance does not cover it."""
+@router.post(
+    "",
+    response_model=SubmittedOut,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/TaskIn"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "string"},
+                            "bundle": {"type": "string", "format": "binary"},
+                        },
+                    }
+                },
+            }
+        }
+    },
+)
+async def submit(request: Request, hub: HubDep, principal: PrincipalDep) -> SubmittedOut:
+    """JSON ``TaskIn``, or multipart with ``spec`` (that JSON) and ``bundle`` (a .tar.gz of the task's files).
+
+    Holds price cap x timeout (x GPUs) in escrow; 402 when the balance does not cover it.
+    """
+    staged: Path | None = None
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with request.form(max_files=1, max_fields=4) as form:
+            body = _task_in(form.get("spec"))
+            upload = form.get("bundle")
+            if isinstance(upload, UploadFile):
+                staged = hub.tasks.files.root / "staging" / uuid.uuid4().hex
+                await hub.tasks.files.save(staged, _chunks(upload))
+    else:
+        body = _task_in(await request.body())
     new = NewTask(
         name=body.name,
         command=body.command,
@@ -55,9 +93,35 @@ async def submit(body: TaskIn, hub: HubDep, principal: PrincipalDep) -> Submitte
         timeout_sec=body.timeout_sec,
         max_attempts=body.max_attempts,
     )
-    view = await hub.tasks.submit(principal, new)
+    try:
+        view = await hub.tasks.submit(principal, new, staged)
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
     row = await hub.tasks.get(principal, view.task_id)
     return SubmittedOut(task_id=view.task_id, status=view.state.value, hold=row.hold_micro)
+
+
+TaskInAdapter = TypeAdapter(TaskIn)
+
+
+def _task_in(raw: object) -> TaskIn:
+    if not isinstance(raw, str | bytes):
+        raise InvalidInput("the multipart field 'spec' must hold the task as JSON", field="spec")
+    try:
+        return TaskInAdapter.validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(1 << 20):
+        yield chunk
+
+
+async def _request_chunks(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        yield chunk
 
 
 @router.get("", response_model=list[TaskOut])
@@ -132,6 +196,14 @@ async def _events(hub: Hub, request: Request, task_id: str, cursor: int) -> Asyn
                 yield ": keep-alive\n\n"
 
 
+@router.get("/{task_id}/artifacts/{path:path}")
+async def download_artifact(task_id: str, path: str, hub: HubDep, principal: PrincipalDep) -> FileResponse:
+    row = await hub.tasks.get(principal, task_id)
+    if not any(a["path"] == path for a in row.artifacts or []):
+        raise NotFound(f"task {task_id} has no artifact {path}")
+    return FileResponse(hub.tasks.files.artifact(task_id, path), filename=Path(path).name)
+
+
 # -- node side ------------------------------------------------------------------------------------
 
 
@@ -152,3 +224,31 @@ async def node_result(task_id: str, request: Request, hub: HubDep, session_token
         raise InvalidInput("the body's task_id must be the task in the path", field="task_id")
     view = await hub.tasks.node_result(miner_id, raw)
     return task_out(await hub.tasks.row(view.task_id))
+
+
+@router.get("/{task_id}/bundle")
+async def node_bundle(task_id: str, hub: HubDep, session_token: SessionHeader) -> FileResponse:
+    """The task's files, for the node it is assigned to only."""
+    miner_id = await hub.sessions.resolve(session_token)
+    hub.tasks.assigned_to(task_id, miner_id)
+    return FileResponse(hub.tasks.files.bundle(task_id), media_type="application/gzip")
+
+
+@router.put("/{task_id}/artifacts/{path:path}", status_code=status.HTTP_201_CREATED)
+async def node_artifact(
+    task_id: str,
+    path: str,
+    request: Request,
+    hub: HubDep,
+    session_token: SessionHeader,
+    sha256: Annotated[str, Header(alias="X-Content-SHA256", pattern="^[0-9a-f]{64}$")],
+) -> dict[str, object]:
+    """One file the task wrote under ``output/``; kept only when its sha256 is the one announced."""
+    miner_id = await hub.sessions.resolve(session_token)
+    hub.tasks.assigned_to(task_id, miner_id)
+    target = hub.tasks.files.artifact(task_id, path)
+    size, digest = await hub.tasks.files.save(target, _request_chunks(request))
+    if digest != sha256:
+        target.unlink(missing_ok=True)
+        raise InvalidInput("the uploaded bytes do not have the announced sha256", field="X-Content-SHA256")
+    return {"path": path, "size": size, "sha256": digest}
