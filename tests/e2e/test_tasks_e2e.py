@@ -165,3 +165,29 @@ def test_cli_submits_a_folder_waits_for_output_and_downloads_artifacts(
         app, ["task", "submit", "--wait", "--", sys.executable, "-c", "raise SystemExit(5)"], env=env
     )
     assert failing.exit_code == 5
+
+
+@pytest.mark.parametrize(
+    ("example", "expect"), [("hello", "has 9 words"), ("gpu-check", "CUDA_VISIBLE_DEVICES")]
+)
+def test_examples_run_on_a_node(
+    pool: tuple[HubProcess, dict[str, str], dict[str, str]], tmp_path: Path, example: str, expect: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from gpupool.cli.app import app
+
+    hub, _admin, _user = pool
+    folder = Path(__file__).parent.parent.parent / "examples" / example
+    env = {"GPUPOOL_CONFIG_DIR": str(tmp_path / "cfg"), "GPUPOOL_HUB_URL": None}
+    runner = CliRunner()
+    runner.invoke(
+        app, ["login", "--hub", hub.url, "-u", "alice", "--password-stdin"], input="alice-password\n", env=env
+    )
+    result = runner.invoke(
+        app,
+        ["task", "submit", str(folder), "--wait", "--max-price", "2", "--", sys.executable, "main.py"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert expect in result.output
