@@ -143,3 +143,13 @@ def test_output_log_resends_only_what_was_not_acknowledged() -> None:
     log.ack(0)
     log.ack(3)  # a duplicate ack is harmless
     assert [c.seq for c in log.pending()] == [1, 2, 4]
+
+
+async def test_the_agents_environment_does_not_leak_into_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OWNER_API_KEY", "gpk_secret")
+    code = "import os; print(sorted(k for k in os.environ if k not in ('PWD', 'SHLVL', '_', 'LC_CTYPE')))"
+    chunks, _ = await run(spec(code, MINE="1"), tmp_path)
+    seen = "".join(c.data for c in chunks)
+    assert "OWNER_API_KEY" not in seen and "MINE" in seen and "PATH" in seen

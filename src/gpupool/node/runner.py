@@ -108,8 +108,11 @@ class TaskRunner:
         self, on_output: Callable[[OutputChunk], Awaitable[None]], stop: asyncio.Event | None = None
     ) -> TaskOutcome:
         (self.workdir / "output").mkdir(parents=True, exist_ok=True)
+        # Only what a program needs from the node: the agent's own environment (keys, tokens) stays out.
         env = {
-            **os.environ,
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "HOME": str(self.workdir),
             **self.spec.env,
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in self.spec.gpu_indices),
             "GPUPOOL_TASK_ID": self.spec.task_id,
