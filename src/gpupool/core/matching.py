@@ -1,23 +1,45 @@
 """Matchmaking: hard filter, weighted score, top-K, explain (SPEC §3.3), vectorised over the registry.
 
-Every node is a row of numpy columns, so a match is a handful of array operations whatever the pool's
-size. Filters apply in the order of ``REASONS``; a node filtered out is counted once, under the first
-reason it fails. Terms of the score, each in [0, 1]:
+Every node is a row of numpy columns (freed rows are reused, capacity doubles when full), so a match
+is a handful of array operations whatever the pool's size. Tags, capabilities, regions and GPU names
+are kept as inverted indices (value -> rows); a query turns each value it names into a boolean mask,
+cached and updated in place as nodes come and go.
 
-    cap_fit  the share of the node's GPU memory (or GPUs) the job needs: a right-sized node scores
-             1, an 8-GPU node for a 1-GPU job ~0.125; 1 when the job asks for no GPU resources
-    price    1 for the cheapest candidate, 0 for the dearest (linear between; 1 when all equal)
-    latency  the same over the latency estimates
+Hard filters, in this order; a node filtered out is counted once in ``rejected``, under the first
+reason it fails (the order of ``REASONS``):
+
+    offline       not online
+    gpu_count     fewer GPUs than ``gpu_count`` (0 or None: no requirement)
+    vram          fewer than ``gpu_count`` (default 1) GPUs with at least ``min_vram_gb`` each
+    ram           less RAM than ``min_ram_gb``
+    accel         no GPU whose name contains one of ``accel`` (case-insensitive; "cpu" = a GPU-less node)
+    capabilities  none of ``capabilities_any``; and, when ``task`` is given, ``task`` not among them
+    tags          none of ``tags_any``
+    region        region differs from the ``region`` hint
+    price         price above the ``max_price`` hint
+    busy          ``queue_len >= max_parallel``
+    deadline      ``eta_ms`` above the ``deadline_ms`` hint
+
+Score = sum of weight * term over these terms, each in [0, 1]:
+
+    cap      how little of the node the job leaves idle: needed VRAM (min_vram_gb * GPUs needed) over
+             the node's total VRAM, or GPUs needed over the node's GPUs; 1 when the job asks for neither
+    price    1 for the cheapest candidate, 0 for the dearest, linear between (1 when all are equal)
+    latency  the same over the candidates' latency estimates
     trust    the node's trust (``core/trust.py``)
     load     1 - queue_len / max_parallel
 
-Ties are broken by miner id. ``eta_ms`` = latency estimate * (1 + queue length). ``match_reference``
-is the same rules as a plain loop: the tests hold the two to the same answers and the benchmark
-measures one against the other.
+Top-K is ``np.argpartition`` plus a sort of the K; equal scores rank by miner id (a tie at the cut is
+settled with ``heapq`` over just the tied rows, so a pool of identical nodes costs O(ties)).
+``eta_ms`` = latency estimate * (1 + queue_len): each job queued ahead is assumed to take about one
+round trip. ``match_reference`` is the same rules as a plain loop: the tests hold both to the same
+answers and ``bench/match.py`` measures one against the other.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,9 +47,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gpupool.core.trust import INITIAL_LATENCY_MS
 from gpupool.errors import InvalidInput
 
-MAX_GPUS = 16  # GPUs kept per node for the VRAM filter (the largest ones)
 REASONS = (
     "offline",
     "gpu_count",
@@ -42,6 +64,12 @@ REASONS = (
     "deadline",
 )
 TERMS = ("cap", "price", "latency", "trust", "load")
+DEFAULT_LATENCY_MS = INITIAL_LATENCY_MS  # a node with no latency estimate yet
+DENSE_CACHE = 256  # query values whose boolean masks are kept, per index
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,18 +82,17 @@ class Weights:
 
     @classmethod
     def parse(cls, text: str) -> Weights:
-        """``"cap:0.4,price:0.2,…"``; a missing term keeps its default; unknown or negative: refused."""
+        """``"cap:0.4,price:0.2,…"``; a term left out keeps its default; bad text is refused."""
         values: dict[str, float] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
-            name, sep, raw = part.partition(":")
-            name = name.strip()
+            name, sep, raw = (s.strip() for s in part.partition(":"))
             try:
                 value = float(raw)
             except ValueError:
-                value = -1.0
-            if not sep or name not in TERMS or not value >= 0:
+                value = math.nan
+            if not sep or name not in TERMS or name in values or not (0 <= value < math.inf):
                 raise InvalidInput(
-                    f"bad weight {part!r}: expected name:number with name in {TERMS}", field="DEFAULT_WEIGHTS"
+                    f"bad weight {part!r}: expected name:number, name one of {TERMS}", field="weights"
                 )
             values[name] = value
         return cls(**values)
@@ -79,16 +106,16 @@ class NodeSpec:
     miner_id: str
     addr: str
     proto: str
-    gpu_vram_gb: list[float]
+    gpu_vram_gb: list[float]  # one entry per GPU; empty: a CPU node
     gpu_names: list[str]
     ram_gb: float
     region: str | None
-    price: int
+    price: int  # micro-tokens per 1000 GPU-seconds
     max_parallel: int
     tags: list[str]
     capabilities: list[str]
-    trust: float
-    latency_ms: float | None
+    trust: float  # 0..1
+    latency_ms: float | None  # None: no estimate yet (DEFAULT_LATENCY_MS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +128,19 @@ class Requirements:
     tags_any: list[str] = field(default_factory=list)
     capabilities_any: list[str] = field(default_factory=list)
 
+    @property
+    def gpus_needed(self) -> int:
+        return self.gpu_count or (1 if self.min_vram_gb else 0)
+
+    @property
+    def capabilities_wanted(self) -> list[str]:
+        return [*self.capabilities_any, *([self.task] if self.task else [])]
+
 
 @dataclass(frozen=True, slots=True)
 class Hints:
     region: str | None = None
-    max_price: int | None = None
+    max_price: int | None = None  # micro-tokens per 1000 GPU-seconds
     deadline_ms: int | None = None
 
 
@@ -128,296 +163,348 @@ class MatchResult:
 
 @dataclass(frozen=True, slots=True)
 class NodeView:
-    """One node as the reference matcher sees it: its spec and its live state."""
+    """One node as the reference matcher sees it: its spec (with live price and trust) and live state."""
 
     spec: NodeSpec
     online: bool
     queue_len: int
 
 
-DEFAULT_LATENCY_MS = 1000.0
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
+def _check(spec: NodeSpec) -> None:
+    """Refuse values that would make scores meaningless (NaN, negative sizes, trust outside [0, 1])."""
+    sizes = [*spec.gpu_vram_gb, spec.ram_gb, spec.latency_ms or 0.0]
+    if not all(0 <= x < math.inf for x in sizes):
+        raise InvalidInput(f"node {spec.miner_id}: sizes and latency must be finite and >= 0", field="spec")
+    if spec.price < 0 or spec.max_parallel < 1 or not 0 <= spec.trust <= 1:
+        raise InvalidInput(
+            f"node {spec.miner_id}: price >= 0, max_parallel >= 1, trust in [0, 1]", field="spec"
+        )
+    if len(spec.gpu_names) not in (0, len(spec.gpu_vram_gb)):
+        raise InvalidInput(f"node {spec.miner_id}: one GPU name per GPU", field="gpu_names")
+
+
+class _Index:
+    """Value -> rows holding it; boolean masks for queried values are cached and kept current."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, set[int]] = {}
+        self.dense: dict[str, BoolArray] = {}
+
+    def add(self, values: Iterable[str], row: int) -> None:
+        for value in set(values):
+            self.rows.setdefault(value, set()).add(row)
+            if (mask := self.dense.get(value)) is not None:
+                mask[row] = True
+
+    def discard(self, values: Iterable[str], row: int) -> None:
+        for value in set(values):
+            rows = self.rows.get(value)
+            if rows is not None:
+                rows.discard(row)
+                if not rows:
+                    del self.rows[value]
+            if (mask := self.dense.get(value)) is not None:
+                mask[row] = False
+
+    def mask(self, value: str, capacity: int) -> BoolArray:
+        mask = self.dense.get(value)
+        if mask is None:
+            mask = np.zeros(capacity, dtype=np.bool_)
+            mask[np.fromiter(self.rows.get(value, ()), dtype=np.intp)] = True
+            if len(self.dense) >= DENSE_CACHE:
+                del self.dense[next(iter(self.dense))]
+            self.dense[value] = mask
+        return mask
+
+    def any_of(self, values: Iterable[str], capacity: int) -> BoolArray:
+        out = np.zeros(capacity, dtype=np.bool_)
+        for value in set(values):
+            out |= self.mask(value, capacity)
+        return out
 
 
 class NodeTable:
-    """The registry as numpy columns; slots of removed nodes are reused, capacity doubles when full."""
+    """The registry as numpy columns, one row per node; rows of removed nodes are reused."""
 
     used: BoolArray
     online: BoolArray
-    n_gpus: npt.NDArray[np.int64]
+    n_gpus: IntArray
     vram: FloatArray
     vram_total: FloatArray
     ram: FloatArray
-    price: npt.NDArray[np.int64]
-    max_parallel: npt.NDArray[np.int64]
-    queue_len: npt.NDArray[np.int64]
+    price: IntArray
+    max_parallel: IntArray
+    queue_len: IntArray
     trust: FloatArray
     latency: FloatArray
     last_seen: FloatArray
+    ids: npt.NDArray[np.object_]
 
     def __init__(self, weights: Weights = DEFAULT_WEIGHTS, capacity: int = 64) -> None:
         self.weights = weights
-        self._slot: dict[str, int] = {}
+        self._row: dict[str, int] = {}
         self._free: list[int] = []
         self._specs: list[NodeSpec | None] = []
-        self._masks: dict[tuple[str, str], BoolArray] = {}
-        self._alloc(capacity)
+        self._tags, self._caps, self._regions, self._gpus = _Index(), _Index(), _Index(), _Index()
+        self._cap = 0
+        self._grow(max(1, capacity), gpu_width=1)
 
-    def _alloc(self, capacity: int) -> None:
-        old = len(self._specs)
-        grow = capacity - old
+    def _grow(self, capacity: int, gpu_width: int) -> None:
+        """Reallocate every column to ``capacity`` rows (and ``gpu_width`` VRAM columns), keeping data."""
+        old, self._cap = self._cap, capacity
 
-        def extend(name: str, fill: float | bool | int, dtype: type, shape: tuple[int, ...] = ()) -> None:
-            new: npt.NDArray[Any] = np.full((grow, *shape), fill, dtype=dtype)
-            setattr(self, name, np.concatenate([getattr(self, name), new]) if old else new)
+        def col(name: str, fill: Any, dtype: Any, width: int | None = None) -> None:
+            shape = (capacity,) if width is None else (capacity, width)
+            new = np.full(shape, fill, dtype=dtype)
+            if old:
+                prev = getattr(self, name)
+                if width is None:
+                    new[:old] = prev
+                else:
+                    new[:old, : prev.shape[1]] = prev
+            setattr(self, name, new)
 
-        extend("used", False, np.bool_)
-        extend("online", False, np.bool_)
-        extend("n_gpus", 0, np.int64)
-        extend("vram", 0.0, np.float64, (MAX_GPUS,))
-        extend("vram_total", 0.0, np.float64)
-        extend("ram", 0.0, np.float64)
-        extend("price", 0, np.int64)
-        extend("max_parallel", 1, np.int64)
-        extend("queue_len", 0, np.int64)
-        extend("trust", 0.0, np.float64)
-        extend("latency", DEFAULT_LATENCY_MS, np.float64)
-        extend("last_seen", 0.0, np.float64)
-        self._specs.extend([None] * grow)
+        col("used", False, np.bool_)
+        col("online", False, np.bool_)
+        col("n_gpus", 0, np.int64)
+        col("vram", 0.0, np.float64, gpu_width)  # per row, largest first
+        col("vram_total", 0.0, np.float64)
+        col("ram", 0.0, np.float64)
+        col("price", 0, np.int64)
+        col("max_parallel", 1, np.int64)
+        col("queue_len", 0, np.int64)
+        col("trust", 0.0, np.float64)
+        col("latency", DEFAULT_LATENCY_MS, np.float64)
+        col("last_seen", 0.0, np.float64)
+        col("ids", "", object)
+        self._specs.extend([None] * (capacity - old))
+        self._free.extend(range(capacity - 1, old - 1, -1))  # popped lowest first
+        for index in (self._tags, self._caps, self._regions, self._gpus):
+            index.dense.clear()
 
     def __len__(self) -> int:
-        return len(self._slot)
+        return len(self._row)
 
-    # -- updates -----------------------------------------------------------------------------------
+    def row_of(self, miner_id: str) -> int:
+        """The row holding ``miner_id`` (KeyError when unknown)."""
+        return self._row[miner_id]
+
     def upsert(self, spec: NodeSpec) -> None:
-        slot = self._slot.get(spec.miner_id)
-        if slot is None:
-            if not self._free and len(self._slot) == len(self._specs):
-                self._alloc(2 * len(self._specs))
-                self._free.extend(range(len(self._specs) - 1, len(self._slot) - 1, -1))
-            slot = self._free.pop() if self._free else len(self._slot)
-            self._slot[spec.miner_id] = slot
-            self.queue_len[slot] = 0
-        vram = sorted(spec.gpu_vram_gb, reverse=True)[:MAX_GPUS]
-        self._specs[slot] = spec
-        self.used[slot] = True
-        self.n_gpus[slot] = len(spec.gpu_vram_gb)
-        self.vram[slot] = 0.0
-        self.vram[slot, : len(vram)] = vram
-        self.vram_total[slot] = float(sum(spec.gpu_vram_gb))
-        self.ram[slot] = spec.ram_gb
-        self.price[slot] = spec.price
-        self.max_parallel[slot] = max(1, spec.max_parallel)
-        self.trust[slot] = spec.trust
-        self.latency[slot] = spec.latency_ms if spec.latency_ms is not None else DEFAULT_LATENCY_MS
-        self._masks.clear()
+        """Add a node, or replace its spec keeping its live state (online, queue, last seen)."""
+        _check(spec)
+        row = self._row.get(spec.miner_id)
+        if row is None:
+            if not self._free:
+                self._grow(2 * self._cap, self.vram.shape[1])
+            row = self._free.pop()
+            self._row[spec.miner_id] = row
+            self.online[row], self.queue_len[row], self.last_seen[row] = False, 0, 0.0
+        else:
+            self._unindex(row)
+        if len(spec.gpu_vram_gb) > self.vram.shape[1]:
+            self._grow(self._cap, len(spec.gpu_vram_gb))
+        self._specs[row] = spec
+        self.ids[row] = spec.miner_id
+        self.used[row] = True
+        self.n_gpus[row] = len(spec.gpu_vram_gb)
+        self.vram[row] = 0.0
+        self.vram[row, : len(spec.gpu_vram_gb)] = sorted(spec.gpu_vram_gb, reverse=True)
+        self.vram_total[row] = float(sum(spec.gpu_vram_gb))
+        self.ram[row], self.price[row], self.max_parallel[row] = spec.ram_gb, spec.price, spec.max_parallel
+        self.trust[row] = spec.trust
+        self.latency[row] = DEFAULT_LATENCY_MS if spec.latency_ms is None else spec.latency_ms
+        self._tags.add(spec.tags, row)
+        self._caps.add(spec.capabilities, row)
+        self._regions.add([spec.region] if spec.region is not None else [], row)
+        self._gpus.add([n.lower() for n in spec.gpu_names], row)
+
+    def _unindex(self, row: int) -> None:
+        old = self._specs[row]
+        assert old is not None
+        self._tags.discard(old.tags, row)
+        self._caps.discard(old.capabilities, row)
+        self._regions.discard([old.region] if old.region is not None else [], row)
+        self._gpus.discard([n.lower() for n in old.gpu_names], row)
 
     def remove(self, miner_id: str) -> None:
-        slot = self._slot.pop(miner_id, None)
-        if slot is None:
-            return
-        self._specs[slot] = None
-        self.used[slot] = self.online[slot] = False
-        self._free.append(slot)
-        self._masks.clear()
+        """Forget a node (unknown ids are ignored); its row is reused by the next new node."""
+        row = self._row.pop(miner_id, None)
+        if row is not None:
+            self._unindex(row)
+            self._specs[row] = None
+            self.ids[row] = ""
+            self.used[row] = self.online[row] = False
+            self._free.append(row)
 
+    # Live-state setters ignore unknown ids: a heartbeat or feedback can race a removal.
     def heartbeat(self, miner_id: str, now: float, *, queue_len: int) -> None:
-        slot = self._slot.get(miner_id)
-        if slot is not None:
-            self.online[slot] = True
-            self.last_seen[slot] = now
-            self.queue_len[slot] = queue_len
+        if queue_len < 0:
+            raise InvalidInput("queue_len must be >= 0", field="queue_len")
+        if (row := self._row.get(miner_id)) is not None:
+            self.online[row], self.last_seen[row], self.queue_len[row] = True, now, queue_len
 
     def set_online(self, miner_id: str, online: bool) -> None:
-        if (slot := self._slot.get(miner_id)) is not None:
-            self.online[slot] = online
+        if (row := self._row.get(miner_id)) is not None:
+            self.online[row] = online
 
     def set_trust(self, miner_id: str, trust: float, latency_ms: float | None) -> None:
-        if (slot := self._slot.get(miner_id)) is not None:
-            self.trust[slot] = trust
-            self.latency[slot] = latency_ms if latency_ms is not None else DEFAULT_LATENCY_MS
+        if not 0 <= trust <= 1 or (latency_ms is not None and not 0 <= latency_ms < math.inf):
+            raise InvalidInput("trust must be in [0, 1] and latency finite and >= 0", field="trust")
+        if (row := self._row.get(miner_id)) is not None:
+            self.trust[row] = trust
+            self.latency[row] = DEFAULT_LATENCY_MS if latency_ms is None else latency_ms
 
     def set_price(self, miner_id: str, price: int) -> None:
-        if (slot := self._slot.get(miner_id)) is not None:
-            self.price[slot] = price
+        if price < 0:
+            raise InvalidInput("price must be >= 0", field="price")
+        if (row := self._row.get(miner_id)) is not None:
+            self.price[row] = price
 
     def views(self) -> list[NodeView]:
-        """Every node with its live state (for the reference matcher and for inspection)."""
+        """Every node with its live state, as ``match_reference`` takes them."""
         out = []
-        for slot in self._slot.values():
-            spec = self._specs[slot]
+        for row in self._row.values():
+            spec = self._specs[row]
             assert spec is not None
-            live = replace(
-                spec,
-                price=int(self.price[slot]),
-                trust=float(self.trust[slot]),
-                latency_ms=float(self.latency[slot]),
-            )
-            out.append(NodeView(live, bool(self.online[slot]), int(self.queue_len[slot])))
+            live = replace(spec, price=int(self.price[row]), trust=float(self.trust[row]))
+            live = replace(live, latency_ms=float(self.latency[row]))
+            out.append(NodeView(live, bool(self.online[row]), int(self.queue_len[row])))
         return out
 
-    # -- matching ----------------------------------------------------------------------------------
-    def _mask(self, kind: str, values: Sequence[str]) -> BoolArray:
-        """Nodes having any of ``values`` (tags, capabilities) or a GPU whose name contains one (accel)."""
-        key = (kind, "\0".join(sorted(values)))
-        mask = self._masks.get(key)
-        if mask is None:
-            mask = np.zeros(len(self._specs), dtype=np.bool_)
-            for slot, spec in enumerate(self._specs):
-                mask[slot] = spec is not None and _has_any(kind, spec, values)
-            self._masks[key] = mask
-        return mask
-
     def match(self, req: Requirements, hints: Hints, top_k: int) -> MatchResult:
+        """The best ``top_k`` nodes for a job, why the others were filtered out, and the best one's terms."""
+        if top_k < 1:
+            raise InvalidInput("top_k must be >= 1", field="top_k")
         alive = self.used.copy()
-        total = int(alive.sum())
+        total = len(self._row)
         rejected: dict[str, int] = {}
         for reason, passes in self._filters(req, hints):
-            failing = alive & ~passes
-            count = int(failing.sum())
-            if count:
-                rejected[reason] = count
+            failing = int(np.count_nonzero(alive & ~passes))
+            if failing:
+                rejected[reason] = failing
                 alive &= passes
-        slots = np.nonzero(alive)[0]
-        if not len(slots):
+        rows = np.flatnonzero(alive)
+        if not len(rows):
             return MatchResult([], _explain_none(total, rejected), rejected)
-        terms = self._terms(slots, req)
-        return _rank(
-            slots,
-            terms,
-            self.weights,
-            top_k,
-            self._specs,
-            self.latency,
-            self.queue_len,
-            self.price,
-            total,
-            rejected,
-        )
+        terms = self._terms(rows, req)
+        score = _score(terms, self.weights, len(rows))
+        picked = _top_k(score, rows, self, top_k)
+        candidates = [self._candidate(int(rows[i]), float(score[i])) for i in picked]
+        best = {t: float(terms[t][picked[0]]) for t in TERMS}
+        return MatchResult(candidates, _explain(candidates[0], best, self.weights, total, rejected), rejected)
+
+    def _candidate(self, row: int, score: float) -> Candidate:
+        spec = self._specs[row]
+        assert spec is not None
+        eta = float(self.latency[row] * (1 + self.queue_len[row]))
+        return Candidate(spec.miner_id, spec.addr, spec.proto, round(score, 6), eta, int(self.price[row]))
 
     def _filters(self, req: Requirements, hints: Hints) -> Iterable[tuple[str, BoolArray]]:
+        """(reason, rows passing) for each filter the query switches on, in ``REASONS`` order."""
         yield "offline", self.online
-        needed = req.gpu_count or (1 if req.min_vram_gb else 0)
         if req.gpu_count:
             yield "gpu_count", self.n_gpus >= req.gpu_count
         if req.min_vram_gb:
-            yield "vram", (self.vram >= req.min_vram_gb).sum(axis=1) >= max(needed, 1)
+            need = req.gpus_needed  # rows hold VRAM largest first: the need-th largest must be enough
+            if need <= self.vram.shape[1]:
+                yield "vram", self.vram[:, need - 1] >= req.min_vram_gb
+            else:
+                yield "vram", np.zeros(self._cap, dtype=np.bool_)
         if req.min_ram_gb:
             yield "ram", self.ram >= req.min_ram_gb
         if req.accel:
-            yield "accel", self._mask("accel", req.accel)
-        wanted = list(req.capabilities_any) + ([req.task] if req.task else [])
-        if wanted:
-            yield "capabilities", self._mask("capabilities", wanted)
+            yield "accel", self._accel(req.accel)
+        if wanted := req.capabilities_wanted:
+            ok = self._caps.any_of(req.capabilities_any or wanted, self._cap)
+            yield "capabilities", ok & self._caps.mask(req.task, self._cap) if req.task else ok
         if req.tags_any:
-            yield "tags", self._mask("tags", req.tags_any)
+            yield "tags", self._tags.any_of(req.tags_any, self._cap)
         if hints.region:
-            yield "region", self._mask("region", [hints.region])
+            yield "region", self._regions.mask(hints.region, self._cap)
         if hints.max_price is not None:
             yield "price", self.price <= hints.max_price
         yield "busy", self.queue_len < self.max_parallel
         if hints.deadline_ms is not None:
             yield "deadline", self.latency * (1 + self.queue_len) <= hints.deadline_ms
 
-    def _terms(self, slots: npt.NDArray[np.intp], req: Requirements) -> dict[str, FloatArray]:
-        needed_gpus = req.gpu_count or (1 if req.min_vram_gb else 0)
+    def _accel(self, accel: Sequence[str]) -> BoolArray:
+        wanted = [a.lower() for a in accel]
+        names = [n for n in self._gpus.rows if any(w in n for w in wanted)]
+        mask = self._gpus.any_of(names, self._cap)
+        return mask | (self.n_gpus == 0) if "cpu" in wanted else mask
+
+    def _terms(self, rows: npt.NDArray[np.intp], req: Requirements) -> dict[str, FloatArray]:
+        need = req.gpus_needed
         if req.min_vram_gb:
-            cap = np.minimum(
-                1.0, req.min_vram_gb * max(needed_gpus, 1) / np.maximum(self.vram_total[slots], 1e-9)
-            )
-        elif needed_gpus:
-            cap = np.minimum(1.0, needed_gpus / np.maximum(self.n_gpus[slots], 1)).astype(np.float64)
+            cap = np.minimum(1.0, req.min_vram_gb * need / np.maximum(self.vram_total[rows], 1e-9))
+        elif need:
+            cap = np.minimum(1.0, need / np.maximum(self.n_gpus[rows], 1))
         else:
-            cap = np.ones(len(slots))
+            cap = np.ones(len(rows))
         return {
             "cap": cap,
-            "price": _low_is_good(self.price[slots].astype(np.float64)),
-            "latency": _low_is_good(self.latency[slots]),
-            "trust": self.trust[slots].astype(np.float64),
-            "load": 1.0 - self.queue_len[slots] / self.max_parallel[slots],
+            "price": _low_is_good(self.price[rows].astype(np.float64)),
+            "latency": _low_is_good(self.latency[rows]),
+            "trust": self.trust[rows],
+            "load": 1.0 - self.queue_len[rows] / self.max_parallel[rows],
         }
 
 
 def _low_is_good(values: FloatArray) -> FloatArray:
     low, high = float(values.min()), float(values.max())
-    if high - low <= 0:
-        return np.ones(len(values))
-    return (high - values) / (high - low)
+    return np.ones(len(values)) if high <= low else (high - values) / (high - low)
 
 
-def _rank(
-    slots: npt.NDArray[np.intp],
-    terms: dict[str, FloatArray],
-    weights: Weights,
-    top_k: int,
-    specs: list[NodeSpec | None],
-    latency: FloatArray,
-    queue_len: npt.NDArray[np.int64],
-    price: npt.NDArray[np.int64],
-    total: int,
-    rejected: dict[str, int],
-) -> MatchResult:
-    score = sum((getattr(weights, t) * terms[t] for t in TERMS), start=np.zeros(len(slots)))
-    order = np.arange(len(slots))
-    if len(slots) > top_k:
-        kth = np.partition(score, len(slots) - top_k)[len(slots) - top_k]
-        order = np.nonzero(score >= kth)[0]  # every tie at the boundary, so the id tie-break is exact
-    ids = [_spec(specs, int(s)).miner_id for s in slots[order]]
-    ranked = sorted(range(len(order)), key=lambda i: (-score[order[i]], ids[i]))[:top_k]
-    candidates = []
-    for i in ranked:
-        slot = int(slots[order[i]])
-        spec = specs[slot]
-        assert spec is not None
-        candidates.append(
-            Candidate(
-                spec.miner_id,
-                spec.addr,
-                spec.proto,
-                round(float(score[order[i]]), 6),
-                float(latency[slot] * (1 + queue_len[slot])),
-                int(price[slot]),
-            )
-        )
-    best = int(order[ranked[0]])
-    parts = " + ".join(f"{t} {getattr(weights, t):g}*{float(terms[t][best]):.2f}" for t in TERMS)
-    explain = f"best {candidates[0].miner_id} score={candidates[0].score:.3f} = {parts}; " + _fit_text(
-        len(slots), total, rejected
-    )
-    return MatchResult(candidates, explain, rejected)
+def _score(terms: dict[str, FloatArray], weights: Weights, n: int) -> FloatArray:
+    score = np.zeros(n)
+    for t in TERMS:  # term by term, in the same order as the reference, so the sums agree to the bit
+        score = score + getattr(weights, t) * terms[t]
+    return score
 
 
-def _fit_text(fit: int, total: int, rejected: dict[str, int]) -> str:
-    text = f"{fit} of {total} nodes fit"
+def _top_k(score: FloatArray, rows: npt.NDArray[np.intp], table: NodeTable, k: int) -> list[int]:
+    """Positions of the ``k`` best scores, best first, equal scores by id (ties at the cut included)."""
+    pick = np.arange(len(score))
+    if len(score) > k:
+        kth = score[np.argpartition(-score, k - 1)[k - 1]]
+        better, tied = np.flatnonzero(score > kth), np.flatnonzero(score == kth)
+        need = k - len(better)
+        if len(tied) > need:  # a big tie (a fresh pool of alike nodes): the smallest ids, in O(ties)
+            smallest = heapq.nsmallest(need, table.ids[rows[tied]].tolist())
+            tied = np.searchsorted(rows, [table.row_of(i) for i in smallest])  # rows are ascending
+        pick = np.concatenate([better, tied]).astype(np.intp)
+    ids = table.ids[rows[pick]].tolist()
+    order = sorted(range(len(pick)), key=lambda j: (-score[pick[j]], ids[j]))
+    return [int(pick[j]) for j in order]
+
+
+def _explain(
+    best: Candidate, terms: dict[str, float], weights: Weights, total: int, rejected: dict[str, int]
+) -> str:
+    parts = " + ".join(f"{t} {getattr(weights, t):.2f}*{terms[t]:.2f}" for t in TERMS)
+    return f"best {best.miner_id} score={best.score:.3f}: {parts}; {_filtered(total, rejected)}"
+
+
+def _filtered(total: int, rejected: dict[str, int]) -> str:
+    text = f"filtered {sum(rejected.values())} of {total}"
     if rejected:
-        text += "; filtered: " + ", ".join(f"{r} {rejected[r]}" for r in REASONS if r in rejected)
+        text += " (" + ", ".join(f"{r} {rejected[r]}" for r in REASONS if r in rejected) + ")"
     return text
 
 
 def _explain_none(total: int, rejected: dict[str, int]) -> str:
     if total == 0:
-        return "no node fits: no nodes are registered"
-    return "no node fits: " + _fit_text(0, total, rejected)
+        return "no candidates: no nodes are registered"
+    return f"no candidates: {_filtered(total, rejected)}"
 
 
-def _has_any(kind: str, spec: NodeSpec, values: Sequence[str]) -> bool:
-    if kind == "accel":
-        names = [n.lower() for n in spec.gpu_names]
-        return any((v.lower() == "cpu" and not names) or any(v.lower() in n for n in names) for v in values)
-    if kind == "region":
-        return spec.region in values
-    have = spec.tags if kind == "tags" else spec.capabilities
-    return any(v in have for v in values)
-
-
-# -- the same rules as a loop --------------------------------------------------------------------------
+# -- the same rules as a loop: the tests' oracle and the benchmark's peer ---------------------------------
 
 
 def match_reference(
     nodes: Sequence[NodeView], req: Requirements, hints: Hints, top_k: int, weights: Weights = DEFAULT_WEIGHTS
 ) -> MatchResult:
-    """``NodeTable.match`` written as a plain loop over nodes (the tests' oracle, the benchmark's peer)."""
+    """``NodeTable.match`` written as a plain loop over nodes."""
     rejected: dict[str, int] = {}
     fit: list[NodeView] = []
     for view in nodes:
@@ -428,76 +515,75 @@ def match_reference(
             rejected[reason] = rejected.get(reason, 0) + 1
     if not fit:
         return MatchResult([], _explain_none(len(nodes), rejected), rejected)
-    return _rank_reference(fit, req, weights, top_k, len(nodes), rejected)
+    prices = [float(v.spec.price) for v in fit]
+    lats = [_latency(v.spec) for v in fit]
+    price_range, latency_range = (min(prices), max(prices)), (min(lats), max(lats))
+    scored = []
+    for v in fit:
+        terms = {
+            "cap": _cap_fit(v.spec, req),
+            "price": _low_is_good_ref(*price_range, float(v.spec.price)),
+            "latency": _low_is_good_ref(*latency_range, _latency(v.spec)),
+            "trust": v.spec.trust,
+            "load": 1.0 - v.queue_len / v.spec.max_parallel,
+        }
+        score = 0.0
+        for t in TERMS:
+            score = score + getattr(weights, t) * terms[t]
+        scored.append((-score, v.spec.miner_id, v, terms))
+    scored.sort(key=lambda x: (x[0], x[1]))
+    candidates = [
+        Candidate(v.spec.miner_id, v.spec.addr, v.spec.proto, round(-neg, 6), _eta(v), v.spec.price)
+        for neg, _, v, _ in scored[:top_k]
+    ]
+    return MatchResult(
+        candidates, _explain(candidates[0], scored[0][3], weights, len(nodes), rejected), rejected
+    )
+
+
+def _latency(spec: NodeSpec) -> float:
+    return DEFAULT_LATENCY_MS if spec.latency_ms is None else spec.latency_ms
+
+
+def _eta(view: NodeView) -> float:
+    return _latency(view.spec) * (1 + view.queue_len)
+
+
+def _low_is_good_ref(low: float, high: float, x: float) -> float:
+    return 1.0 if high <= low else (high - x) / (high - low)
+
+
+def _cap_fit(s: NodeSpec, req: Requirements) -> float:
+    need = req.gpus_needed
+    if req.min_vram_gb:
+        return min(1.0, req.min_vram_gb * need / max(sum(s.gpu_vram_gb), 1e-9))
+    return min(1.0, need / max(len(s.gpu_vram_gb), 1)) if need else 1.0
 
 
 def _first_failure(view: NodeView, req: Requirements, hints: Hints) -> str | None:
     s = view.spec
-    needed = req.gpu_count or (1 if req.min_vram_gb else 0)
-    latency = s.latency_ms if s.latency_ms is not None else DEFAULT_LATENCY_MS
-    vram = sorted(s.gpu_vram_gb, reverse=True)[:MAX_GPUS]
-    wanted = list(req.capabilities_any) + ([req.task] if req.task else [])
+    names = [n.lower() for n in s.gpu_names]
+    accel = [a.lower() for a in req.accel]
     checks = (
         ("offline", view.online),
         ("gpu_count", not req.gpu_count or len(s.gpu_vram_gb) >= req.gpu_count),
-        ("vram", not req.min_vram_gb or sum(v >= req.min_vram_gb for v in vram) >= max(needed, 1)),
+        ("vram", not req.min_vram_gb or sum(v >= req.min_vram_gb for v in s.gpu_vram_gb) >= req.gpus_needed),
         ("ram", not req.min_ram_gb or s.ram_gb >= req.min_ram_gb),
-        ("accel", not req.accel or _has_any("accel", s, req.accel)),
-        ("capabilities", not wanted or _has_any("capabilities", s, wanted)),
-        ("tags", not req.tags_any or _has_any("tags", s, req.tags_any)),
+        (
+            "accel",
+            not accel or any((a == "cpu" and not s.gpu_vram_gb) or any(a in n for n in names) for a in accel),
+        ),
+        ("capabilities", _has_capabilities(s, req)),
+        ("tags", not req.tags_any or any(t in s.tags for t in req.tags_any)),
         ("region", not hints.region or s.region == hints.region),
         ("price", hints.max_price is None or s.price <= hints.max_price),
-        ("busy", view.queue_len < max(1, s.max_parallel)),
-        ("deadline", hints.deadline_ms is None or latency * (1 + view.queue_len) <= hints.deadline_ms),
+        ("busy", view.queue_len < s.max_parallel),
+        ("deadline", hints.deadline_ms is None or _eta(view) <= hints.deadline_ms),
     )
     return next((reason for reason, ok in checks if not ok), None)
 
 
-def _rank_reference(
-    fit: list[NodeView], req: Requirements, weights: Weights, top_k: int, total: int, rejected: dict[str, int]
-) -> MatchResult:
-    needed = req.gpu_count or (1 if req.min_vram_gb else 0)
-    prices = [float(v.spec.price) for v in fit]
-    lats = [v.spec.latency_ms if v.spec.latency_ms is not None else DEFAULT_LATENCY_MS for v in fit]
-
-    def low_good(values: list[float], x: float) -> float:
-        lo, hi = min(values), max(values)
-        return 1.0 if hi - lo <= 0 else (hi - x) / (hi - lo)
-
-    scored = []
-    for v, price, lat in zip(fit, prices, lats, strict=True):
-        s = v.spec
-        if req.min_vram_gb:
-            cap = min(1.0, req.min_vram_gb * max(needed, 1) / max(sum(s.gpu_vram_gb), 1e-9))
-        elif needed:
-            cap = min(1.0, needed / max(len(s.gpu_vram_gb), 1))
-        else:
-            cap = 1.0
-        terms = {
-            "cap": cap,
-            "price": low_good(prices, price),
-            "latency": low_good(lats, lat),
-            "trust": s.trust,
-            "load": 1.0 - v.queue_len / max(1, s.max_parallel),
-        }
-        score = sum(getattr(weights, t) * terms[t] for t in TERMS)
-        scored.append((score, s.miner_id, v, terms, lat))
-    scored.sort(key=lambda x: (-x[0], x[1]))
-    best = scored[:top_k]
-    candidates = [
-        Candidate(
-            v.spec.miner_id, v.spec.addr, v.spec.proto, round(score, 6), lat * (1 + v.queue_len), v.spec.price
-        )
-        for score, _, v, _, lat in best
-    ]
-    parts = " + ".join(f"{t} {getattr(weights, t):g}*{best[0][3][t]:.2f}" for t in TERMS)
-    explain = f"best {candidates[0].miner_id} score={candidates[0].score:.3f} = {parts}; " + _fit_text(
-        len(fit), total, rejected
-    )
-    return MatchResult(candidates, explain, rejected)
-
-
-def _spec(specs: list[NodeSpec | None], slot: int) -> NodeSpec:
-    spec = specs[slot]
-    assert spec is not None, f"slot {slot} is empty"
-    return spec
+def _has_capabilities(s: NodeSpec, req: Requirements) -> bool:
+    if req.task and req.task not in s.capabilities:
+        return False
+    return not req.capabilities_any or any(c in s.capabilities for c in req.capabilities_any)
