@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 class Periodic:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._jobs: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = []
+        self._triggered: list[tuple[str, asyncio.Event, float, Callable[[], Awaitable[Any]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.last_run = Gauge(
             "poolhub_job_last_run_timestamp", "When a job last finished", ["job"], registry=registry
@@ -33,8 +34,30 @@ class Periodic:
     def every(self, interval_s: float, name: str, job: Callable[[], Awaitable[Any]]) -> None:
         self._jobs.append((name, interval_s, job))
 
+    def when(
+        self, event: asyncio.Event, max_wait_s: float, name: str, job: Callable[[], Awaitable[Any]]
+    ) -> None:
+        """Run ``job`` as soon as ``event`` is set (and at least every ``max_wait_s``)."""
+        self._triggered.append((name, event, max_wait_s, job))
+
+    @property
+    def started(self) -> bool:
+        return bool(self._tasks)
+
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop(*job), name=f"job:{job[0]}") for job in self._jobs]
+        self._tasks += [
+            asyncio.create_task(self._event_loop(*job), name=f"job:{job[0]}") for job in self._triggered
+        ]
+
+    async def _event_loop(
+        self, name: str, event: asyncio.Event, max_wait_s: float, job: Callable[[], Awaitable[Any]]
+    ) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), max_wait_s)
+            event.clear()
+            await self.run_once(name, job)
 
     async def run_once(self, name: str, job: Callable[[], Awaitable[Any]]) -> None:
         started = time.perf_counter()

@@ -55,20 +55,21 @@ class Hub:
         generated = await self.auth.ensure_admin(password)
         await self.live.load(self.clock.now(), self.settings.heartbeat_grace_sec)
         await self.tasks.load()
-        self.periodic.every(0.2, "dispatch", self.tasks.dispatch_once)
-        self.periodic.every(self.settings.flush_interval_sec, "flush", self.live.flush)
-        self.periodic.every(min(1.0, self.settings.heartbeat_grace_sec / 4), "expire", self.expire)
-        self.periodic.every(
-            self.settings.maintenance_interval_sec,
-            "maintenance",
-            self._singleton("maintenance", self.settings.maintenance_interval_sec, self.maintain),
-        )
-        self.periodic.every(
-            self.settings.reward_epoch_sec,
-            "rewards",
-            self._singleton("rewards", self.settings.reward_epoch_sec, self.rewards.distribute_due),
-        )
-        self.periodic.start()
+        if not self.periodic.started:  # a second start (tests, reloads) must not double the loops
+            self.periodic.when(self.tasks.wakeup, 0.5, "dispatch", self.tasks.dispatch_once)
+            self.periodic.every(self.settings.flush_interval_sec, "flush", self.live.flush)
+            self.periodic.every(min(1.0, self.settings.heartbeat_grace_sec / 4), "expire", self.expire)
+            self.periodic.every(
+                self.settings.maintenance_interval_sec,
+                "maintenance",
+                self._singleton("maintenance", self.settings.maintenance_interval_sec, self.maintain),
+            )
+            self.periodic.every(
+                self.settings.reward_epoch_sec,
+                "rewards",
+                self._singleton("rewards", self.settings.reward_epoch_sec, self.rewards.distribute_due),
+            )
+            self.periodic.start()
         return generated
 
     async def expire(self) -> list[str]:

@@ -22,7 +22,7 @@ from gpupool.core import ledger, matching, scheduling
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
 from gpupool.core.scheduling import Outcome, TaskState, TaskView
-from gpupool.errors import Forbidden, InvalidInput, NotFound, SignatureRejected
+from gpupool.errors import Forbidden, InvalidInput, NotFound
 from gpupool.hub.channels import NodeChannels
 from gpupool.hub.files import BUNDLE, TaskFiles
 from gpupool.hub.live import LiveRegistry
@@ -251,9 +251,15 @@ class TaskService:
         """A signed (kind 21002) result: finish the task and settle it, once."""
         task_id = str(raw.get("task_id", ""))
         node = self.live.nodes.get(miner_id)
-        if node is None:
-            raise NotFound(f"no live miner {miner_id}")
-        event = self.signed.check(raw, crypto.KIND_TASK_RESULT, node.record.pubkey)
+        if node is not None:
+            pubkey = node.record.pubkey
+        else:  # a result can arrive before the node's socket is back after a hub restart
+            async with self.db.read() as conn:
+                record = await RegistryRepo(conn).miner(miner_id)
+            if record is None:
+                raise NotFound(f"no miner {miner_id}")
+            pubkey = record.pubkey
+        event = self.signed.check(raw, crypto.KIND_TASK_RESULT, pubkey)
         view = self.views.get(task_id)
         if view is None:  # finished already: a re-sent result is answered, not applied again
             async with self.db.read() as conn:
@@ -339,10 +345,7 @@ class TaskService:
                 await RewardsRepo(conn).add_contribution(contribution)
             return view
 
-        try:
-            finished = await self.db.run(work)
-        except SignatureRejected:
-            raise
+        finished = await self.db.run(work)
         self.views.pop(view.task_id, None)
         self.specs.pop(view.task_id, None)
         async with self.output_event:

@@ -124,6 +124,7 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
     ack = {"type": "ack", "next_heartbeat_sec": hub.settings.heartbeat_interval_sec}
     sender = websocket.send_json
     hub.channels.attach(miner_id, sender)
+    hub.tasks.wakeup.set()  # a node that can take work is here: queued tasks need not wait
     try:
         while True:
             raw = await websocket.receive_text()
