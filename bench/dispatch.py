@@ -1,0 +1,269 @@
+"""End-to-end throughput and latency of no-op tasks: gpupool against dramatiq + Redis and celery + Redis.
+
+gpupool: a real hub process (SQLite) and 50 simulated nodes in this process speaking the node protocol
+(signed registration, heartbeat socket, signed result); a task is counted when it is settled in the
+ledger (submit, escrow hold, match, push, result, settlement). Peers: the same number of no-op jobs
+through dramatiq's and celery's Redis brokers with a worker process each, counted when the result is
+back. Latency is one task at a time, submit to settled (or result received).
+
+    python bench/dispatch.py [--tasks 500] [--nodes 50]
+
+dramatiq and celery are benchmark-only dependencies: ``pip install -e ".[bench]"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+sys.path.insert(0, str(Path(__file__).parent))
+from heartbeats import free_port, wait_up
+from simnodes import make_nodes, register_all
+
+from gpupool import crypto
+
+ADMIN = "bench-admin-password"
+REDIS = os.environ.get("GPUPOOL_BENCH_REDIS", "redis://127.0.0.1:6379/14")
+
+
+async def node_loop(hub_url: str, token: str, key: crypto.KeyPair, stop: asyncio.Event) -> None:
+    """Answer every assignment at once with a signed, successful result."""
+    ws_url = hub_url.replace("http://", "ws://", 1)
+    async with (
+        httpx.AsyncClient(base_url=hub_url, timeout=30) as http,
+        websockets.connect(f"{ws_url}/v1/miners/heartbeat?session_token={token}") as ws,
+    ):
+        await ws.send(json.dumps({"ts": time.time(), "queue_len": 0}))
+        while not stop.is_set():
+            try:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+            except TimeoutError:
+                continue
+            if message.get("type") != "assign":
+                continue
+            task_id = message["task"]["task_id"]
+            body = {
+                "task_id": task_id,
+                "exit_code": 0,
+                "status": "succeeded",
+                "usage": {"gpu_seconds": 0.01, "duration_sec": 0.01},
+                "artifacts": [],
+            }
+            signed = crypto.sign_body(key, crypto.KIND_TASK_RESULT, body, created_at=int(time.time()))
+            await http.post(f"/v1/tasks/{task_id}/result", json=signed, headers={"X-Session-Token": token})
+
+
+async def gpupool_run(n_tasks: int, n_nodes: int) -> tuple[float, list[float]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        env = {
+            **os.environ,
+            "GPUPOOL_DB_URL": f"sqlite:///{tmp}/hub.db",
+            "GPUPOOL_HUB_DATA_DIR": f"{tmp}/d",
+            "GPUPOOL_ADMIN_PASSWORD": ADMIN,
+            "GPUPOOL_HUB_LOG_LEVEL": "warning",
+            "GPUPOOL_HUB_RATE_LIMIT": "100000/second",
+            "GPUPOOL_HUB_ARGON2_TIME_COST": "1",
+            "GPUPOOL_HUB_ARGON2_MEMORY_KIB": "64",
+        }
+        hub = subprocess.Popen(
+            [sys.executable, "-m", "gpupool", "hub", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        stop = asyncio.Event()
+        try:
+            wait_up(f"{url}/v1/health", hub)
+            nodes = make_nodes(n_nodes)
+            for n in nodes:
+                n.body["max_parallel"] = 8
+                n.body["price_token_per_ksec"] = 1000
+            await register_all(url, nodes)
+            loops = [asyncio.create_task(node_loop(url, n.session_token or "", n.key, stop)) for n in nodes]
+            async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+                tok = (
+                    await http.post("/v1/auth/login", json={"username": "admin", "password": ADMIN})
+                ).json()
+                admin = {"Authorization": f"Bearer {tok['access_token']}"}
+                await http.post(
+                    "/v1/users", json={"username": "bench", "password": "bench-password"}, headers=admin
+                )
+                await http.post(
+                    "/v1/admin/mint",
+                    json={"to": "bench", "amount": 10**14, "idempotency_key": "b"},
+                    headers=admin,
+                )
+                tok = (
+                    await http.post(
+                        "/v1/auth/login", json={"username": "bench", "password": "bench-password"}
+                    )
+                ).json()
+                user = {"Authorization": f"Bearer {tok['access_token']}"}
+                body = {"command": ["true"], "max_price_token_per_ksec": 1_000_000, "timeout_sec": 10}
+
+                async def one() -> str:
+                    return str((await http.post("/v1/tasks", json=body, headers=user)).json()["task_id"])
+
+                async def settled(task_id: str) -> None:
+                    while (await http.get(f"/v1/tasks/{task_id}", headers=user)).json()[
+                        "status"
+                    ] != "succeeded":
+                        await asyncio.sleep(0.01)
+
+                latencies = []
+                for _ in range(20):
+                    started = time.perf_counter()
+                    await settled(await one())
+                    latencies.append((time.perf_counter() - started) * 1000)
+                started = time.perf_counter()
+                gate = asyncio.Semaphore(64)
+
+                async def submit() -> str:
+                    async with gate:
+                        return await one()
+
+                ids = set(await asyncio.gather(*(submit() for _ in range(n_tasks))))
+                while ids:  # one poller for all, so polling does not load the hub more than the work
+                    listed = (await http.get("/v1/tasks", params={"limit": 500}, headers=user)).json()
+                    ids -= {t["task_id"] for t in listed if t["status"] == "succeeded"}
+                    await asyncio.sleep(0.05)
+                rate = n_tasks / (time.perf_counter() - started)
+            stop.set()
+            await asyncio.gather(*loops, return_exceptions=True)
+            return rate, latencies
+        finally:
+            hub.terminate()
+            hub.wait(15)
+
+
+PEERS = {
+    "dramatiq": textwrap.dedent(
+        """
+        import dramatiq
+        from dramatiq.brokers.redis import RedisBroker
+        from dramatiq.results import Results
+        from dramatiq.results.backends import RedisBackend
+        broker = RedisBroker(url=URL)
+        broker.add_middleware(Results(backend=RedisBackend(url=URL)))
+        dramatiq.set_broker(broker)
+
+        @dramatiq.actor(store_results=True)
+        def noop():
+            return 1
+        """
+    ),
+    "celery": textwrap.dedent(
+        """
+        from celery import Celery
+        app = Celery("bench", broker=URL, backend=URL)
+        app.conf.worker_hijack_root_logger = False
+
+        @app.task
+        def noop():
+            return 1
+        """
+    ),
+}
+
+
+def peer_run(name: str, n_tasks: int, workdir: Path) -> tuple[float, list[float]]:
+    module = workdir / f"peer_{name}.py"
+    module.write_text(f"URL = {REDIS!r}\n" + PEERS[name])
+    env = {**os.environ, "PYTHONPATH": str(workdir)}
+    if name == "dramatiq":
+        worker = [sys.executable, "-m", "dramatiq", f"peer_{name}", "--processes", "1", "--threads", "8"]
+    else:
+        worker = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            f"peer_{name}",
+            "worker",
+            "-c",
+            "8",
+            "-P",
+            "threads",
+            "--loglevel",
+            "warning",
+        ]
+    proc = subprocess.Popen(
+        worker, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    sys.path.insert(0, str(workdir))
+    try:
+        mod: Any = __import__(f"peer_{name}")
+        if name == "dramatiq":
+
+            def send() -> Any:
+                return mod.noop.send()
+
+            def get(msg: Any) -> None:
+                msg.get_result(block=True, timeout=60_000)
+        else:
+
+            def send() -> Any:
+                return mod.noop.delay()
+
+            def get(msg: Any) -> None:
+                msg.get(timeout=60)
+
+        get(send())  # warm: the worker is up
+        latencies = []
+        for _ in range(20):
+            started = time.perf_counter()
+            get(send())
+            latencies.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        messages = [send() for _ in range(n_tasks)]
+        for msg in messages:
+            get(msg)
+        return n_tasks / (time.perf_counter() - started), latencies
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--nodes", type=int, default=50)
+    args = parser.parse_args()
+    import redis
+
+    redis.Redis.from_url(REDIS).flushdb()
+    rows = [("gpupool", *asyncio.run(gpupool_run(args.tasks, args.nodes)))]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in PEERS:
+            rows.append((name, *peer_run(name, args.tasks, Path(tmp))))
+    print(f"\n{args.tasks} no-op tasks, {args.nodes} simulated nodes (gpupool), 8 worker threads (peers)\n")
+    print("| system   | tasks/s | p50 ms | p99 ms | settles money |")
+    print("|----------|--------:|-------:|-------:|---------------|")
+    for name, rate, lat in rows:
+        q = statistics.quantiles(lat, n=100)
+        money = "yes" if name == "gpupool" else "no"
+        print(f"| {name:<8} | {rate:>7.0f} | {q[49]:>6.1f} | {q[98]:>6.1f} | {money:<13} |")
+    ours = rows[0][1]
+    for name, rate, _ in rows[1:]:
+        print(f"ratio gpupool/{name}: {ours / rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
