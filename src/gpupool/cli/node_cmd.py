@@ -23,28 +23,71 @@ def node(
     data_dir: Annotated[
         Path | None, typer.Option(help="Key and state [env DATA_DIR, default ./data]")
     ] = None,
+    dstack_url: Annotated[
+        str | None, typer.Option(help="GPU inventory from a DStack service [env DSTACK_BACKEND_DSTACK_URL]")
+    ] = None,
+    fake_nvml: Annotated[
+        Path | None, typer.Option(help="Replay recorded NVML readings [env GPUPOOL_NODE_FAKE_NVML]")
+    ] = None,
+    miner_id: Annotated[str | None, typer.Option(help="[env GPUPOOL_NODE_MINER_ID]")] = None,
+    advertise_addr: Annotated[
+        str | None, typer.Option(help="host:port [env GPUPOOL_NODE_ADVERTISE_ADDR]")
+    ] = None,
+    price: Annotated[
+        int | None,
+        typer.Option(help="Micro-units per 1000 GPU-seconds [env GPUPOOL_NODE_PRICE_MICRO_PER_KSEC]"),
+    ] = None,
+    max_parallel: Annotated[int | None, typer.Option(help="[env GPUPOOL_NODE_MAX_PARALLEL]")] = None,
+    region: Annotated[str | None, typer.Option(help="[env GPUPOOL_NODE_REGION]")] = None,
+    tags: Annotated[str | None, typer.Option(help="Comma-separated [env GPUPOOL_NODE_TAGS]")] = None,
+    capabilities: Annotated[
+        str | None, typer.Option(help="Comma-separated [env GPUPOOL_NODE_CAPABILITIES]")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(help="Owner API key [env GPUPOOL_NODE_API_KEY]")] = None,
+    backoff_max_sec: Annotated[float | None, typer.Option(help="[env GPUPOOL_NODE_BACKOFF_MAX_SEC]")] = None,
+    log_level: Annotated[str | None, typer.Option(help="[env GPUPOOL_NODE_LOG_LEVEL]")] = None,
     print_inventory: Annotated[bool, typer.Option(help="Print the GPU table and exit")] = False,
 ) -> None:
-    """Run the node agent: register with the hub, heartbeat, serve /health."""
+    """Run the node agent: register with the hub, heartbeat, serve /health. Flags override the env."""
     from gpupool.node import agent
 
+    given = dict(locals())
     overrides: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "registry_url": registry_url,
-            "owner_address": owner_address,
-            "node_type": node_type,
-            "listen_addr": listen_addr,
-            "data_dir": data_dir,
-        }.items()
-        if v is not None
+        ("price_token_per_ksec" if k == "price" else k): v
+        for k, v in given.items()
+        if k in _SETTING_FLAGS and v is not None
     }
-    settings = NodeSettings(**overrides)
+    try:
+        settings = NodeSettings(**overrides)
+    except ValueError as exc:
+        typer.secho(f"Error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(agent.EXIT_CONFIG) from exc
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     if print_inventory:
         _print_inventory(settings)
         return
     raise typer.Exit(asyncio.run(agent.serve(settings)))
+
+
+_SETTING_FLAGS = {
+    "registry_url",
+    "owner_address",
+    "node_type",
+    "listen_addr",
+    "data_dir",
+    "dstack_url",
+    "fake_nvml",
+    "miner_id",
+    "advertise_addr",
+    "price",
+    "max_parallel",
+    "region",
+    "tags",
+    "capabilities",
+    "api_key",
+    "backoff_max_sec",
+    "log_level",
+}
 
 
 def _print_inventory(settings: NodeSettings) -> None:
