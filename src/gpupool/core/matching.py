@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -127,6 +127,19 @@ class Requirements:
     accel: list[str] = field(default_factory=list)
     tags_any: list[str] = field(default_factory=list)
     capabilities_any: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> Requirements:
+        """From a request's or a stored task's requirements (unknown keys, like ``region``, ignored)."""
+        return cls(
+            task=raw.get("task"),
+            min_vram_gb=raw.get("min_vram_gb"),
+            min_ram_gb=raw.get("min_ram_gb"),
+            gpu_count=raw.get("gpu_count"),
+            accel=list(raw.get("accel") or []),
+            tags_any=list(raw.get("tags_any") or []),
+            capabilities_any=list(raw.get("capabilities_any") or []),
+        )
 
     @property
     def gpus_needed(self) -> int:

@@ -180,15 +180,7 @@ class TaskService:
     def _candidates(self, view: TaskView) -> list[str]:
         req = self.specs[view.task_id]["requirements"]
         result = self.live.table.match(
-            matching.Requirements(
-                task=req.get("task"),
-                min_vram_gb=req.get("min_vram_gb"),
-                min_ram_gb=req.get("min_ram_gb"),
-                gpu_count=req.get("gpu_count"),
-                accel=list(req.get("accel") or []),
-                tags_any=list(req.get("tags_any") or []),
-                capabilities_any=list(req.get("capabilities_any") or []),
-            ),
+            matching.Requirements.from_mapping(req),
             matching.Hints(region=req.get("region"), max_price=view.price_cap_micro_per_ksec),
             top_k=10,
         )

@@ -13,18 +13,10 @@ router = APIRouter(prefix="/v1", tags=["matching"])
 
 @router.post("/match", response_model=MatchOut, dependencies=[RateLimitDep])
 async def match(body: MatchIn, hub: HubDep, _coordinator: CoordinatorDep) -> MatchOut:
-    r, h = body.requirements, body.hints
+    h = body.hints
     result = hub.matchmaking.match(
         body.job_id,
-        matching.Requirements(
-            task=r.task,
-            min_vram_gb=r.min_vram_gb,
-            min_ram_gb=r.min_ram_gb,
-            gpu_count=r.gpu_count,
-            accel=list(r.accel),
-            tags_any=list(r.tags_any),
-            capabilities_any=list(r.capabilities_any),
-        ),
+        matching.Requirements.from_mapping(body.requirements.model_dump()),
         matching.Hints(region=h.region, max_price=h.max_price, deadline_ms=h.deadline_ms),
         body.top_k,
     )
