@@ -1,0 +1,486 @@
+"""Proof of compute compatible with Gonka PoC v1 (SPEC §3.6, POC.md): NumPy float32 CPU path.
+
+A round is ``(block_hash, public_key, params)``. Everything random is drawn from NumPy ``default_rng``
+generators seeded with ``SeedSequence(entropy)``, the entropy being the sha256 digests of
+``f"{seed}_{i}"`` read as little-endian uint32 words, so any two machines agree bit for bit:
+
+- weights: one pool of ``max(50000, int(total_params * 0.05))`` values from ``normal(0, 0.02)``
+  (4 digests of ``block_hash``), cast to float32; each parameter takes ``size`` consecutive pool values
+  at ``h % (pool - size + 1)`` where ``h`` is the first 8 hex digits of ``sha256(f"{block_hash}_{name}")``;
+  a parameter larger than the pool tiles it and is rotated left by ``h % size``. All parameters count,
+  the unused ``tok_embeddings.weight`` and the RMSNorm weights included (they are pool values, not ones).
+- inputs: ``standard_normal((1, seq_len, dim))`` seeded by ``f"{block_hash}_{public_key}_nonce{nonce}"``;
+  the reference hands them to the network as float16, so they are rounded to float16 here too.
+- output: last-position logits permuted by ``permutation(vocab)`` seeded by
+  ``f"{block_hash}_{public_key}_nonce_{nonce}_permutations"`` (1 digest), L2-normalised in float32;
+  ``dist`` = Euclidean distance (float64) to the unit vector drawn from ``f"{block_hash}_target"``.
+
+The network is LLaMA 3.1 (RMSNorm, interleaved-pair RoPE, grouped-query causal attention, SwiGLU),
+fed the inputs directly. Weights are rounded to float16 by default, as the reference network holds
+them, so the only gap to a GPU result is fp16 arithmetic. Batches, nonce sharding and the validator's
+sampled recomputation with its one-sided binomial test close the module.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import numpy.typing as npt
+
+from gpupool.errors import InvalidInput
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+DEFAULT_R_TARGET = 1.4013564660458173
+POOL_FRACTION = 0.05
+POOL_MIN = 50_000
+WEIGHT_STD = 0.02
+WEIGHT_HASHES = 4
+INPUT_HASHES = 4
+PERMUTATION_HASHES = 1
+TARGET_HASHES = 1
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The reference ``Params``: field names and defaults as the delegation API sends them."""
+
+    dim: int = 2048
+    n_layers: int = 16
+    n_heads: int = 16
+    n_kv_heads: int = 16
+    vocab_size: int = 8192
+    ffn_dim_multiplier: float | None = 1.3
+    multiple_of: int = 1024
+    norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    use_scaled_rope: bool = False
+    seq_len: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "seq_len"):
+            if int(getattr(self, name)) < 1:
+                raise InvalidInput(f"{name} must be positive", field=f"params.{name}")
+        if self.dim % self.n_heads or self.n_heads % self.n_kv_heads or self.head_dim % 2:
+            raise InvalidInput("dim/n_heads/n_kv_heads do not divide evenly", field="params.n_heads")
+        if self.use_scaled_rope:
+            raise InvalidInput("use_scaled_rope is not supported", field="params.use_scaled_rope")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def ffn_hidden_dim(self) -> int:
+        """LLaMA's SwiGLU rule: int(2/3 * 4 dim), times the multiplier, rounded up to ``multiple_of``."""
+        hidden = int(2 * (4 * self.dim) / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> ModelParams:
+        """Build from a JSON object; unknown keys are ignored as the reference does."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})  # type: ignore[arg-type]
+
+
+PARAMS_V1 = ModelParams(1024, 32, 32, 32, 8196, 10.0, 2048, 1e-5, 10000.0, False, 128)
+PARAMS_V2 = ModelParams(1792, 64, 64, 64, 8196, 10.0, 8192, 1e-5, 10000.0, False, 256)
+PARAMS_TEST = ModelParams(128, 16, 16, 16, 128, 16.0, 1024, 1e-5, 500000.0, False, 4)
+PARAMS_TINY = ModelParams(32, 2, 4, 2, 64, 1.0, 16, 1e-5, 10000.0, False, 4)
+
+
+def param_shapes(params: ModelParams) -> list[tuple[str, tuple[int, ...]]]:
+    """Parameter names and shapes in the reference module's ``named_parameters()`` order."""
+    d, hd, hidden = params.dim, params.head_dim, params.ffn_hidden_dim
+    shapes: list[tuple[str, tuple[int, ...]]] = [("tok_embeddings.weight", (params.vocab_size, d))]
+    for i in range(params.n_layers):
+        p = f"layers.{i}."
+        shapes += [
+            (p + "attention.wq.weight", (params.n_heads * hd, d)),
+            (p + "attention.wk.weight", (params.n_kv_heads * hd, d)),
+            (p + "attention.wv.weight", (params.n_kv_heads * hd, d)),
+            (p + "attention.wo.weight", (d, params.n_heads * hd)),
+            (p + "feed_forward.w1.weight", (hidden, d)),
+            (p + "feed_forward.w2.weight", (d, hidden)),
+            (p + "feed_forward.w3.weight", (hidden, d)),
+            (p + "attention_norm.weight", (d,)),
+            (p + "ffn_norm.weight", (d,)),
+        ]
+    return [*shapes, ("norm.weight", (d,)), ("output.weight", (params.vocab_size, d))]
+
+
+def count_params(params: ModelParams) -> int:
+    return sum(math.prod(shape) for _, shape in param_shapes(params))
+
+
+def pool_size(params: ModelParams) -> int:
+    return max(POOL_MIN, int(count_params(params) * POOL_FRACTION))
+
+
+def seeded_rng(seed: str, num_hashes: int) -> np.random.Generator:
+    """``default_rng(SeedSequence(uint32 words of sha256(f"{seed}_{i}") for i < num_hashes))``."""
+    digests = b"".join(hashlib.sha256(f"{seed}_{i}".encode()).digest() for i in range(num_hashes))
+    return np.random.default_rng(np.random.SeedSequence(np.frombuffer(digests, dtype="<u4")))
+
+
+def weight_pool(block_hash: str, size: int) -> F32:
+    return seeded_rng(block_hash, WEIGHT_HASHES).normal(0.0, WEIGHT_STD, size=size).astype(np.float32)
+
+
+def tensor_from_pool(pool: F32, block_hash: str, name: str, shape: tuple[int, ...]) -> F32:
+    """One parameter's values: a pool slice, or the tiled pool rotated left, reshaped row-major."""
+    size = math.prod(shape)
+    name_hash = int(hashlib.sha256(f"{block_hash}_{name}".encode()).hexdigest()[:8], 16)
+    if size <= pool.size:
+        start = name_hash % (pool.size - size + 1)
+        return pool[start : start + size].reshape(shape)
+    return np.roll(np.resize(pool, size), -(name_hash % size)).reshape(shape)
+
+
+def target_vector(block_hash: str, vocab: int) -> F64:
+    y = seeded_rng(f"{block_hash}_target", TARGET_HASHES).standard_normal((1, vocab))
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    return np.asarray(y[0], dtype=np.float64)
+
+
+def nonce_inputs(block_hash: str, public_key: str, nonces: Sequence[int], params: ModelParams) -> F32:
+    """Per-nonce ``seq_len x dim`` normal inputs, rounded through float16 as the reference feeds them."""
+    out = np.empty((len(nonces), params.seq_len, params.dim), dtype=np.float32)
+    for row, nonce in enumerate(nonces):
+        rng = seeded_rng(f"{block_hash}_{public_key}_nonce{nonce}", INPUT_HASHES)
+        out[row] = rng.standard_normal((params.seq_len, params.dim)).astype(np.float16)
+    return out
+
+
+def nonce_permutations(
+    block_hash: str, public_key: str, nonces: Sequence[int], vocab: int
+) -> npt.NDArray[np.int64]:
+    rows = [
+        seeded_rng(f"{block_hash}_{public_key}_nonce_{n}_permutations", PERMUTATION_HASHES).permutation(vocab)
+        for n in nonces
+    ]
+    return np.asarray(rows, dtype=np.int64).reshape(len(nonces), vocab)
+
+
+def rope_tables(params: ModelParams) -> tuple[F32, F32]:
+    """cos/sin of position * theta^(-2i/head_dim), float32 as the reference precomputes them."""
+    hd = params.head_dim
+    exponent = np.arange(0, hd, 2, dtype=np.float32)[: hd // 2] / np.float32(hd)
+    freqs = np.float32(1.0) / np.power(np.float32(params.rope_theta), exponent, dtype=np.float32)
+    angles = np.outer(np.arange(params.seq_len, dtype=np.float32), freqs).astype(np.float32)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def _rms_norm(x: F32, weight: F32, eps: float) -> F32:
+    scale = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps))
+    return np.asarray((x * scale.astype(np.float32)) * weight, dtype=np.float32)
+
+
+def _rope(x: F32, cos: F32, sin: F32) -> F32:
+    """Rotate interleaved pairs (x[2i], x[2i+1]); x is (batch, seq, heads, head_dim)."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    out = np.empty_like(x)
+    out[..., 0::2] = even * c - odd * s
+    out[..., 1::2] = odd * c + even * s
+    return out
+
+
+def _silu(x: F32) -> F32:
+    return np.asarray(x / (np.float32(1.0) + np.exp(-x)), dtype=np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class PocModel:
+    """The round's network and target, built once per (block_hash, params) and reused per nonce batch."""
+
+    block_hash: str
+    params: ModelParams
+    weights: dict[str, F32]
+    target: F64
+    rope_cos: F32
+    rope_sin: F32
+
+    @classmethod
+    def build(cls, block_hash: str, params: ModelParams, *, fp16_weights: bool = True) -> PocModel:
+        return _build_cached(block_hash, params, fp16_weights)
+
+    def _attention(self, x: F32, i: int, shape: tuple[int, int], mask: F32) -> F32:
+        """Causal grouped-query attention; x is (batch * seq, dim), rows grouped by nonce."""
+        p, w = self.params, self.weights
+        (b, s), pre = shape, f"layers.{i}.attention."
+        q = (x @ w[pre + "wq.weight"].T).reshape(b, s, p.n_heads, p.head_dim)
+        k = (x @ w[pre + "wk.weight"].T).reshape(b, s, p.n_kv_heads, p.head_dim)
+        v = (x @ w[pre + "wv.weight"].T).reshape(b, s, p.n_kv_heads, p.head_dim)
+        q, k = _rope(q, self.rope_cos[:s], self.rope_sin[:s]), _rope(k, self.rope_cos[:s], self.rope_sin[:s])
+        rep = p.n_heads // p.n_kv_heads
+        if rep > 1:
+            k, v = np.repeat(k, rep, axis=2), np.repeat(v, rep, axis=2)
+        q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
+        scores = (q @ k.transpose(0, 1, 3, 2)) / np.float32(math.sqrt(p.head_dim)) + mask
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        scores /= scores.sum(axis=-1, keepdims=True)
+        out = (scores @ v).transpose(0, 2, 1, 3).reshape(b * s, p.n_heads * p.head_dim)
+        return np.asarray(out @ w[pre + "wo.weight"].T, dtype=np.float32)
+
+    def logits(self, inputs: F32) -> F32:
+        """Last-position logits (batch, vocab) of the network for (batch, seq_len, dim) inputs."""
+        p, w = self.params, self.weights
+        b, s, _ = inputs.shape
+        mask = np.triu(np.full((s, s), -np.inf, dtype=np.float32), k=1)
+        h = np.ascontiguousarray(inputs, dtype=np.float32).reshape(b * s, p.dim)
+        for i in range(p.n_layers):
+            pre = f"layers.{i}."
+            h = h + self._attention(
+                _rms_norm(h, w[pre + "attention_norm.weight"], p.norm_eps), i, (b, s), mask
+            )
+            x = _rms_norm(h, w[pre + "ffn_norm.weight"], p.norm_eps)
+            gate = _silu(x @ w[pre + "feed_forward.w1.weight"].T) * (x @ w[pre + "feed_forward.w3.weight"].T)
+            h = np.asarray(h + gate @ w[pre + "feed_forward.w2.weight"].T, dtype=np.float32)
+        last = _rms_norm(h.reshape(b, s, p.dim)[:, -1, :], w["norm.weight"], p.norm_eps)
+        return np.asarray(last @ w["output.weight"].T, dtype=np.float32)
+
+    def distances(self, public_key: str, nonces: Sequence[int], *, chunk: int = 64) -> F64:
+        """``dist`` per nonce, computed ``chunk`` nonces at a time."""
+        nonces = [int(n) for n in nonces]
+        out = np.empty(len(nonces), dtype=np.float64)
+        for start in range(0, len(nonces), chunk):
+            part = nonces[start : start + chunk]
+            logits = self.logits(nonce_inputs(self.block_hash, public_key, part, self.params))
+            perms = nonce_permutations(self.block_hash, public_key, part, self.params.vocab_size)
+            permuted = np.take_along_axis(logits, perms, axis=1)
+            unit = permuted / np.linalg.norm(permuted, axis=1, keepdims=True)
+            out[start : start + len(part)] = np.linalg.norm(unit - self.target, axis=1)
+        return out
+
+
+@functools.lru_cache(maxsize=2)
+def _build_cached(block_hash: str, params: ModelParams, fp16_weights: bool) -> PocModel:
+    shapes = param_shapes(params)
+    pool = weight_pool(block_hash, pool_size(params))
+    if fp16_weights:
+        pool = pool.astype(np.float16).astype(np.float32)
+    weights = {
+        name: np.ascontiguousarray(tensor_from_pool(pool, block_hash, name, shape))
+        for name, shape in shapes
+        if name != "tok_embeddings.weight"
+    }
+    cos, sin = rope_tables(params)
+    return PocModel(block_hash, params, weights, target_vector(block_hash, params.vocab_size), cos, sin)
+
+
+def compute_distances(block_hash: str, public_key: str, nonces: Sequence[int], params: ModelParams) -> F64:
+    """Distances of ``nonces`` for a round; the network is cached per (block_hash, params)."""
+    return PocModel.build(block_hash, params).distances(public_key, nonces)
+
+
+def nonce_for(node_id: int, n_nodes: int, group_id: int, n_groups: int, k: int) -> int:
+    """The k-th nonce of GPU group ``group_id`` on node ``node_id``; the shards never overlap."""
+    if not (0 <= node_id < n_nodes and 0 <= group_id < n_groups and k >= 0):
+        raise InvalidInput("need 0 <= node_id < n_nodes, 0 <= group_id < n_groups, k >= 0", field="node_id")
+    return node_id + group_id * n_nodes + k * (n_groups * n_nodes)
+
+
+def nonce_range(node_id: int, n_nodes: int, group_id: int, n_groups: int, k0: int, count: int) -> list[int]:
+    first = nonce_for(node_id, n_nodes, group_id, n_groups, k0)
+    return list(range(first, first + count * n_groups * n_nodes, n_groups * n_nodes))
+
+
+def unique_in_order(values: Iterable[int]) -> list[int]:
+    return list(dict.fromkeys(int(v) for v in values))
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A node's proof for one round: nonces and their claimed distances, in the order computed."""
+
+    public_key: str
+    block_hash: str
+    block_height: int
+    nonces: tuple[int, ...]
+    dist: tuple[float, ...]
+    node_id: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.nonces) != len(self.dist):
+            raise InvalidInput("nonces and dist differ in length", field="dist")
+
+    def __len__(self) -> int:
+        return len(self.nonces)
+
+    def _with(self, nonces: Sequence[int], dist: Sequence[float]) -> Batch:
+        return Batch(
+            self.public_key,
+            self.block_hash,
+            self.block_height,
+            tuple(int(n) for n in nonces),
+            tuple(float(d) for d in dist),
+            self.node_id,
+        )
+
+    def qualifying(self, r_target: float) -> Batch:
+        """The sub-batch whose distances are below ``r_target`` (what a node submits)."""
+        keep = [i for i, d in enumerate(self.dist) if d < r_target]
+        return self._with([self.nonces[i] for i in keep], [self.dist[i] for i in keep])
+
+    def split(self, batch_size: int) -> list[Batch]:
+        if batch_size < 1:
+            raise InvalidInput("batch_size must be positive", field="batch_size")
+        return [
+            self._with(self.nonces[i : i + batch_size], self.dist[i : i + batch_size])
+            for i in range(0, len(self), batch_size)
+        ]
+
+    @staticmethod
+    def merge(batches: Sequence[Batch]) -> Batch:
+        """Concatenate batches of one round and key; the first batch's ``node_id`` is kept."""
+        if not batches:
+            raise InvalidInput("nothing to merge", field="batches")
+        first = batches[0]
+        for b in batches[1:]:
+            if (b.public_key, b.block_hash, b.block_height) != (
+                first.public_key,
+                first.block_hash,
+                first.block_height,
+            ):
+                raise InvalidInput("batches of different rounds or keys cannot merge", field="batches")
+        return first._with([n for b in batches for n in b.nonces], [d for b in batches for d in b.dist])
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "nonces": list(self.nonces), "dist": list(self.dist)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Batch:
+        try:
+            return cls(
+                str(data["public_key"]),
+                str(data["block_hash"]),
+                int(data["block_height"]),  # type: ignore[call-overload]
+                tuple(int(n) for n in data["nonces"]),  # type: ignore[attr-defined]
+                tuple(float(d) for d in data["dist"]),  # type: ignore[attr-defined]
+                int(data.get("node_id", 0)),  # type: ignore[call-overload]
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"malformed batch: {exc}", field="batch") from exc
+
+
+def generate_batch(
+    model: PocModel, public_key: str, nonces: Sequence[int], block_height: int, node_id: int
+) -> Batch:
+    dist = model.distances(public_key, nonces)
+    return Batch(
+        public_key,
+        model.block_hash,
+        block_height,
+        tuple(int(n) for n in nonces),
+        tuple(dist.tolist()),
+        node_id,
+    )
+
+
+# --- validation --------------------------------------------------------------------------------------
+
+P_MISMATCH = 5e-4
+FRAUD_THRESHOLD = 1e-7
+VALIDATION_SAMPLES = 200
+# Claimed vs recomputed distance gap beyond which a nonce counts as invalid even if it still qualifies;
+# well above fp16-vs-fp32 noise, well below the ~0.013 between r_target and sqrt(2).
+DIST_TOLERANCE = 5e-3
+
+
+def sample_nonces(
+    unique_nonces: Sequence[int], validator_pubkey: str, block_hash: str, block_height: int, n: int = 200
+) -> list[int]:
+    """The validator's sample: a seeded permutation of the node's unique nonces, first ``n`` taken.
+
+    Seed: the first 8 bytes of ``sha256(f"{validator_pubkey}:{block_hash}:{block_height}")`` as a
+    big-endian int64, as the reference; the permutation comes from NumPy's PCG64 (the reference uses
+    Go's ``math/rand``, and says the sample need not be reproducible elsewhere).
+    """
+    if n >= len(unique_nonces):
+        return [int(x) for x in unique_nonces]
+    digest = hashlib.sha256(f"{validator_pubkey}:{block_hash}:{block_height}".encode()).digest()
+    seed = int.from_bytes(digest[:8], "big", signed=True)
+    order = np.random.default_rng(seed & 0xFFFF_FFFF_FFFF_FFFF).permutation(len(unique_nonces))[:n]
+    return [int(unique_nonces[i]) for i in order]
+
+
+def binomial_p_value(n_invalid: int, n: int, p: float = P_MISMATCH) -> float:
+    """P(X >= n_invalid) for X ~ Binomial(n, p): the one-sided (greater) exact test, summed in log space."""
+    if not (0 <= n_invalid <= n) or not 0.0 <= p <= 1.0:
+        raise InvalidInput("need 0 <= n_invalid <= n and 0 <= p <= 1", field="n_invalid")
+    if n_invalid == 0 or p == 1.0:
+        return 1.0
+    if p == 0.0:
+        return 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    base = math.lgamma(n + 1)
+    terms = [
+        base - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * lp + (n - k) * lq
+        for k in range(n_invalid, n + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What a validator concludes about one node's batch; ``weight`` is 0 when fraud is found."""
+
+    n_sampled: int
+    n_invalid: int
+    p_value: float
+    fraud: bool
+    weight: int
+    n_duplicates: int = 0
+    n_mismatched: int = 0
+    n_claimed_nonqualifying: int = 0
+
+
+def validate_batch(
+    batch: Batch,
+    recompute: Callable[[str, Sequence[int]], npt.NDArray[np.float64]],
+    validator_pubkey: str,
+    r_target: float,
+    fraud_threshold: float = FRAUD_THRESHOLD,
+    *,
+    n_samples: int = VALIDATION_SAMPLES,
+    p_mismatch: float = P_MISMATCH,
+    dist_tolerance: float = DIST_TOLERANCE,
+) -> ValidationResult:
+    """Recompute a sample of the batch's unique nonces and test the invalid count (SPEC §3.6).
+
+    ``recompute(public_key, nonces)`` is ``PocModel.distances`` of the batch's round. A claimed distance
+    that does not qualify is fraud outright (as the reference); a sampled nonce is invalid when its
+    recomputed distance exceeds ``r_target`` or differs from the claim by more than ``dist_tolerance``.
+    """
+    claimed: dict[int, float] = {}
+    for nonce, dist in zip(batch.nonces, batch.dist, strict=True):
+        claimed.setdefault(int(nonce), float(dist))
+    n_dup = len(batch) - len(claimed)
+    bad_claims = sum(1 for d in claimed.values() if not d < r_target)
+    if bad_claims:
+        return ValidationResult(0, 0, 0.0, True, 0, n_dup, 0, bad_claims)
+    sample = sample_nonces(list(claimed), validator_pubkey, batch.block_hash, batch.block_height, n_samples)
+    if not sample:
+        return ValidationResult(0, 0, 1.0, False, 0, n_dup)
+    fresh = np.asarray(recompute(batch.public_key, sample), dtype=np.float64)
+    claims = np.asarray([claimed[n] for n in sample], dtype=np.float64)
+    over = ~(fresh <= r_target)
+    mismatched = ~(np.abs(fresh - claims) <= dist_tolerance)
+    n_invalid = int(np.count_nonzero(over | mismatched))
+    p_value = binomial_p_value(n_invalid, len(sample), p_mismatch)
+    fraud = p_value < fraud_threshold
+    weight = 0 if fraud else len(claimed)
+    return ValidationResult(len(sample), n_invalid, p_value, fraud, weight, n_dup, int(mismatched.sum()))
