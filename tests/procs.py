@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -14,7 +16,31 @@ import httpx
 from tests.conftest import ADMIN_PASSWORD, free_port
 
 
-class HubProcess:
+class ChildProcess:
+    """A gpupool process under test: killed like a crash, or stopped by a signal like a supervisor."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, exactly like a crash."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return int(self.proc.returncode)
+
+
+class HubProcess(ChildProcess):
     """``gpupool hub`` as a child process over a given database; its output goes to a log file."""
 
     def __init__(self, db_url: str, workdir: Path, port: int | None = None, **env: str) -> None:
@@ -64,29 +90,11 @@ class HubProcess:
             time.sleep(0.1)
         raise TimeoutError(f"hub did not answer within {timeout_s}s: {self.log_path.read_text()[-2000:]}")
 
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, exactly like a crash."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise
-        return int(self.proc.returncode)
-
 
 FIXTURES_GPU = Path(__file__).parent / "fixtures" / "gpu"
 
 
-class NodeProcess:
+class NodeProcess(ChildProcess):
     """``gpupool node`` as a child process, replaying the loaded H100 readings instead of a real GPU."""
 
     def __init__(self, registry_url: str | None, workdir: Path, owner: str | None, **env: str) -> None:
@@ -142,14 +150,13 @@ class NodeProcess:
                 time.sleep(0.1)
         raise TimeoutError(f"node /health did not answer: {self.log_path.read_text()[-2000:]}")
 
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout_s)
-        return int(self.proc.returncode)
+@contextmanager
+def running_hub(workdir: Path, **env: str) -> Iterator[HubProcess]:
+    """A hub process on a fresh SQLite file in ``workdir``, stopped (SIGTERM) afterwards."""
+    proc = HubProcess(f"sqlite:///{workdir}/hub.db", workdir, **env)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

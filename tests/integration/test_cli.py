@@ -17,7 +17,7 @@ from gpupool.cli import credentials
 from gpupool.cli.app import app
 from gpupool.client import Client
 from tests.conftest import ADMIN_PASSWORD, free_port
-from tests.procs import HubProcess
+from tests.procs import HubProcess, running_hub
 
 JWT_SECRET = "cli-test-jwt-secret-0123456789abcdef012345"
 Run = Callable[..., Result]
@@ -25,11 +25,8 @@ Run = Callable[..., Result]
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    workdir = tmp_path_factory.mktemp("cli-hub")
-    proc = HubProcess(f"sqlite:///{workdir}/hub.db", workdir, GPUPOOL_HUB_JWT_SECRET=JWT_SECRET)
-    proc.start()
-    yield proc
-    proc.stop()
+    with running_hub(tmp_path_factory.mktemp("cli-hub"), GPUPOOL_HUB_JWT_SECRET=JWT_SECRET) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,15 @@ from hypothesis import strategies as st
 
 from gpupool.client import AmountError, Client, ClientError, Tokens, format_amount, parse_amount
 from tests.conftest import ADMIN_PASSWORD, free_port
-from tests.procs import HubProcess
+from tests.procs import HubProcess, running_hub
 
 JWT_SECRET = "sdk-test-jwt-secret-0123456789abcdef012345"
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    workdir = tmp_path_factory.mktemp("sdk-hub")
-    proc = HubProcess(f"sqlite:///{workdir}/hub.db", workdir, GPUPOOL_HUB_JWT_SECRET=JWT_SECRET)
-    proc.start()
-    yield proc
-    proc.stop()
+    with running_hub(tmp_path_factory.mktemp("sdk-hub"), GPUPOOL_HUB_JWT_SECRET=JWT_SECRET) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
