@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gpupool import crypto
+from gpupool import crypto, receipts
 from gpupool.cli.app import app
 from gpupool.core.ports import FakeClock
 from gpupool.errors import SignatureRejected
@@ -77,10 +78,14 @@ async def test_epoch_pays_owners_by_measured_usage_once_with_verifiable_receipts
     assert again["already_distributed"] is True and again["payouts"] == []
 
     hub_key = (await hub.http.get("/v1/health")).json()["hub_pubkey"]
+    # One hub signature for the epoch; each payout proves its place under the signed Merkle root.
+    assert len({p["transaction_signature"] for p in out["payouts"]}) == 1
     for payout in out["payouts"]:
-        payload = crypto.verify_receipt(payout["receipt"], hub_key)
-        assert payload["owner"] == payout["owner"] and payload["amount_micro"] == payout["amount"]
-        assert payout["transaction_signature"] == payout["receipt"]["sig"] and payout["success"] is True
+        checked = receipts.verify_payout_receipt(payout["receipt"], hub_key)
+        assert checked["owner"] == payout["owner"] and checked["amount_micro"] == payout["amount"]
+        assert checked["merkle_root"] == out["merkle_root"] and checked["epoch"] == out["epoch"]
+        assert payout["transaction_signature"] == payout["receipt"]["root_event"]["sig"]
+        assert payout["success"] is True
 
     balance = (await hub.http.get(f"/v1/rewards/balance?address={THIRD_OWNER.lower()}", headers=user)).json()
     assert balance["wallet_address"] == THIRD_OWNER and balance["total_rewards_distributed"] == 50_000_000
@@ -88,19 +93,31 @@ async def test_epoch_pays_owners_by_measured_usage_once_with_verifiable_receipts
     assert balance["balance"] == 50_000_000 + 600_000
     assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
 
-    # Offline verification with the CLI, and a forged receipt that fails it.
+    # The same receipts come back later with the balance, and they still verify.
+    assert [p["receipt"] for p in balance["payouts"]] == [
+        p["receipt"] for p in out["payouts"] if p["owner"] == THIRD_OWNER
+    ]
+
+    # Offline verification with the CLI, and forged receipts that fail it.
     good = tmp_path / "receipt.json"
     good.write_text(json.dumps(out["payouts"][0]))
     result = CliRunner().invoke(app, ["verify-receipt", str(good), "--hub-pubkey", hub_key])
     assert result.exit_code == 0, result.output
-    forged = dict(out["payouts"][0]["receipt"])
-    forged["content"] = forged["content"].replace(str(out["payouts"][0]["amount"]), "99000000")
-    bad = tmp_path / "forged.json"
-    bad.write_text(json.dumps(forged))
-    result = CliRunner().invoke(app, ["verify-receipt", str(bad), "--hub-pubkey", hub_key])
-    assert result.exit_code == 1 and "does NOT verify" in result.output
+    forged_amount = copy.deepcopy(out["payouts"][0]["receipt"])
+    forged_amount["payout"]["amount_micro"] = 99_000_000
+    forged_proof = copy.deepcopy(out["payouts"][0]["receipt"])
+    forged_proof["proof"][0] = "ab" * 32
+    forged_root = copy.deepcopy(out["payouts"][0]["receipt"])
+    forged_root["root_event"]["content"] = forged_root["root_event"]["content"].replace(
+        out["merkle_root"], "cd" * 32
+    )
+    for forged in (forged_amount, forged_proof, forged_root):
+        bad = tmp_path / "forged.json"
+        bad.write_text(json.dumps(forged))
+        result = CliRunner().invoke(app, ["verify-receipt", str(bad), "--hub-pubkey", hub_key])
+        assert result.exit_code == 1 and "does NOT verify" in result.output
     with pytest.raises(SignatureRejected):
-        crypto.verify_receipt(out["payouts"][0]["receipt"], crypto.KeyPair.generate().pubkey)
+        receipts.verify_payout_receipt(out["payouts"][0]["receipt"], crypto.KeyPair.generate().pubkey)
     for node in nodes:
         await node.ws.close()
 

@@ -1,4 +1,8 @@
-"""``gpupool verify-receipt FILE``: check a hub receipt offline against the hub's public key."""
+"""``gpupool verify-receipt FILE``: check a hub receipt offline against the hub's public key.
+
+A reward payout's receipt is the hub's signed epoch root plus the payout's Merkle inclusion proof
+(``gpupool.receipts``); a plain hub-signed event (kind 21006) is checked as such.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Annotated
 import httpx
 import typer
 
-from gpupool import crypto
+from gpupool import crypto, receipts
 from gpupool.cli import output
 from gpupool.errors import GpupoolError
 
@@ -29,15 +33,21 @@ def verify_receipt(
     except (OSError, ValueError) as exc:
         output.error(f"{file} is not a JSON receipt: {exc}")
         raise typer.Exit(2) from exc
-    receipt = data.get("receipt", data) if isinstance(data, dict) else data
+    # A file holds a receipt, or a payout as the hub returned it (the receipt under "receipt").
+    inner = data.get("receipt") if isinstance(data, dict) else None
+    receipt = inner if isinstance(inner, dict) else data
     key = hub_pubkey
     if key is None:
         if hub is None:
             output.error("give --hub-pubkey, or --hub to read the key from the hub's /v1/health")
             raise typer.Exit(2)
-        key = str(httpx.get(f"{hub.rstrip('/')}/v1/health", timeout=10).json()["hub_pubkey"])
+        try:
+            key = str(httpx.get(f"{hub.rstrip('/')}/v1/health", timeout=10).json()["hub_pubkey"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            output.error(f"could not read the hub's key from {hub}/v1/health: {exc}")
+            raise typer.Exit(2) from exc
     try:
-        payload = crypto.verify_receipt(receipt, key)
+        payload = receipts.verify_any(receipt, key)
     except GpupoolError as exc:
         output.error(f"receipt does NOT verify: {exc.message} ({exc.code})")
         raise typer.Exit(1) from exc

@@ -15,8 +15,20 @@ from gpupool.hub.ledger import request_hash
 from gpupool.store.ledger_repo import LedgerRepo, NewPosting
 
 
-async def post_in(conn: AsyncConnection, posting: ledger.Posting, key: str, actor: str, now: float) -> None:
-    """One ledger posting inside the caller's transaction, claimed under ``key`` in scope ``tasks``."""
+async def post_in(
+    conn: AsyncConnection,
+    posting: ledger.Posting,
+    key: str,
+    actor: str,
+    now: float,
+    *,
+    open_as: str | None = None,
+) -> int:
+    """One ledger posting inside the caller's transaction, claimed under ``key`` in scope ``tasks``.
+
+    ``open_as`` (postings with many legs only): credited accounts that do not exist yet are opened
+    with this type, in the same statement that credits them. Returns the posting's id.
+    """
     repo = LedgerRepo(conn)
     credits = [e for e in posting.entries if e.amount_micro > 0]
     debits = [e for e in posting.entries if e.amount_micro < 0]
@@ -35,7 +47,8 @@ async def post_in(conn: AsyncConnection, posting: ledger.Posting, key: str, acto
     posting_id = await repo.claim(new)
     if posting_id is None:
         raise Conflict(f"posting {key} exists already", code="already_settled")
-    if len(posting.entries) > 8:
-        await repo.apply_many(posting_id, posting)
+    if len(posting.entries) > 8 or open_as is not None:
+        await repo.apply_many(posting_id, posting, open_as=open_as, now=now)
     else:
         await repo.apply(posting_id, posting)
+    return posting_id

@@ -2,27 +2,30 @@
 
 Contributions are recorded by the hub itself (from an accepted task result, or by an admin with a
 reason, which is kept), never on a node's word. Closing an epoch issues ``BASE_REWARD`` into the reward
-pool and pays each owner whose due reached ``MIN_SETTLEMENT`` from it, one posting and one receipt per
-payout; dues below the minimum stay in the pool, carried to the next epoch. The epoch row is claimed
-in the same transaction, so distributing an epoch twice pays once.
+pool and pays every owner whose due reached ``MIN_SETTLEMENT`` in one balanced posting (its credit
+entries are the payouts); dues below the minimum stay in the pool, carried to the next epoch. The hub
+signs the epoch once, over the Merkle root of its payouts (``receipts.py``): a payout's receipt is that
+signed root plus its inclusion proof, so an epoch of 10^5 payouts costs one signature, not 10^5. The
+epoch row is claimed in the same transaction, so distributing an epoch twice pays once.
 """
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gpupool import crypto
+from gpupool import crypto, receipts
 from gpupool.core import ledger, rewards
 from gpupool.core.ledger import Entry, Posting, PostingKind
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
 from gpupool.errors import Forbidden, InvalidInput, NotFound
 from gpupool.hub.postings import post_in
+from gpupool.receipts import EpochReceipts
 from gpupool.store.db import Database
 from gpupool.store.ledger_repo import LedgerRepo
 from gpupool.store.registry_repo import MinerRecord, RegistryRepo
@@ -36,12 +39,38 @@ class RewardConfig:
     min_settlement_micro: int
 
 
+_SEALED_CACHE = 8
+"""Closed epochs whose Merkle trees are kept in memory to hand out receipts without a rebuild."""
+
+
 @dataclass(frozen=True, slots=True)
 class EpochResult:
     epoch: int
     already_distributed: bool
     emission_micro: int
     payouts: list[Payout]
+    sealed: EpochReceipts | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in each step of the close (aggregate, split, posting, seal, carry)."""
+
+    def receipt(self, index: int) -> dict[str, Any]:
+        """The receipt of ``payouts[index]`` (payouts are in the tree's order)."""
+        if self.sealed is None:
+            raise IndexError("this result paid nothing")
+        return self.sealed.receipt(index)
+
+
+class _Laps:
+    """Wall time of each step of a close, for the bench and the logs (not the injected clock: a duration)."""
+
+    def __init__(self, out: dict[str, float]) -> None:
+        self.out = out
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.out[name] = now - self.last
+        self.last = now
 
 
 def contribution_from_usage(
@@ -78,6 +107,7 @@ class RewardService:
         self.clock = clock
         self.hub_key = hub_key
         self.config = config
+        self._sealed: OrderedDict[int, EpochReceipts] = OrderedDict()
 
     def epoch_of(self, ts: float) -> int:
         return rewards.epoch_of(ts, self.config.epoch_sec)
@@ -122,69 +152,75 @@ class RewardService:
             raise InvalidInput(f"epoch {target} is not finished yet", field="epoch")
         now = self.clock.now()
         emission = self.config.base_reward_micro
+        timings: dict[str, float] = {}
 
-        async def work(conn: AsyncConnection) -> tuple[bool, list[Payout]]:
+        async def work(conn: AsyncConnection) -> tuple[bool, list[Payout], EpochReceipts | None]:
+            timings.clear()
+            lap = _Laps(timings)
             repo = RewardsRepo(conn)
             if not await repo.claim_epoch(target, emission, now):
-                return True, []
-            plan = rewards.distribute_epoch(
-                emission,
-                await repo.scores_for_epoch(target),
-                await repo.carried(),
-                self.config.min_settlement_micro,
-            )
+                return True, [], None
+            scores, carried_in = await repo.scores_for_epoch(target), await repo.carried()
+            lap("aggregate")
+            plan = rewards.distribute_epoch(emission, scores, carried_in, self.config.min_settlement_micro)
             plan.check()
+            lap("split")
             if emission:
                 issue = Posting(
                     PostingKind.REWARD,
                     (Entry(ledger.ISSUANCE, -emission), Entry(ledger.REWARD_POOL, emission)),
                 )
                 await post_in(conn, issue, f"reward-emission:{target}", "hub", now)
-            paid = await self._pay(conn, target, plan.payouts_micro, now)
+            amounts = plan.payouts_micro
+            sealed, posting_id = None, None
+            if amounts:
+                owners = sorted(amounts)
+                legs = [Entry(ledger.REWARD_POOL, -plan.paid_micro)] + [Entry(o, amounts[o]) for o in owners]
+                posting_id = await post_in(
+                    conn,
+                    Posting(PostingKind.REWARD, tuple(legs)),
+                    f"reward:{target}",
+                    "hub",
+                    now,
+                    open_as=ledger.AccountType.OWNER.value,
+                )
+                lap("posting")
+                sealed = receipts.seal_epoch(
+                    self.hub_key, target, list(amounts.items()), emission_micro=emission, created_at=int(now)
+                )
+                lap("seal")
             await repo.replace_carried(plan.carried_micro)
-            await repo.set_paid(target, plan.paid_micro)
-            return False, paid
+            await repo.set_paid(target, plan.paid_micro, posting_id, sealed.root_event if sealed else None)
+            lap("carry")
+            paid = (
+                [Payout(target, o, a, now) for o, a in zip(sealed.owners, sealed.amounts, strict=True)]
+                if sealed
+                else []
+            )
+            return False, paid, sealed
 
-        already, paid = await self.db.run(work)
-        return EpochResult(target, already, emission if not already else 0, paid)
+        already, paid, sealed = await self.db.run(work)
+        if sealed is not None:
+            self._remember(sealed)
+        return EpochResult(target, already, emission if not already else 0, paid, sealed, dict(timings))
 
-    async def _pay(
-        self, conn: AsyncConnection, epoch: int, amounts: dict[str, int], now: float
-    ) -> list[Payout]:
-        """All of an epoch's payouts as one balanced posting (pool to owners), one receipt each."""
-        if not amounts:
-            return []
-        owners = sorted(amounts)
-        await LedgerRepo(conn).ensure_accounts(owners, ledger.AccountType.OWNER.value, now)
-        legs = [Entry(ledger.REWARD_POOL, -sum(amounts.values()))] + [Entry(o, amounts[o]) for o in owners]
-        await post_in(conn, Posting(PostingKind.REWARD, tuple(legs)), f"reward:{epoch}", "hub", now)
-        receipts = await asyncio.to_thread(self._sign_all, epoch, owners, amounts, int(now))
-        await RewardsRepo(conn).add_payouts(
-            epoch, [(o, amounts[o], r) for o, r in zip(owners, receipts, strict=True)], now
-        )
-        return [
-            Payout(0, epoch, o, amounts[o], "completed", r, now)
-            for o, r in zip(owners, receipts, strict=True)
-        ]
+    def _remember(self, sealed: EpochReceipts) -> None:
+        self._sealed[sealed.epoch] = sealed
+        self._sealed.move_to_end(sealed.epoch)
+        while len(self._sealed) > _SEALED_CACHE:
+            self._sealed.popitem(last=False)
 
-    def _sign_all(
-        self, epoch: int, owners: list[str], amounts: dict[str, int], now: int
-    ) -> list[dict[str, Any]]:
-        """One receipt per payout, signed on two threads (the Schnorr signature runs without the GIL)."""
-
-        def sign(owner: str) -> dict[str, Any]:
-            payload = {
-                "kind": "reward_payout",
-                "epoch": epoch,
-                "owner": owner,
-                "amount_micro": amounts[owner],
-            }
-            return crypto.sign_receipt(self.hub_key, payload, created_at=now)
-
-        if len(owners) < 256:
-            return [sign(o) for o in owners]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            return list(pool.map(sign, owners, chunksize=512))
+    async def _epoch_receipts(self, conn: AsyncConnection, epoch: int) -> EpochReceipts:
+        """A closed epoch's tree (cached; rebuilt from its ledger entries and checked against its root)."""
+        if epoch in self._sealed:
+            return self._sealed[epoch]
+        repo = RewardsRepo(conn)
+        root_event = await repo.root_event(epoch)
+        if root_event is None:
+            raise NotFound(f"epoch {epoch} paid nobody: it has no receipts")
+        sealed = receipts.reopen_epoch(epoch, await repo.epoch_payouts(epoch), root_event)
+        self._remember(sealed)
+        return sealed
 
     async def balance(self, address: str) -> dict[str, Any]:
         owner = crypto.normalize_owner_address(address, field="address")
@@ -193,22 +229,25 @@ class RewardService:
             repo = RewardsRepo(conn)
             carried = (await repo.carried()).get(owner, 0)
             history = await repo.payouts_of(owner)
+            shown = []
+            for p in history:
+                sealed = await self._epoch_receipts(conn, p.epoch)
+                shown.append(
+                    {
+                        "epoch": p.epoch,
+                        "amount": p.amount_micro,
+                        "status": p.status,
+                        "transaction_signature": sealed.signature,
+                        "receipt": sealed.receipt(sealed.index_of(owner)),
+                    }
+                )
         return {
             "wallet_address": owner,
             "balance": balances.get(owner, 0),
             "pending_rewards": carried,
             "total_rewards_distributed": sum(p.amount_micro for p in history),
             "last_updated_at": max((p.created_at for p in history), default=None),
-            "payouts": [
-                {
-                    "epoch": p.epoch,
-                    "amount": p.amount_micro,
-                    "status": p.status,
-                    "transaction_signature": p.receipt["sig"],
-                    "receipt": p.receipt,
-                }
-                for p in history
-            ],
+            "payouts": shown,
         }
 
     async def stats(self, node_id: str | None, owner: str | None) -> dict[str, Any]:

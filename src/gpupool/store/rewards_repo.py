@@ -6,23 +6,30 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gpupool.store.tables import contributions, payouts, reward_carry, reward_epochs
+from gpupool.store.tables import contributions, entries, reward_carry, reward_epochs
 
 
 @dataclass(frozen=True, slots=True)
 class Payout:
-    id: int
+    """One owner's payout of one epoch: a credit entry of the epoch's ledger posting."""
+
     epoch: int
     owner: str
     amount_micro: int
-    status: str
-    receipt: dict[str, Any]
     created_at: float
+    status: str = "completed"  # paid by the same transaction that closed the epoch
+
+
+# One statement and one round trip for 10^5 rows (asyncpg sends arrays binary).
+_PG_CARRY = text(
+    "INSERT INTO reward_carry (owner, carried_micro) "
+    "SELECT u.o, u.c FROM unnest(CAST(:owners AS text[]), CAST(:amounts AS bigint[])) AS u(o, c)"
+)
 
 
 class RewardsRepo:
@@ -40,6 +47,11 @@ class RewardsRepo:
         return (await self.conn.execute(stmt)).rowcount == 1
 
     async def scores_for_epoch(self, epoch: int) -> dict[str, int]:
+        """Each owner's summed score in ``epoch``, aggregated by the database."""
+        if self.conn.dialect.name == "postgresql":
+            # 10^5 owners' sums fit in memory: a hash aggregate instead of a sort spilled to disk
+            # (~40 % faster at 10^6 rows). LOCAL: ends with this transaction.
+            await self.conn.execute(text("SET LOCAL work_mem = '64MB'"))
         rows = await self.conn.execute(
             select(contributions.c.owner, func.sum(contributions.c.compute_score))
             .where(contributions.c.epoch == epoch)
@@ -88,10 +100,34 @@ class RewardsRepo:
         )
         return (await self.conn.execute(stmt)).rowcount == 1
 
-    async def set_paid(self, epoch: int, paid_micro: int) -> None:
+    async def set_paid(
+        self, epoch: int, paid_micro: int, posting_id: int | None, root_event: dict[str, Any] | None
+    ) -> None:
         await self.conn.execute(
-            reward_epochs.update().where(reward_epochs.c.epoch == epoch).values(paid_micro=paid_micro)
+            reward_epochs.update()
+            .where(reward_epochs.c.epoch == epoch)
+            .values(
+                paid_micro=paid_micro,
+                posting_id=posting_id,
+                root_event=json.dumps(root_event) if root_event else None,
+            )
         )
+
+    async def root_event(self, epoch: int) -> dict[str, Any] | None:
+        """The hub-signed statement of an epoch's Merkle root, or None (nothing paid)."""
+        text_ = (
+            await self.conn.execute(select(reward_epochs.c.root_event).where(reward_epochs.c.epoch == epoch))
+        ).scalar()
+        return json.loads(text_) if text_ else None
+
+    async def epoch_payouts(self, epoch: int) -> list[tuple[str, int]]:
+        """An epoch's ``(owner, amount_micro)`` payouts, unordered (sorted in Python, not by collation)."""
+        rows = await self.conn.execute(
+            select(entries.c.account, entries.c.amount_micro)
+            .select_from(entries.join(reward_epochs, reward_epochs.c.posting_id == entries.c.posting_id))
+            .where(reward_epochs.c.epoch == epoch, entries.c.amount_micro > 0)
+        )
+        return [(o, int(a)) for o, a in rows]
 
     async def carried(self) -> dict[str, int]:
         return {
@@ -101,50 +137,25 @@ class RewardsRepo:
 
     async def replace_carried(self, carried: dict[str, int]) -> None:
         await self.conn.execute(reward_carry.delete())
-        if carried:
+        kept = {o: c for o, c in carried.items() if c}
+        if not kept:
+            return
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.execute(_PG_CARRY, {"owners": list(kept), "amounts": list(kept.values())})
+        else:
             await self.conn.execute(
-                insert(reward_carry), [{"owner": o, "carried_micro": c} for o, c in carried.items() if c]
+                insert(reward_carry), [{"owner": o, "carried_micro": c} for o, c in kept.items()]
             )
-
-    async def add_payouts(self, epoch: int, rows: list[tuple[str, int, dict[str, Any]]], now: float) -> None:
-        await self.conn.execute(
-            insert(payouts),
-            [
-                {
-                    "epoch": epoch,
-                    "owner": o,
-                    "amount_micro": a,
-                    "status": "completed",
-                    "receipt": json.dumps(r),
-                    "created_at": now,
-                }
-                for o, a, r in rows
-            ],
-        )
-
-    async def add_payout(
-        self, epoch: int, owner: str, amount: int, receipt: dict[str, Any], now: float
-    ) -> int:
-        result = await self.conn.execute(
-            insert(payouts)
-            .values(
-                epoch=epoch,
-                owner=owner,
-                amount_micro=amount,
-                status="completed",
-                receipt=json.dumps(receipt),
-                created_at=now,
-            )
-            .returning(payouts.c.id)
-        )
-        return int(result.scalar_one())
 
     async def payouts_of(self, owner: str) -> list[Payout]:
-        rows = await self.conn.execute(select(payouts).where(payouts.c.owner == owner).order_by(payouts.c.id))
-        return [
-            Payout(r.id, r.epoch, r.owner, r.amount_micro, r.status, json.loads(r.receipt), r.created_at)
-            for r in rows
-        ]
+        """Every epoch payout to ``owner``, oldest first (the credits of the epochs' postings)."""
+        rows = await self.conn.execute(
+            select(reward_epochs.c.epoch, entries.c.amount_micro, reward_epochs.c.distributed_at)
+            .select_from(entries.join(reward_epochs, reward_epochs.c.posting_id == entries.c.posting_id))
+            .where(entries.c.account == owner)
+            .order_by(reward_epochs.c.epoch)
+        )
+        return [Payout(int(e), owner, int(a), float(t)) for e, a, t in rows]
 
     async def epochs(self) -> list[int]:
         return [int(e) for (e,) in await self.conn.execute(select(reward_epochs.c.epoch))]

@@ -229,18 +229,10 @@ reward_epochs = Table(
     Column("emission_micro", BigInteger, nullable=False),
     Column("paid_micro", BigInteger, nullable=False),
     Column("distributed_at", Float, nullable=False),
-)
-
-payouts = Table(
-    "payouts",
-    metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("epoch", BigInteger, nullable=False, index=True),
-    Column("owner", String(42), nullable=False, index=True),
-    Column("amount_micro", BigInteger, nullable=False),
-    Column("status", String(12), nullable=False),
-    Column("receipt", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
+    # The posting that paid the epoch: its entries are the payouts (one per owner, pool leg aside).
+    Column("posting_id", BigId, ForeignKey("postings.id"), nullable=True),
+    # The hub-signed statement of the Merkle root over those payouts (``receipts.py``).
+    Column("root_event", Text, nullable=True),
 )
 
 reward_carry = Table(

@@ -26,22 +26,27 @@ class ContributionIn(BaseModel):
 
 @router.post("/rewards/distribute")
 async def distribute(hub: HubDep, _admin: AdminDep, body: DistributeIn | None = None) -> dict[str, Any]:
-    """Close an epoch and pay it: one hub-signed receipt per payout; a second call pays nothing."""
+    """Close an epoch and pay it; a second call pays nothing.
+
+    Every payout's ``transaction_signature`` is the hub's one signature over the epoch's Merkle root,
+    and its ``receipt`` is that signed root plus the payout's inclusion proof (``gpupool verify-receipt``).
+    """
     result = await hub.rewards.distribute(body.epoch if body else None)
     return {
         "epoch": result.epoch,
         "already_distributed": result.already_distributed,
         "emission": result.emission_micro,
+        "merkle_root": result.sealed.root_hex if result.sealed else None,
         "payouts": [
             {
                 "owner": p.owner,
                 "amount": p.amount_micro,
                 "status": p.status,
-                "transaction_signature": p.receipt["sig"],
+                "transaction_signature": result.sealed.signature if result.sealed else None,
                 "success": True,
-                "receipt": p.receipt,
+                "receipt": result.receipt(i),
             }
-            for p in result.payouts
+            for i, p in enumerate(result.payouts)
         ],
     }
 
