@@ -79,6 +79,11 @@ class HubSettings(BaseSettings):
     min_settlement_micro: int = Field(
         1_000_000, ge=0, validation_alias=_env("MIN_SETTLEMENT", "GPUPOOL_HUB_MIN_SETTLEMENT_MICRO")
     )
+    reward_auto_distribute: bool = Field(
+        True,
+        validation_alias=_env("GPUPOOL_HUB_REWARD_AUTO_DISTRIBUTE"),
+        description="close each finished epoch on a schedule; off: only POST /v1/rewards/distribute does",
+    )
     rate_limit: str = Field("50/second", validation_alias=_env("GPUPOOL_HUB_RATE_LIMIT", "RATE_LIMIT"))
 
     log_level: str = Field("info", validation_alias=_env("GPUPOOL_HUB_LOG_LEVEL", "LOG_LEVEL"))

@@ -64,11 +64,12 @@ class Hub:
                 "maintenance",
                 self._singleton("maintenance", self.settings.maintenance_interval_sec, self.maintain),
             )
-            self.periodic.every(
-                self.settings.reward_epoch_sec,
-                "rewards",
-                self._singleton("rewards", self.settings.reward_epoch_sec, self.rewards.distribute_due),
-            )
+            if self.settings.reward_auto_distribute:
+                self.periodic.every(
+                    self.settings.reward_epoch_sec,
+                    "rewards",
+                    self._singleton("rewards", self.settings.reward_epoch_sec, self.rewards.distribute_due),
+                )
             self.periodic.start()
         return generated
 
