@@ -119,7 +119,9 @@ def _alembic_config(connection: Connection) -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
-    command.upgrade(_alembic_config(connection), "head")
+    # "heads": migrations written side by side on separate branches (each revising the same parent)
+    # are all applied, instead of failing on more than one head.
+    command.upgrade(_alembic_config(connection), "heads")
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
