@@ -14,6 +14,7 @@ from gpupool import crypto, receipts
 from gpupool.cli.app import app
 from gpupool.core.ports import FakeClock
 from gpupool.errors import SignatureRejected
+from gpupool.hub.rewards import RewardService
 from tests.conftest import LiveHub
 from tests.factories import OTHER_OWNER, OWNER
 from tests.simnode import SimNode
@@ -97,6 +98,11 @@ async def test_epoch_pays_owners_by_measured_usage_once_with_verifiable_receipts
     assert [p["receipt"] for p in balance["payouts"]] == [
         p["receipt"] for p in out["payouts"] if p["owner"] == THIRD_OWNER
     ]
+    # Another replica (nothing cached) rebuilds them from the ledger entries and the signed root.
+    replica = RewardService(hub.hub.db, clock, hub.hub.rewards.hub_key, hub.hub.rewards.config)
+    for payout in out["payouts"]:
+        [again_shown] = (await replica.balance(payout["owner"]))["payouts"]
+        assert again_shown["receipt"] == payout["receipt"] and again_shown["amount"] == payout["amount"]
 
     # Offline verification with the CLI, and forged receipts that fail it.
     good = tmp_path / "receipt.json"
