@@ -2,8 +2,8 @@
 
 Each backend gets a fresh, migrated database with 100k miners' contributions (10 per node on average,
 random sizes) bulk-loaded into the epoch with the plain drivers; then ``RewardService.distribute`` is
-timed: the aggregate by owner, the integer split, one balanced posting for every payout, the payout
-rows, one hub signature over the Merkle root of the payouts, the carried dues — all in one
+timed: the aggregate by owner, the integer split, one balanced posting whose credit entries are the
+payouts, one hub signature over the Merkle root of the payouts, the carried dues — all in one
 transaction. Aim: under 10 s on PostgreSQL; the table gives the ratio to that limit. The peer in the
 same run is the bare aggregate query the distribution starts from (the least any implementation has
 to do). "all receipts" is what the admin endpoint adds after the close: every payout's receipt (the
