@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import Awaitable, Callable
@@ -172,3 +173,26 @@ async def test_contributions_cannot_be_claimed_by_nodes_or_users(hub: LiveHub, c
     stats = (await hub.http.get("/v1/contributions/stats?node_id=n-claims", headers=admin)).json()
     assert stats["total_compute_score"] == 10**9 and stats["contribution_count"] == 1
     await node.ws.close()
+
+
+async def test_concurrent_distributions_of_an_epoch_pay_it_once(hub: LiveHub, clock: FakeClock) -> None:
+    nodes = [SimNode(hub, clock, f"n-race-{i}", owner=o) for i, o in enumerate((OWNER, OTHER_OWNER))]
+    admin = await hub.admin_headers()
+    for node, score in zip(nodes, (1_000, 3_000), strict=True):
+        await node.connect()
+        body = {"node_id": node.miner_id, "compute_score": score, "reason": "race test"}
+        assert (await hub.http.post("/v1/admin/contributions", json=body, headers=admin)).status_code == 201
+    epoch = int(clock.now()) // EPOCH
+    clock.advance(EPOCH)
+    results = await asyncio.gather(*(hub.hub.rewards.distribute(epoch) for _ in range(4)))
+    assert sorted(r.already_distributed for r in results) == [False, True, True, True]
+    [paid] = [r for r in results if not r.already_distributed]
+    assert {p.owner: p.amount_micro for p in paid.payouts} == {OWNER: 25_000_000, OTHER_OWNER: 75_000_000}
+    user = await hub.make_user("watcher", balance=0)
+    for owner, amount in ((OWNER, 25_000_000), (OTHER_OWNER, 75_000_000)):
+        shown = (await hub.http.get(f"/v1/rewards/balance?address={owner}", headers=user)).json()
+        assert shown["balance"] == shown["total_rewards_distributed"] == amount
+        assert len(shown["payouts"]) == 1
+    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+    for node in nodes:
+        await node.ws.close()
