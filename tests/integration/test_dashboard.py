@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import pytest
 
 from gpupool.core.ports import FakeClock
 from gpupool.node.gpu import heartbeat_gpus, read_inventory, read_telemetry, registration_gpus
@@ -81,11 +85,6 @@ async def test_pool_overview_shows_online_gpus_without_owners_or_keys(
 
 
 def test_dashboard_script_parses() -> None:
-    import shutil
-    import subprocess
-
-    import pytest
-
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: the dashboard script's syntax is not checked")
