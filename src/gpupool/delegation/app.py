@@ -23,7 +23,7 @@ from gpupool.api.errors import error_body, status_for
 from gpupool.config import DelegationSettings
 from gpupool.core.poc import DEFAULT_R_TARGET, FRAUD_THRESHOLD
 from gpupool.delegation.sessions import GeneratorFactory, SessionManager
-from gpupool.pow.rounds import PowRound, engine_generator
+from gpupool.pow.rounds import BatchGenerator, PowRound, engine_generator
 
 log = logging.getLogger("gpupool.delegation")
 PREFIX = "/api/v1/delegation"
@@ -70,6 +70,18 @@ async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         {"detail": message, **error_body("invalid_input", message, {"errors": problems})}, status_code=422
     )
+
+
+def _throughput(generator: BatchGenerator | None) -> dict[str, Any]:
+    """Beyond the spec's fields: the round's rate on the big node, for the small node's status."""
+    if generator is None:
+        return {}
+    stats = generator.stats()
+    return {
+        "nonces_computed": stats.nonces_computed,
+        "nonces_per_s": stats.nonces_per_s,
+        "qualified_per_s": stats.qualified_per_s,
+    }
 
 
 def create_delegation_app(
@@ -135,6 +147,7 @@ def create_delegation_app(
             "session_active": session.active,
             "status": session.status,
             "total_batches_generated": session.total_generated,
+            **_throughput(session.generator),
         }
 
     @app.post(f"{PREFIX}/stop")
