@@ -49,7 +49,9 @@ class ScriptedGenerator:
             nonces = nonce_range(r.node_id, r.node_count, 0, 1, self._k, r.batch_size)
             self._k += r.batch_size
             dist = model.distances(r.public_key, nonces)
-            full = Batch(r.public_key, r.block_hash, r.block_height, tuple(nonces), tuple(dist.tolist()), r.node_id)
+            full = Batch(
+                r.public_key, r.block_hash, r.block_height, tuple(nonces), tuple(dist.tolist()), r.node_id
+            )
             made.append(full.qualifying(r.r_target))
             self.computed += len(nonces)
         self._ready.extend(made)
