@@ -79,6 +79,7 @@ class HubSettings(BaseSettings):
     min_settlement_micro: int = Field(
         1_000_000, ge=0, validation_alias=_env("MIN_SETTLEMENT", "GPUPOOL_HUB_MIN_SETTLEMENT_MICRO")
     )
+    poc_round_sec: int = Field(600, gt=0, validation_alias=_env("GPUPOOL_HUB_POC_ROUND_SEC", "POC_ROUND_SEC"))
     rate_limit: str = Field("50/second", validation_alias=_env("GPUPOOL_HUB_RATE_LIMIT", "RATE_LIMIT"))
 
     log_level: str = Field("info", validation_alias=_env("GPUPOOL_HUB_LOG_LEVEL", "LOG_LEVEL"))

@@ -17,6 +17,7 @@ from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry
 from gpupool.hub.matchmaking import MatchService
 from gpupool.hub.metrics import HubMetrics
+from gpupool.hub.poc import PocService
 from gpupool.hub.registry import RegistryService
 from gpupool.hub.rewards import RewardService
 from gpupool.hub.sessions import SessionService
@@ -42,6 +43,7 @@ class Hub:
     channels: NodeChannels
     tasks: TaskService
     rewards: RewardService
+    poc: PocService
     periodic: Periodic
     version: str
 
@@ -97,8 +99,9 @@ class Hub:
         return once
 
     async def maintain(self) -> None:
-        """The periodic pass (SPEC §3.5): prune sessions and replay caches, refresh pool statistics."""
+        """The periodic pass (SPEC §3.5): prune, close due PoC rounds, refresh pool statistics."""
         await self.prune()
+        await self.poc.close_due()
         self.metrics.miners_online.set(self.live.online_count())
         counts: dict[str, int] = {}
         for view in self.tasks.views.values():
