@@ -30,6 +30,28 @@ from gpupool.pow.rounds import BatchGenerator, PowRound, engine_generator
 log = logging.getLogger("gpupool.pow")
 
 ROUND_OVER = {"round_closed", "unknown_round"}
+MAX_SUBMIT_NONCES = 5000  # per signed request: well under the hub's 10 000 and its 1 MiB body limit
+
+
+def coalesce(batches: list[Batch], max_nonces: int = MAX_SUBMIT_NONCES) -> list[Batch]:
+    """Join consecutive batches of one round, key and node id into submissions of ``max_nonces`` at most.
+
+    The engine sends a batch per computed step; a hub request per step would be hundreds a second on
+    a big node. Joined, every nonce is still signed by the node, in fewer and larger requests.
+    """
+    out: list[Batch] = []
+    run: list[Batch] = []
+    for batch in batches:
+        if not len(batch):
+            continue
+        key = (batch.public_key, batch.block_hash, batch.block_height, batch.node_id)
+        if run and key != (run[0].public_key, run[0].block_hash, run[0].block_height, run[0].node_id):
+            out.extend(Batch.merge(run).split(max_nonces))
+            run = []
+        run.append(batch)
+    if run:
+        out.extend(Batch.merge(run).split(max_nonces))
+    return out
 
 
 def signed_batch(key: crypto.KeyPair, batch: Batch, created_at: int) -> dict[str, Any]:
@@ -86,6 +108,7 @@ class PowService:
         delegation_token: str | None = None,
         poll_s: float = 5.0,
         backoff_max_s: float = 30.0,
+        max_submit_nonces: int = MAX_SUBMIT_NONCES,
         device: str = "auto",
         generator_factory: Callable[[PowRound], BatchGenerator] | None = None,
     ) -> None:
@@ -94,6 +117,7 @@ class PowService:
         self.delegation_url = (delegation_url or "").strip().rstrip("/") or None
         self.delegation_token = (delegation_token or "").strip() or None
         self.poll_s = poll_s
+        self.max_submit_nonces = max_submit_nonces
         self.backoff_max_s = backoff_max_s
         self._factory = generator_factory or (lambda r: engine_generator(r, device))
         self.pow_round: PowRound | None = None
@@ -159,7 +183,7 @@ class PowService:
                         opened = True
                     fresh = await source.fetch()
                     tally.batches_received += len(fresh)
-                    pending.extend(fresh)
+                    pending = coalesce([*pending, *fresh], self.max_submit_nonces)
                     self._refresh_state(source)
                     while pending and not self._stop.is_set():
                         outcome = await self._submit(hub_url, pending[0], tally)
