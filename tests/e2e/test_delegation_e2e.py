@@ -7,6 +7,7 @@ the hub accepts them, validates them at round close and gives the small node a P
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -153,3 +154,62 @@ def check_batches_verify_only_once_signed_by_the_small_node(
         assert resp.status_code == 200, resp.text
     finally:
         httpx.post(f"{big_url}/api/v1/delegation/stop", json={"session_id": sid, "auth_token": TOKEN})
+
+
+def test_without_delegation_the_node_generates_locally_and_the_hub_accepts(tmp_path: Path) -> None:
+    with running_hub(tmp_path) as hub:
+        login = httpx.post(f"{hub.url}/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        admin = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        node = NodeProcess(
+            hub.url,
+            tmp_path,
+            OWNER,
+            GPUPOOL_NODE_MINER_ID="local-node",
+            DELEGATION_URL="",  # blank, as the seed's "switch it off" config.env
+            DELEGATION_AUTH_TOKEN="",
+            DELEGATION_POLL_SEC="0.5",
+            GPUPOOL_NODE_POC_DEVICE="cpu",
+        )
+        node.start()
+        try:
+            pubkey = str(node.wait_healthy()["pubkeys"][0])  # type: ignore[index]
+            rnd = httpx.post(
+                f"{hub.url}/v1/admin/poc/rounds",
+                json={"params_name": "tiny", "duration_sec": 600, "batch_size": 32},
+                headers=admin,
+            ).json()
+            init = {k: rnd[k] for k in ("block_hash", "block_height", "batch_size", "r_target", "params")}
+            resp = httpx.post(f"{node.url}/api/v1/pow/init/generate", json={**init, "public_key": pubkey})
+            assert resp.status_code == 200, resp.text
+
+            def submitted() -> dict[str, Any] | None:
+                s = httpx.get(f"{node.url}/api/v1/pow/status").json()
+                return s if s.get("batches_submitted", 0) >= 2 else None
+
+            status = wait_for(submitted, 60, "local batches accepted by the hub")
+            assert status["delegation_mode"] is False and status["status"] == "GENERATING"
+            assert status["nonces_per_s"] > 0 and status["nonces_computed"] > status["nonces_submitted"] > 0
+            # The hub closes the round while the node still generates: the node stops by itself.
+            closed = httpx.post(
+                f"{hub.url}/v1/admin/poc/rounds/{rnd['block_height']}/close", headers=admin, timeout=60
+            )
+            assert closed.status_code == 200, closed.text
+            ended = wait_for(
+                lambda: (
+                    (s := httpx.get(f"{node.url}/api/v1/pow/status").json())["status"] == "ROUND_CLOSED" and s
+                ),
+                30,
+                "the node noticing the closed round",
+            )
+            assert ended["ended_because"] == "round_closed"
+            miner = httpx.get(f"{hub.url}/v1/miners/local-node", headers=admin).json()
+            assert miner["poc_weight"] > 0
+        finally:
+            assert node.stop() == 0
+
+
+def test_delegate_serve_stops_cleanly_on_sigint_and_sigterm(tmp_path: Path) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        big = DelegateProcess(tmp_path, TOKEN)
+        big.start()
+        assert big.stop(sig) == 0

@@ -149,3 +149,18 @@ def test_a_signed_batch_verifies_only_for_the_signing_key() -> None:
     tampered = {**body, "dist": [d - 0.1 for d in body["dist"]]}
     with pytest.raises(SignatureRejected):
         crypto.verify_signed_body(tampered, kind=crypto.KIND_POC_BATCH, now=1_700_000_000)
+
+
+def test_pending_batches_are_joined_per_round_and_key_and_capped() -> None:
+    from gpupool.pow.service import coalesce
+
+    gen = ScriptedGenerator(tiny_round(NODE.pubkey))
+    steps = gen.produce(4)
+    other = Batch(crypto.KeyPair.generate().pubkey, BLOCK_HASH, 7, (1,), (1.0,))
+    empty = Batch(NODE.pubkey, BLOCK_HASH, 7, (), ())
+    joined = coalesce([steps[0], steps[1], empty, other, steps[2], steps[3]], max_nonces=10)
+    assert [b.public_key for b in joined if b.public_key == other.public_key] == [other.public_key]
+    mine = [b for b in joined if b.public_key == NODE.pubkey]
+    assert all(0 < len(b) <= 10 for b in mine)
+    assert [n for b in mine for n in b.nonces] == [n for s in steps for n in s.nonces]  # order kept
+    assert joined.index(other) == next(i for i, b in enumerate(joined) if b.public_key != NODE.pubkey)
