@@ -160,10 +160,15 @@ class PowService:
             if self.state != "IDLE":
                 self.state = "STOPPED"
 
-    async def _halt(self) -> None:
+    async def _halt(self, grace_s: float = 15.0) -> None:
+        """End the loop; a loop stuck on an unreachable big node or hub is cancelled after ``grace_s``."""
         self._stop.set()
         if self._task is not None:
-            await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=grace_s)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
         if self._http is not None:
             await self._http.aclose()
@@ -194,6 +199,7 @@ class PowService:
                     backoff.reset()
                     wait = self.poll_s
                 except TokenInvalid as exc:
+                    self.state = "ERROR"
                     tally.last_error = f"big node refused the token: {exc.message}"
                     log.error("delegation: %s", tally.last_error)
                     wait = backoff.next()
