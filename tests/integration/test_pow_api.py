@@ -164,3 +164,13 @@ def test_pending_batches_are_joined_per_round_and_key_and_capped() -> None:
     assert all(0 < len(b) <= 10 for b in mine)
     assert [n for b in mine for n in b.nonces] == [n for s in steps for n in s.nonces]  # order kept
     assert joined.index(other) == next(i for i, b in enumerate(joined) if b.public_key != NODE.pubkey)
+
+
+def test_poc_status_says_clearly_when_the_node_cannot_be_reached() -> None:
+    from typer.testing import CliRunner
+
+    from gpupool.cli.app import app
+    from tests.conftest import free_port
+
+    result = CliRunner().invoke(app, ["poc", "status", "--node", f"http://127.0.0.1:{free_port()}"])
+    assert result.exit_code == 1 and "cannot read" in result.output
