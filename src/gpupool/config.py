@@ -24,7 +24,10 @@ def _env(*names: str) -> AliasChoices:
 class HubSettings(BaseSettings):
     """Settings of the hub process (HTTP, WebSocket, gRPC, scheduler, ledger)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # An empty variable (``GPUPOOL_HUB_JWT_SECRET=`` in a half-filled .env) means unset, not "".
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     host: str = Field("127.0.0.1", validation_alias=_env("GPUPOOL_HUB_HOST"))
     port: int = Field(8203, ge=0, le=65535, validation_alias=_env("GPUPOOL_HUB_PORT"))
@@ -93,8 +96,10 @@ class HubSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _enforce_non_default_secrets(self) -> HubSettings:
-        if not self.dev_mode and self.jwt_secret is None:
-            raise ValueError("GPUPOOL_HUB_JWT_SECRET must be set when GPUPOOL_HUB_DEV_MODE is false")
+        if not self.dev_mode and (self.jwt_secret is None or len(self.jwt_secret.get_secret_value()) < 16):
+            raise ValueError(
+                "GPUPOOL_HUB_JWT_SECRET must be set (16+ characters) when GPUPOOL_HUB_DEV_MODE is false"
+            )
         return self
 
 

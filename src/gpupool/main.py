@@ -18,6 +18,7 @@ from gpupool.hub.background import Periodic
 from gpupool.hub.channels import NodeChannels
 from gpupool.hub.container import Hub
 from gpupool.hub.files import TaskFiles
+from gpupool.hub.gpu_metrics import GpuTelemetryCollector
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry
 from gpupool.hub.matchmaking import MatchService
@@ -71,6 +72,7 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
     )
     ledger = LedgerService(db, clock, settings.max_amount_micro)
     live = LiveRegistry(db, metrics, matching.Weights.parse(settings.default_weights))
+    metrics.registry.register(GpuTelemetryCollector(live))
     sessions = SessionService(db, clock, live, settings.session_ttl_sec)
     signed = SignedRequests(clock, settings.max_clock_skew_sec)
     rewards_service = RewardService(

@@ -313,3 +313,22 @@ def test_torch_path_in_float32_agrees_with_numpy() -> None:
     np.testing.assert_allclose(
         torch_model.distances("pk", range(20)), model.distances("pk", range(20)), atol=1e-6
     )
+
+
+def test_the_pool_drawn_in_chunks_equals_one_draw() -> None:
+    """v2's pool is drawn in chunks to spare 7 GB; the numbers must not change."""
+    from gpupool.core.poc import WEIGHT_STD, seeded_rng, weight_pool
+
+    one = seeded_rng(HASH_A, 4).normal(0.0, WEIGHT_STD, size=100_003).astype(np.float32)
+    assert np.array_equal(weight_pool(HASH_A, 100_003, chunk=7_001), one)
+
+
+@pytest.mark.parametrize("params", [PARAMS_TEST, PARAMS_V1, PARAMS_V2])
+def test_flops_per_nonce_counts_every_matrix_product_of_the_forward_pass(params: ModelParams) -> None:
+    from gpupool.core.poc import flops_per_nonce
+
+    s, d, v = params.seq_len, params.dim, params.vocab_size
+    matrices = sum(math.prod(shape) for name, shape in param_shapes(params) if len(shape) == 2)
+    per_position = matrices - 2 * v * d  # embeddings are unused, the output runs on one position
+    expected = 2 * s * per_position + params.n_layers * 4 * s * s * d + 2 * d * v
+    assert flops_per_nonce(params) == expected

@@ -45,6 +45,7 @@ WEIGHT_HASHES = 4
 INPUT_HASHES = 4
 PERMUTATION_HASHES = 1
 TARGET_HASHES = 1
+POOL_CHUNK = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,14 @@ PARAMS_TEST = ModelParams(128, 16, 16, 16, 128, 16.0, 1024, 1e-5, 500000.0, Fals
 PARAMS_TINY = ModelParams(32, 2, 4, 2, 64, 1.0, 16, 1e-5, 10000.0, False, 4)
 
 
+def flops_per_nonce(params: ModelParams) -> int:
+    """Matrix-product FLOPs of one nonce's forward pass as the reference computes it (element-wise work
+    not counted): q/k/v/o projections, attention scores and values, SwiGLU, the last position's output."""
+    s, d, kv = params.seq_len, params.dim, params.n_kv_heads * params.head_dim
+    per_layer = 2 * s * d * (2 * d + 2 * kv) + 4 * s * s * d + 6 * s * d * params.ffn_hidden_dim
+    return params.n_layers * per_layer + 2 * d * params.vocab_size
+
+
 def param_shapes(params: ModelParams) -> list[tuple[str, tuple[int, ...]]]:
     """Parameter names and shapes in the reference module's ``named_parameters()`` order."""
     d, hd, hidden = params.dim, params.head_dim, params.ffn_hidden_dim
@@ -134,18 +143,36 @@ def seeded_rng(seed: str, num_hashes: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(np.frombuffer(digests, dtype="<u4")))
 
 
-def weight_pool(block_hash: str, size: int) -> F32:
-    return seeded_rng(block_hash, WEIGHT_HASHES).normal(0.0, WEIGHT_STD, size=size).astype(np.float32)
+def weight_pool(block_hash: str, size: int, *, chunk: int = POOL_CHUNK) -> F32:
+    """The round's weight pool, drawn ``chunk`` values at a time into float32.
+
+    The generator's stream does not depend on how it is cut, so this equals one ``normal(size)`` draw
+    cast to float32, without the float64 copy (7 GB for ``v2``'s 890 M values).
+    """
+    rng = seeded_rng(block_hash, WEIGHT_HASHES)
+    out = np.empty(size, dtype=np.float32)
+    for start in range(0, size, chunk):
+        stop = min(size, start + chunk)
+        out[start:stop] = rng.normal(0.0, WEIGHT_STD, size=stop - start)
+    return out
+
+
+def pool_offset(pool_len: int, block_hash: str, name: str, size: int) -> tuple[bool, int]:
+    """Where a parameter sits in the pool: ``(True, start)`` for a slice, ``(False, rotation)`` when the
+    parameter is larger than the pool and tiles it, rotated left by ``rotation``."""
+    name_hash = int(hashlib.sha256(f"{block_hash}_{name}".encode()).hexdigest()[:8], 16)
+    if size <= pool_len:
+        return True, name_hash % (pool_len - size + 1)
+    return False, name_hash % size
 
 
 def tensor_from_pool(pool: F32, block_hash: str, name: str, shape: tuple[int, ...]) -> F32:
-    """One parameter's values: a pool slice, or the tiled pool rotated left, reshaped row-major."""
+    """One parameter's values: a pool slice (a view), or the tiled pool rotated left, reshaped row-major."""
     size = math.prod(shape)
-    name_hash = int(hashlib.sha256(f"{block_hash}_{name}".encode()).hexdigest()[:8], 16)
-    if size <= pool.size:
-        start = name_hash % (pool.size - size + 1)
-        return pool[start : start + size].reshape(shape)
-    return np.roll(np.resize(pool, size), -(name_hash % size)).reshape(shape)
+    is_slice, at = pool_offset(pool.size, block_hash, name, size)
+    if is_slice:
+        return pool[at : at + size].reshape(shape)
+    return np.roll(np.resize(pool, size), -at).reshape(shape)
 
 
 def target_vector(block_hash: str, vocab: int) -> F64:
@@ -207,6 +234,7 @@ class PocModel:
 
     block_hash: str
     params: ModelParams
+    pool: F32  # the (fp16-rounded) pool; most weights are views into it
     weights: dict[str, F32]
     target: F64
     rope_cos: F32
@@ -259,10 +287,15 @@ class PocModel:
             part = nonces[start : start + chunk]
             logits = self.logits(nonce_inputs(self.block_hash, public_key, part, self.params))
             perms = nonce_permutations(self.block_hash, public_key, part, self.params.vocab_size)
-            permuted = np.take_along_axis(logits, perms, axis=1)
-            unit = permuted / np.linalg.norm(permuted, axis=1, keepdims=True)
-            out[start : start + len(part)] = np.linalg.norm(unit - self.target, axis=1)
+            out[start : start + len(part)] = logits_to_distances(logits, perms, self.target)
         return out
+
+
+def logits_to_distances(logits: F32, perms: npt.NDArray[np.int64], target: F64) -> F64:
+    """The reference's tail of a batch: permute each row, L2-normalise, distance to the unit target."""
+    permuted = np.take_along_axis(np.asarray(logits, dtype=np.float32), perms, axis=1)
+    unit = permuted / np.linalg.norm(permuted, axis=1, keepdims=True)
+    return np.asarray(np.linalg.norm(unit - target, axis=1), dtype=np.float64)
 
 
 @functools.lru_cache(maxsize=2)
@@ -277,7 +310,8 @@ def _build_cached(block_hash: str, params: ModelParams, fp16_weights: bool) -> P
         if name != "tok_embeddings.weight"
     }
     cos, sin = rope_tables(params)
-    return PocModel(block_hash, params, weights, target_vector(block_hash, params.vocab_size), cos, sin)
+    target = target_vector(block_hash, params.vocab_size)
+    return PocModel(block_hash, params, pool, weights, target, cos, sin)
 
 
 def compute_distances(block_hash: str, public_key: str, nonces: Sequence[int], params: ModelParams) -> F64:

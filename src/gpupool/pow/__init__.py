@@ -1,1 +1,1 @@
-"""PoC generation on a node: the engine, the node's PoW API, and the small node's delegation client."""
+"""Proof-of-compute generation on a node: the engine, its HTTP API and the delegation client."""
