@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -352,3 +352,21 @@ async def test_opening_rounds_is_for_admins_with_sound_parameters(
     assert (await hub_client.http.get("/v1/poc/rounds/1")).json()["status"] == "closed"
     await hub_client.hub.poc.close_due()
     assert (await hub_client.http.get("/v1/poc/rounds/1")).json()["status"] == "validated"
+
+
+async def test_two_replicas_closing_at_once_record_the_round_once(
+    hub_client_factory: Callable[..., Awaitable[HubClient]], clock: FakeClock
+) -> None:
+    one, two = await hub_client_factory(), await hub_client_factory()
+    if one.hub.db.is_sqlite:
+        pytest.skip("SQLite is one hub's embedded store; replicas share PostgreSQL")
+    key = crypto.KeyPair.generate()
+    miner_id = await register(one, clock, key)
+    rnd = await open_round(one)
+    nonces, dist = qualifying(rnd, key.pubkey, range(40))
+    assert (
+        await two.http.post("/v1/poc/batches", json=signed_batch(key, clock, rnd, nonces, dist))
+    ).is_success
+    first, second = await asyncio.gather(close(one, rnd["block_height"]), close(two, rnd["block_height"]))
+    assert first["results"] == second["results"] and first["results"][0]["weight"] == len(nonces)
+    assert (await stats(one, miner_id))["contribution_count"] == 1

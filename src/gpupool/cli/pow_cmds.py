@@ -1,4 +1,7 @@
-"""``gpupool poc status``: a node's PoC generation as its ``GET /api/v1/pow/status`` reports it."""
+"""``gpupool poc status``: a node's PoC generation as its ``GET /api/v1/pow/status`` reports it.
+
+Registered on ``poc_cmds.poc_app`` in ``cli/app.py``; it talks to a node, not to the hub.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-poc_app = typer.Typer(no_args_is_help=True, help="Proof of compute: a node's generation status.")
 
-
-@poc_app.command("status")
 def status(
     node: Annotated[str, typer.Option("--node", help="The node's API URL")] = "http://127.0.0.1:8080",
     json_out: Annotated[bool, typer.Option("--json", help="Print the raw JSON")] = False,

@@ -101,13 +101,13 @@ class Hub:
     async def maintain(self) -> None:
         """The periodic pass (SPEC §3.5): prune, close due PoC rounds, refresh pool statistics."""
         await self.prune()
-        await self.poc.close_due()
         self.metrics.miners_online.set(self.live.online_count())
         counts: dict[str, int] = {}
         for view in self.tasks.views.values():
             counts[view.state.value] = counts.get(view.state.value, 0) + 1
         for state in ("queued", "assigned", "running"):
             self.metrics.tasks_live.labels(state).set(counts.get(state, 0))
+        await self.poc.close_due()  # last: validating a big round takes a while
 
     async def prune(self) -> tuple[int, int]:
         """Forget expired sessions and replay-cache entries too old to be accepted anyway."""

@@ -99,7 +99,7 @@ def result_view(result: ResultRecord) -> dict[str, Any]:
 
 def contribution_ref(height: int, public_key: str) -> str:
     """The (source, ref) key that makes a round's contribution to a node count once (64 chars max)."""
-    return f"{height}:{public_key[:48]}"
+    return f"{height}:{public_key[:44]}"
 
 
 def make_recompute(block_hash: str, params: poc.ModelParams, device: str) -> Recompute:
@@ -172,10 +172,12 @@ class PocService:
             raise Forbidden("only an admin can open a PoC round")
         if params_name is not None and params is not None:
             raise InvalidInput("give params_name or params, not both", field="params")
-        name = None if params is not None else (params_name or "v1")
-        model_params = (
-            poc.ModelParams.from_dict(dict(params)) if params is not None else params_named(name or "")
-        )
+        name: str | None = None
+        if params is not None:
+            model_params = poc.ModelParams.from_dict(dict(params))
+        else:
+            name = params_name or "v1"
+            model_params = params_named(name)
         now = self.clock.now()
         duration = duration_sec if duration_sec is not None else self.config.round_sec
 
