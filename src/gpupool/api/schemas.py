@@ -84,3 +84,31 @@ class HealthOut(BaseModel):
     avg_latency_ms: float | None
     hub_pubkey: str
     features: dict[str, Any]
+
+
+class PoolGpuOut(BaseModel):
+    index: int
+    name: str
+    vram_gb: float
+    util_pct: float | None = None
+    mem_used_mb: float | None = None
+    mem_total_mb: float | None = None
+    temp_c: float | None = None
+    power_w: float | None = None
+
+
+class PoolNodeOut(BaseModel):
+    miner_id: str
+    region: str | None
+    gpus: list[PoolGpuOut]
+    cpu_cores: int
+    price_token_per_ksec: int
+    queue_len: int
+    max_parallel: int
+    trust: float
+
+
+class PoolOut(BaseModel):
+    nodes_online: int
+    gpus_online: int
+    nodes: list[PoolNodeOut]
