@@ -160,3 +160,48 @@ def running_hub(workdir: Path, **env: str) -> Iterator[HubProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+class DelegateProcess(ChildProcess):
+    """``gpupool delegate serve`` (the big node) in its own working directory, on the CPU."""
+
+    def __init__(self, workdir: Path, token: str, **env: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("DELEGATION_")},
+            "DELEGATION_AUTH_TOKEN": token,
+            "DELEGATION_HOST": "127.0.0.1",
+            "DELEGATION_PORT": str(self.port),
+            "DELEGATION_DEVICE": "cpu",
+            **env,
+        }
+        self.log_path = workdir / "delegate.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gpupool", "delegate", "serve"],
+            env=self.env,
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"delegate exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
+                )
+            try:
+                if httpx.get(f"{self.url}/api/v1/delegation/status", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"delegate did not answer: {self.log_path.read_text()[-2000:]}")

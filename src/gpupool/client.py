@@ -250,6 +250,46 @@ class Client:
         params: dict[str, int | str] = {"address": address}
         return dict(self._call("GET", "/v1/rewards/balance", params=params, idempotent=True))
 
+    # -- proof of compute (JSON as the hub returns it: SPEC §3.6) ------------------------------------
+
+    def poc_round(self) -> dict[str, Any]:
+        """The open PoC round (public); ``ClientError`` 404 ``no_open_round`` between rounds."""
+        return dict(self._call("GET", "/v1/poc/round", auth=False, idempotent=True))
+
+    def poc_results(self, block_height: int) -> dict[str, Any]:
+        """A round and, once validated, each node's verdict and weight (public)."""
+        return dict(self._call("GET", f"/v1/poc/rounds/{int(block_height)}", auth=False, idempotent=True))
+
+    def open_poc_round(
+        self,
+        params_name: str | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        r_target: float | None = None,
+        duration_sec: int | None = None,
+        batch_size: int | None = None,
+    ) -> dict[str, Any]:
+        """Open the next round (admin): a named parameter set or a full ``params`` dict."""
+        fields = {
+            "params_name": params_name,
+            "params": dict(params) if params is not None else None,
+            "r_target": r_target,
+            "duration_sec": duration_sec,
+            "batch_size": batch_size,
+        }
+        body = {k: v for k, v in fields.items() if v is not None}
+        return dict(self._call("POST", "/v1/admin/poc/rounds", json=body))
+
+    def close_poc_round(self, block_height: int) -> dict[str, Any]:
+        """Close and validate a round now (admin); closing again returns the same verdicts."""
+        path = f"/v1/admin/poc/rounds/{int(block_height)}/close"
+        return dict(self._call("POST", path, idempotent=True))
+
+    def submit_poc_batch(self, signed_body: Mapping[str, Any]) -> dict[str, Any]:
+        """Send a batch already signed by the node (``crypto.sign_body`` kind 21004); never retried,
+        since the hub refuses a signed event it has seen (a retry after a lost answer reads as a replay)."""
+        return dict(self._call("POST", "/v1/poc/batches", json=signed_body, auth=False))
+
     # -- tasks (JSON as the hub returns it: SPEC §3.4) ---------------------------------------------
 
     def submit_task(

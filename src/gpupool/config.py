@@ -87,6 +87,7 @@ class HubSettings(BaseSettings):
         validation_alias=_env("GPUPOOL_HUB_REWARD_AUTO_DISTRIBUTE"),
         description="close each finished epoch on a schedule; off: only POST /v1/rewards/distribute does",
     )
+    poc_round_sec: int = Field(600, gt=0, validation_alias=_env("GPUPOOL_HUB_POC_ROUND_SEC", "POC_ROUND_SEC"))
     rate_limit: str = Field("50/second", validation_alias=_env("GPUPOOL_HUB_RATE_LIMIT", "RATE_LIMIT"))
 
     log_level: str = Field("info", validation_alias=_env("GPUPOOL_HUB_LOG_LEVEL", "LOG_LEVEL"))
@@ -140,6 +141,11 @@ class NodeSettings(BaseSettings):
     api_key: SecretStr | None = Field(None, validation_alias=_env("GPUPOOL_NODE_API_KEY", "OWNER_API_KEY"))
     backoff_max_sec: float = Field(30.0, gt=0, validation_alias=_env("GPUPOOL_NODE_BACKOFF_MAX_SEC"))
     log_level: str = Field("info", validation_alias=_env("GPUPOOL_NODE_LOG_LEVEL", "LOG_LEVEL"))
+    # PoC generation goes to a big node when both are set (SPEC §5); empty values mean local generation.
+    delegation_url: str | None = Field(None, validation_alias=_env("DELEGATION_URL"))
+    delegation_auth_token: SecretStr | None = Field(None, validation_alias=_env("DELEGATION_AUTH_TOKEN"))
+    delegation_poll_sec: float = Field(5.0, gt=0, validation_alias=_env("DELEGATION_POLL_SEC"))
+    poc_device: str = Field("auto", validation_alias=_env("GPUPOOL_NODE_POC_DEVICE"))
 
     @field_validator("tags", "capabilities", mode="before")
     @classmethod
@@ -149,6 +155,43 @@ class NodeSettings(BaseSettings):
         return value
 
     @property
+    def delegation_mode(self) -> bool:
+        token = self.delegation_auth_token.get_secret_value() if self.delegation_auth_token else ""
+        return bool((self.delegation_url or "").strip() and token.strip())
+
+    @property
     def listen_host_port(self) -> tuple[str, int]:
         host, _, port = self.listen_addr.rpartition(":")
         return host or "0.0.0.0", int(port)
+
+
+class DelegationSettings(BaseSettings):
+    """The big node's delegation service (``gpupool delegate serve``, SPEC §5); the seed's env names."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    auth_token: SecretStr | None = Field(None, validation_alias=_env("DELEGATION_AUTH_TOKEN"))
+    max_sessions: int = Field(10, ge=1, validation_alias=_env("DELEGATION_MAX_SESSIONS"))
+    # Sessions generating at once; more wait in ``initializing`` (0: as many as max_sessions).
+    max_active: int = Field(0, ge=0, validation_alias=_env("DELEGATION_MAX_ACTIVE"))
+    port: int = Field(9090, ge=0, le=65535, validation_alias=_env("DELEGATION_PORT"))
+    host: str = Field("0.0.0.0", validation_alias=_env("DELEGATION_HOST"))
+    session_ttl_sec: float = Field(330.0, gt=0, validation_alias=_env("DELEGATION_SESSION_TTL_SEC"))
+    # How long an ended session stays visible so that its last poll still gets its batches.
+    retain_sec: float = Field(120.0, ge=0, validation_alias=_env("DELEGATION_RETAIN_SEC"))
+    sweep_interval_sec: float = Field(2.0, gt=0, validation_alias=_env("DELEGATION_SWEEP_SEC"))
+    device: str = Field("auto", validation_alias=_env("DELEGATION_DEVICE"))
+    log_level: str = Field("info", validation_alias=_env("DELEGATION_LOG_LEVEL", "LOG_LEVEL"))
+
+    def token(self) -> str:
+        """The shared token, or ValueError with the message the CLI prints (it is required)."""
+        value = self.auth_token.get_secret_value().strip() if self.auth_token else ""
+        if not value:
+            raise ValueError(
+                "DELEGATION_AUTH_TOKEN environment variable is required for the delegation service"
+            )
+        return value
+
+    @property
+    def active_limit(self) -> int:
+        return min(self.max_active or self.max_sessions, self.max_sessions)

@@ -24,6 +24,7 @@ from gpupool.hub.live import LiveRegistry
 from gpupool.hub.matchmaking import MatchService
 from gpupool.hub.metrics import HubMetrics
 from gpupool.hub.passwords import Passwords
+from gpupool.hub.poc import PocConfig, PocService
 from gpupool.hub.registry import RegistryConfig, RegistryService
 from gpupool.hub.rewards import RewardConfig, RewardService
 from gpupool.hub.sessions import SessionService
@@ -114,6 +115,15 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
             TaskFiles(settings.storage_path, settings.max_bundle_bytes),
         ),
         rewards=rewards_service,
+        poc=PocService(
+            db,
+            clock,
+            signed,
+            live,
+            metrics,
+            rewards_service.epoch_of,
+            PocConfig(settings.poc_round_sec, rewards_service.hub_key.pubkey),
+        ),
         periodic=Periodic(metrics.registry),
         version=__version__,
     )

@@ -16,11 +16,11 @@ import yaml  # type: ignore[import-untyped]  # PyYAML comes with uvicorn[standar
 from pydantic_settings import BaseSettings
 
 from gpupool.cli import credentials
-from gpupool.config import HubSettings, NodeSettings
+from gpupool.config import DelegationSettings, HubSettings, NodeSettings
 from gpupool.node.agent import EXIT_CONFIG
 
 ROOT = Path(__file__).parent.parent.parent
-SETTINGS: tuple[type[BaseSettings], ...] = (HubSettings, NodeSettings)
+SETTINGS: tuple[type[BaseSettings], ...] = (HubSettings, NodeSettings, DelegationSettings)
 # Read outside the settings classes; each entry names the file that reads it and the text that does.
 READ_BY_CLI = {
     "GPUPOOL_HUB_URL": ("src/gpupool/cli/user_cmds.py", 'envvar="GPUPOOL_HUB_URL"'),

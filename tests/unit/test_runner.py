@@ -117,11 +117,13 @@ async def test_artifacts_with_digests_and_no_symlinks(tmp_path: Path) -> None:
 
 
 async def test_usage_counts_cpu_and_memory(tmp_path: Path) -> None:
-    code = "import time\nx = bytearray(120 * 2**20)\nt = time.time()\nwhile time.time() - t < 2.5: pass"
+    # Spin until the task itself has burnt 1.5 s of CPU: on a loaded machine a wall-clock loop may get
+    # less than that, and the assertion is about what the runner counts, not about the scheduler.
+    code = "import time\nx = bytearray(120 * 2**20)\nwhile time.process_time() < 1.5: pass"
     _, outcome = await run(spec(code), tmp_path)
     usage = outcome.usage.to_report()  # type: ignore[attr-defined]
     assert usage["cpu_seconds"] >= 1.0 and usage["ram_peak_mb"] >= 100
-    assert usage["gpu_seconds"] == 0 and usage["duration_sec"] >= 2.5
+    assert usage["gpu_seconds"] == 0 and usage["duration_sec"] >= 1.5
 
 
 async def test_missing_program_fails_with_a_message(tmp_path: Path) -> None:

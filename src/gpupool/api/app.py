@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from gpupool.api import errors
 from gpupool.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from gpupool.api.routes import auth, ledger, matching, miners, registry, rewards, system, tasks
+from gpupool.api.routes import auth, ledger, matching, miners, poc, registry, rewards, system, tasks
 from gpupool.hub.container import Hub
 
 
@@ -38,6 +38,7 @@ def create_app(hub: Hub) -> FastAPI:
     app.include_router(matching.router)
     app.include_router(tasks.router)
     app.include_router(rewards.router)
+    app.include_router(poc.router)
     app.include_router(system.router)
     app.add_middleware(MetricsMiddleware, metrics=hub.metrics)
     app.add_middleware(

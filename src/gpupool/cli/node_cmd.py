@@ -46,6 +46,18 @@ def node(
     api_key: Annotated[str | None, typer.Option(help="Owner API key [env GPUPOOL_NODE_API_KEY]")] = None,
     backoff_max_sec: Annotated[float | None, typer.Option(help="[env GPUPOOL_NODE_BACKOFF_MAX_SEC]")] = None,
     log_level: Annotated[str | None, typer.Option(help="[env GPUPOOL_NODE_LOG_LEVEL]")] = None,
+    delegation_url: Annotated[
+        str | None, typer.Option(help="Big node for PoC generation [env DELEGATION_URL]")
+    ] = None,
+    delegation_auth_token: Annotated[
+        str | None, typer.Option(help="Its shared token [env DELEGATION_AUTH_TOKEN]")
+    ] = None,
+    delegation_poll_sec: Annotated[
+        float | None, typer.Option(help="Poll period [env DELEGATION_POLL_SEC, default 5]")
+    ] = None,
+    poc_device: Annotated[
+        str | None, typer.Option(help="Local PoC: auto|cpu|cuda [env GPUPOOL_NODE_POC_DEVICE]")
+    ] = None,
     print_inventory: Annotated[bool, typer.Option(help="Print the GPU table and exit")] = False,
 ) -> None:
     """Run the node agent: register with the hub, heartbeat, serve /health. Flags override the env."""
@@ -87,6 +99,10 @@ _SETTING_FLAGS = {
     "api_key",
     "backoff_max_sec",
     "log_level",
+    "delegation_url",
+    "delegation_auth_token",
+    "delegation_poll_sec",
+    "poc_device",
 }
 
 

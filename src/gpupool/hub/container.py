@@ -17,6 +17,7 @@ from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry
 from gpupool.hub.matchmaking import MatchService
 from gpupool.hub.metrics import HubMetrics
+from gpupool.hub.poc import PocService
 from gpupool.hub.registry import RegistryService
 from gpupool.hub.rewards import RewardService
 from gpupool.hub.sessions import SessionService
@@ -42,6 +43,7 @@ class Hub:
     channels: NodeChannels
     tasks: TaskService
     rewards: RewardService
+    poc: PocService
     periodic: Periodic
     version: str
 
@@ -98,7 +100,7 @@ class Hub:
         return once
 
     async def maintain(self) -> None:
-        """The periodic pass (SPEC §3.5): prune sessions and replay caches, refresh pool statistics."""
+        """The periodic pass (SPEC §3.5): prune, close due PoC rounds, refresh pool statistics."""
         await self.prune()
         self.metrics.miners_online.set(self.live.online_count())
         counts: dict[str, int] = {}
@@ -106,6 +108,7 @@ class Hub:
             counts[view.state.value] = counts.get(view.state.value, 0) + 1
         for state in ("queued", "assigned", "running"):
             self.metrics.tasks_live.labels(state).set(counts.get(state, 0))
+        await self.poc.close_due()  # last: validating a big round takes a while
 
     async def prune(self) -> tuple[int, int]:
         """Forget expired sessions and replay-cache entries too old to be accepted anyway."""

@@ -179,6 +179,12 @@ class LiveRegistry:
         )
         self.table.set_price(miner_id, price_micro_per_ksec)
 
+    def set_poc_weight(self, miner_id: str, weight: int) -> None:
+        """The node's weight from its last validated PoC round (already written to the database)."""
+        node = self.nodes.get(miner_id)
+        if node is not None:
+            node.record = replace(node.record, poc_weight=weight)
+
     def online_count(self) -> int:
         return sum(1 for n in self.nodes.values() if n.online)
 

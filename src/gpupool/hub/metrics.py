@@ -44,3 +44,16 @@ class HubMetrics:
             "poolhub_tasks", "Live tasks by state (refreshed by maintenance)", ["state"], registry=r
         )
         self.matches = Counter("poolhub_matches_total", "Match requests by outcome", ["outcome"], registry=r)
+        self.poc_batches = Counter(
+            "poolhub_poc_batches_total",
+            "PoC batches received, by outcome or refusal code",
+            ["outcome"],
+            registry=r,
+        )
+        self.poc_nonces = Counter("poolhub_poc_nonces_total", "Nonces in accepted PoC batches", registry=r)
+        self.poc_rounds_validated = Counter(
+            "poolhub_poc_rounds_validated_total", "PoC rounds closed and validated", registry=r
+        )
+        self.poc_fraud = Counter(
+            "poolhub_poc_fraud_total", "Node results of validated rounds found fraudulent", registry=r
+        )

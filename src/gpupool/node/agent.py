@@ -238,6 +238,8 @@ async def serve(settings: NodeSettings) -> int:
 
     from gpupool.node.health import create_health_app
     from gpupool.node.worker import TaskWorker
+    from gpupool.pow.api import pow_routes
+    from gpupool.pow.service import PowService
     from gpupool.serving import CleanExitServer, redact_server_logs
 
     redact_server_logs()
@@ -261,7 +263,21 @@ async def serve(settings: NodeSettings) -> int:
             return EXIT_REGISTRATION
         log.info("Worker registration completed successfully")
         host, port = settings.listen_host_port
-        app = create_health_app(key.pubkey, local_ip(registry_url), agent.read_inventory)
+        token = settings.delegation_auth_token
+        pow_service = PowService(
+            key,
+            registry_url,
+            delegation_url=settings.delegation_url if settings.delegation_mode else None,
+            delegation_token=token.get_secret_value() if token and settings.delegation_mode else None,
+            poll_s=settings.delegation_poll_sec,
+            backoff_max_s=settings.backoff_max_sec,
+            device=settings.poc_device,
+        )
+        if pow_service.delegation_mode:
+            log.info("DELEGATION mode: PoC generation goes to %s", pow_service.delegation_url)
+        app = create_health_app(
+            key.pubkey, local_ip(registry_url), agent.read_inventory, pow_routes(pow_service)
+        )
         server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         worker = TaskWorker(agent, http, settings.data_dir / "tasks")
         agent.on_command = worker.on_command
@@ -271,6 +287,7 @@ async def serve(settings: NodeSettings) -> int:
         try:
             await server.serve()  # returns on SIGTERM/SIGINT, after draining
         finally:
+            await pow_service.stop()
             await worker.stop_all()  # stopped tasks still report what ran
             stop.set()
             await beats

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from gpupool import __version__
 from gpupool.errors import GpupoolError
@@ -20,8 +20,15 @@ TOPIC = "dstack-gpu-monitor"
 CACHE_S = 2.0
 
 
-def create_health_app(pubkey: str, ip_address: str, read_inventory: Callable[[], Inventory]) -> Starlette:
+def create_health_app(
+    pubkey: str,
+    ip_address: str,
+    read_inventory: Callable[[], Inventory],
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
     """``read_inventory`` is called in a thread at most every ``CACHE_S`` seconds (NVML is not free).
+
+    ``extra_routes`` mounts the PoW API (``pow/api.py``) on the same port.
 
     Plain Starlette, not FastAPI: two fixed routes do not need OpenAPI, and the agent stays small.
     """
@@ -56,4 +63,4 @@ def create_health_app(pubkey: str, ip_address: str, read_inventory: Callable[[],
     async def root(_request: Request) -> PlainTextResponse:
         return PlainTextResponse("DStack Backend Health Monitor")
 
-    return Starlette(routes=[Route("/health", health), Route("/", root)])
+    return Starlette(routes=[Route("/health", health), Route("/", root), *extra_routes])

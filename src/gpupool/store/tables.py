@@ -241,3 +241,62 @@ reward_carry = Table(
     Column("owner", String(42), primary_key=True),
     Column("carried_micro", BigInteger, nullable=False),
 )
+
+poc_rounds = Table(
+    "poc_rounds",
+    metadata,
+    Column("block_height", BigInteger, primary_key=True, autoincrement=False),
+    Column("block_hash", String(64), nullable=False, unique=True),
+    Column("params", Text, nullable=False),  # ModelParams as JSON
+    Column("params_name", String(16), nullable=True),
+    Column("r_target", Float, nullable=False),
+    Column("fraud_threshold", Float, nullable=False),
+    Column("batch_size", Integer, nullable=False),
+    Column("status", String(12), nullable=False, index=True),  # open | closed | validated
+    Column("opened_at", Float, nullable=False),
+    Column("closes_at", Float, nullable=False),
+    Column("closed_at", Float, nullable=True),
+    Column("opened_by", String(64), nullable=False),
+)
+
+poc_batches = Table(
+    "poc_batches",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("block_height", BigInteger, ForeignKey("poc_rounds.block_height"), nullable=False),
+    Column("public_key", String(64), nullable=False),
+    Column("miner_id", String(64), nullable=False),
+    Column("node_id", Integer, nullable=False),
+    Column("n_nonces", Integer, nullable=False),
+    Column("n_new", Integer, nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("received_at", Float, nullable=False),
+    Index("ix_poc_batches_round_key", "block_height", "public_key"),
+)
+
+# One row per (round, key, nonce): the first claim of a nonce is the one kept and validated.
+poc_nonces = Table(
+    "poc_nonces",
+    metadata,
+    Column("block_height", BigInteger, primary_key=True, autoincrement=False),
+    Column("public_key", String(64), primary_key=True),
+    Column("nonce", BigInteger, primary_key=True, autoincrement=False),
+    Column("dist", Float, nullable=False),
+    Column("batch_id", BigInteger, nullable=False),
+)
+
+poc_results = Table(
+    "poc_results",
+    metadata,
+    Column("block_height", BigInteger, primary_key=True, autoincrement=False),
+    Column("miner_id", String(64), primary_key=True),
+    Column("public_key", String(64), nullable=False),
+    Column("n_batches", Integer, nullable=False),
+    Column("n_nonces", BigInteger, nullable=False),
+    Column("n_sampled", Integer, nullable=False),
+    Column("n_invalid", Integer, nullable=False),
+    Column("p_value", Float, nullable=False),
+    Column("fraud", Boolean, nullable=False),
+    Column("weight", BigInteger, nullable=False),
+    Column("validated_at", Float, nullable=False),
+)
