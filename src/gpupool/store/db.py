@@ -119,9 +119,9 @@ def _alembic_config(connection: Connection) -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
-    # "heads": migrations written side by side on separate branches (each revising the same parent)
-    # are all applied, instead of failing on more than one head.
-    command.upgrade(_alembic_config(connection), "heads")
+    # One linear history (a test keeps it so): two migrations revising the same parent must be
+    # ordered by whoever merges them, not applied in whatever order Alembic picks.
+    command.upgrade(_alembic_config(connection), "head")
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -5,8 +5,8 @@ receipt) beside the ledger entries of the epoch's posting that already say who g
 row points at that posting and keeps the one hub signature over the Merkle root of its payouts; the
 per-payout rows go (receipts are rebuilt from the entries and checked against the signed root).
 
-Revision ID: 0005_reward_roots
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_reward_roots"  # a name, not a number: other branches add their own 0005
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
