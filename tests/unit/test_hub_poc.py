@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gpupool.core import poc_torch
-from gpupool.core.poc import PARAMS_TINY, compute_distances
+from gpupool.core.poc import PARAMS_TINY, compute_distances, params_named
 from gpupool.errors import InvalidInput
-from gpupool.hub.poc import contribution_ref, make_recompute, params_named
+from gpupool.hub.poc import contribution_ref, make_recompute
 
 BLOCK_HASH = "5e" * 32
 

@@ -21,7 +21,7 @@ from gpupool.errors import InvalidInput
 
 poc_app = typer.Typer(no_args_is_help=True, help="Proof of compute: distances, rounds, results.")
 
-PARAMS = {"v1": poc.PARAMS_V1, "v2": poc.PARAMS_V2, "test": poc.PARAMS_TEST, "tiny": poc.PARAMS_TINY}
+PARAMS = poc.PARAMS_BY_NAME
 MAX_NONCES = 1_000_000
 
 

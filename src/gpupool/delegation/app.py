@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from gpupool import errors
 from gpupool.api.errors import error_body, status_for
 from gpupool.config import DelegationSettings
-from gpupool.core.poc import DEFAULT_R_TARGET, FRAUD_THRESHOLD
+from gpupool.core.poc_batch import DEFAULT_R_TARGET, FRAUD_THRESHOLD
 from gpupool.delegation.sessions import GeneratorFactory, SessionManager
 from gpupool.pow.rounds import BatchGenerator, PowRound, engine_generator
 

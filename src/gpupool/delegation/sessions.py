@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpupool.core.poc import Batch
+from gpupool.core.poc_batch import Batch
 from gpupool.errors import NotFound, RateLimited, TokenInvalid
 from gpupool.pow.rounds import BatchGenerator, PowRound
 

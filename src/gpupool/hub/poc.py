@@ -41,12 +41,6 @@ from gpupool.store.rewards_repo import RewardsRepo
 
 log = logging.getLogger(__name__)
 
-PARAMS_BY_NAME: dict[str, poc.ModelParams] = {
-    "v1": poc.PARAMS_V1,
-    "v2": poc.PARAMS_V2,
-    "test": poc.PARAMS_TEST,
-    "tiny": poc.PARAMS_TINY,
-}
 MAX_BATCH_NONCES = 10_000
 DEFAULT_BATCH_SIZE = 100
 
@@ -68,13 +62,6 @@ class BatchIn:
     node_id: int
     nonces: Sequence[int]
     dist: Sequence[float]
-
-
-def params_named(name: str) -> poc.ModelParams:
-    try:
-        return PARAMS_BY_NAME[name]
-    except KeyError:
-        raise InvalidInput(f"unknown parameter set {name!r}; use one of {sorted(PARAMS_BY_NAME)}") from None
 
 
 def round_view(record: RoundRecord) -> dict[str, Any]:
@@ -177,7 +164,7 @@ class PocService:
             model_params = poc.ModelParams.from_dict(dict(params))
         else:
             name = params_name or "v1"
-            model_params = params_named(name)
+            model_params = poc.params_named(name)
         now = self.clock.now()
         duration = duration_sec if duration_sec is not None else self.config.round_sec
 

@@ -15,8 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gpupool.api.errors import error_body, status_for
-from gpupool.core.poc import Batch, PocModel, validate_batch
+from gpupool.core.poc_batch import Batch
 from gpupool.errors import Conflict, GpupoolError, InvalidInput
 from gpupool.pow.rounds import PowRound
 from gpupool.pow.service import PowService
@@ -26,6 +25,10 @@ VALIDATION_REFUSED = "Validation phase not supported in delegation mode"
 
 
 def _error(exc: GpupoolError) -> JSONResponse:
+    # Imported here: the error table's module pulls in FastAPI, which the node agent otherwise never
+    # loads (it serves this API with plain Starlette to stay small).
+    from gpupool.api.errors import error_body, status_for
+
     body = {"detail": exc.message, **error_body(exc.code, exc.message, exc.details)}
     return JSONResponse(body, status_code=status_for(exc))
 
@@ -108,6 +111,8 @@ async def _validate(service: PowService, known: PowRound | None, data: dict[str,
         known = PowRound.from_json({**data, "public_key": service.key.pubkey})
     r_target = float(data.get("r_target", known.r_target))
     fraud_threshold = float(data.get("fraud_threshold", known.fraud_threshold))
+    from gpupool.core.poc import PocModel, validate_batch  # NumPy only once a validation is asked for
+
     model = await asyncio.to_thread(PocModel.build, batch.block_hash, known.params)
     result = await asyncio.to_thread(
         validate_batch,

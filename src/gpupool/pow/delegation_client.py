@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from gpupool.core.poc import Batch
+from gpupool.core.poc_batch import Batch
 from gpupool.errors import GpupoolError, InvalidInput, TokenInvalid, Unavailable
 from gpupool.pow.rounds import PowRound
 

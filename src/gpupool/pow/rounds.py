@@ -11,22 +11,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gpupool import crypto
-from gpupool.core.poc import (
+from gpupool.core.poc_batch import (
     DEFAULT_R_TARGET,
     FRAUD_THRESHOLD,
-    PARAMS_TEST,
-    PARAMS_TINY,
     PARAMS_V1,
-    PARAMS_V2,
     Batch,
     ModelParams,
+    params_named,
 )
 from gpupool.errors import InvalidInput
 
 if TYPE_CHECKING:
     from gpupool.pow.engine import GenerationStats
 
-PARAMS_BY_NAME = {"v1": PARAMS_V1, "v2": PARAMS_V2, "test": PARAMS_TEST, "tiny": PARAMS_TINY}
 
 
 class BatchGenerator(Protocol):
@@ -45,12 +42,7 @@ def parse_params(value: object) -> ModelParams:
     if value is None:
         return PARAMS_V1
     if isinstance(value, str):
-        try:
-            return PARAMS_BY_NAME[value]
-        except KeyError:
-            raise InvalidInput(
-                f"unknown params set {value!r}; one of {sorted(PARAMS_BY_NAME)}", field="params"
-            ) from None
+        return params_named(value)
     if isinstance(value, dict):
         try:
             return ModelParams.from_dict(value)

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from gpupool import crypto
-from gpupool.core.poc import Batch
+from gpupool.core.poc_batch import Batch
 from gpupool.errors import Conflict, GpupoolError, TokenInvalid
 from gpupool.node.agent import Backoff
 from gpupool.pow.delegation_client import DelegationClient
