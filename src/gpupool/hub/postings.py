@@ -7,6 +7,8 @@ rows atomically call ``post_in`` with their connection instead. The key is claim
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gpupool.core import ledger
@@ -30,9 +32,32 @@ async def post_in(
     with this type, in the same statement that credits them. Returns the posting's id.
     """
     repo = LedgerRepo(conn)
+    new = keyed(posting, key, actor, now)
+    posting_id = await repo.claim(new)
+    if posting_id is None:
+        raise Conflict(f"posting {key} exists already", code="already_settled")
+    if len(posting.entries) > 8 or open_as is not None:
+        await repo.apply_many(posting_id, posting, open_as=open_as, now=now)
+    else:
+        await repo.apply(posting_id, posting)
+    return posting_id
+
+
+async def post_many_in(
+    conn: AsyncConnection, keyed_postings: Sequence[tuple[ledger.Posting, str, str]], now: float
+) -> None:
+    """Many (posting, key, actor) in the caller's transaction (group commit); Conflict if a key is taken."""
+    repo = LedgerRepo(conn)
+    ids = await repo.post_many([keyed(p, key, actor, now) for p, key, actor in keyed_postings])
+    if None in ids:
+        raise Conflict("a posting in the batch exists already", code="already_settled")
+
+
+def keyed(posting: ledger.Posting, key: str, actor: str, now: float) -> NewPosting:
+    """The stored form of a task-scope posting claimed under ``key``."""
     credits = [e for e in posting.entries if e.amount_micro > 0]
     debits = [e for e in posting.entries if e.amount_micro < 0]
-    new = NewPosting(
+    return NewPosting(
         posting=posting,
         scope="tasks",
         idempotency_key=key,
@@ -44,11 +69,3 @@ async def post_in(
         created_at=now,
         memo=None,
     )
-    posting_id = await repo.claim(new)
-    if posting_id is None:
-        raise Conflict(f"posting {key} exists already", code="already_settled")
-    if len(posting.entries) > 8 or open_as is not None:
-        await repo.apply_many(posting_id, posting, open_as=open_as, now=now)
-    else:
-        await repo.apply(posting_id, posting)
-    return posting_id

@@ -27,8 +27,10 @@ class SignedRequests:
             raise SignatureRejected("event signed by another key", code="pubkey_mismatch")
         return event
 
+    def expires_at(self, event: Mapping[str, Any]) -> float:
+        """An event older than the skew window is refused as stale, so it need not be remembered longer."""
+        return float(event["created_at"]) + 2 * self.max_skew_s
+
     async def claim(self, repo: RegistryRepo, event: Mapping[str, Any]) -> None:
-        # An event older than the skew window is refused as stale, so it need not be remembered longer.
-        expires_at = float(event["created_at"]) + 2 * self.max_skew_s
-        if not await repo.claim_event(str(event["id"]), expires_at):
+        if not await repo.claim_event(str(event["id"]), self.expires_at(event)):
             raise SignatureRejected("event already accepted once (replay)", code="replayed_event")

@@ -9,9 +9,10 @@ is a posting keyed by the task id too, so whatever is re-sent or retried, a task
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +23,18 @@ from gpupool.core import ledger, matching, scheduling
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
 from gpupool.core.scheduling import Outcome, TaskState, TaskView
-from gpupool.errors import Forbidden, InvalidInput, NotFound
+from gpupool.errors import Forbidden, InvalidInput, NotFound, SignatureRejected
 from gpupool.hub.channels import NodeChannels
 from gpupool.hub.files import BUNDLE, TaskFiles
 from gpupool.hub.live import LiveRegistry
-from gpupool.hub.postings import post_in
+from gpupool.hub.postings import post_many_in
 from gpupool.hub.rewards import contribution_from_usage
 from gpupool.hub.signatures import SignedRequests
+from gpupool.store.batches import WriteBatcher
 from gpupool.store.db import Database
 from gpupool.store.registry_repo import RegistryRepo
 from gpupool.store.rewards_repo import RewardsRepo
-from gpupool.store.tasks_repo import OutputRow, TaskRow, TasksRepo
+from gpupool.store.tasks_repo import NewTaskRow, OutputRow, TaskRow, TasksRepo
 
 SYSTEM_ACTOR = "hub"
 
@@ -74,6 +76,9 @@ class TaskService:
         self.specs: dict[str, dict[str, Any]] = {}
         self.wakeup = asyncio.Event()
         self.output_event = asyncio.Condition()
+        # Group commit for the two writes every task makes: many submits, many settlements a transaction.
+        self._submits = WriteBatcher(db, self._write_submissions)
+        self._finishes = WriteBatcher(db, self._write_finishes)
 
     async def load(self) -> None:
         """Take back the live tasks after a start; tasks on nodes that are gone are handled by expiry."""
@@ -84,13 +89,39 @@ class TaskService:
         self.wakeup.set()
 
     # -- users ------------------------------------------------------------------------------------
-    async def submit(self, principal: Principal, new: NewTask, bundle: Path | None = None) -> TaskView:
+    async def submit(self, principal: Principal, new: NewTask, bundle: Path | None = None) -> NewTaskRow:
         """Hold the escrow and queue the task; ``bundle`` (a staged upload) becomes the task's files."""
-        task_id = secrets.token_hex(16)
+        submission = self._submission(principal, new, with_bundle=bundle is not None)
+        task_id = submission.row.view.task_id
+        if bundle is not None:  # in place before the task exists, so no node can ask for it too early
+            target = self.files.task_dir(task_id) / BUNDLE
+            target.parent.mkdir(parents=True, exist_ok=True)
+            bundle.replace(target)
+        try:
+            await self._submits.submit(submission)
+        except BaseException:
+            self.files.discard(task_id)
+            raise
+        self._queued(submission)
+        return submission.row
+
+    async def submit_many(
+        self, principal: Principal, news: list[NewTask]
+    ) -> list[NewTaskRow | BaseException]:
+        """Many tasks (no bundles) in as few transactions as fit; each one held and queued, or refused."""
+        submissions = [self._submission(principal, new) for new in news]
+        answers = await self._submits.submit_many(submissions)
+        for submission, answer in zip(submissions, answers, strict=True):
+            if not isinstance(answer, BaseException):
+                self._queued(submission)
+        return [
+            a if isinstance(a, BaseException) else s.row for s, a in zip(submissions, answers, strict=True)
+        ]
+
+    def _submission(self, principal: Principal, new: NewTask, *, with_bundle: bool = False) -> _Submission:
         now = self.clock.now()
-        hold = scheduling.hold_amount(new.price_cap_micro_per_ksec, new.timeout_sec, max(new.gpu_count, 1))
         view = scheduling.new_task(
-            task_id,
+            secrets.token_hex(16),
             price_cap_micro_per_ksec=new.price_cap_micro_per_ksec,
             submitted_at=now,
             timeout_sec=new.timeout_sec,
@@ -100,27 +131,27 @@ class TaskService:
             "command": new.command,
             "env": new.env,
             "requirements": new.requirements,
-            "bundle": bundle is not None,
+            "bundle": with_bundle,
         }
+        hold = scheduling.hold_amount(new.price_cap_micro_per_ksec, new.timeout_sec, max(new.gpu_count, 1))
+        return _Submission(NewTaskRow(view, principal.username, new.name, spec, hold), principal.account)
 
-        async def work(conn: AsyncConnection) -> None:
-            await post_in(
-                conn, ledger.escrow_hold(principal.account, hold), f"hold:{task_id}", principal.username, now
-            )
-            await TasksRepo(conn).add(view, principal.username, new.name, spec, hold)
+    async def _write_submissions(
+        self, conn: AsyncConnection, batch: Sequence[_Submission]
+    ) -> list[TaskView | Exception]:
+        now = self.clock.now()
+        holds = [
+            (ledger.escrow_hold(s.account, s.row.hold_micro), f"hold:{s.row.view.task_id}", s.row.owner)
+            for s in batch
+        ]
+        await post_many_in(conn, holds, now)
+        await TasksRepo(conn).add_many([s.row for s in batch])
+        return [s.row.view for s in batch]
 
-        if bundle is not None:  # in place before the task exists, so no node can ask for it too early
-            target = self.files.task_dir(task_id) / BUNDLE
-            target.parent.mkdir(parents=True, exist_ok=True)
-            bundle.replace(target)
-        try:
-            await self.db.run(work)
-        except BaseException:
-            self.files.discard(task_id)
-            raise
-        self.views[task_id], self.specs[task_id] = view, spec
+    def _queued(self, submission: _Submission) -> None:
+        view = submission.row.view
+        self.views[view.task_id], self.specs[view.task_id] = view, submission.row.spec
         self.wakeup.set()
-        return view
 
     async def row(self, task_id: str) -> TaskRow:
         async with self.db.read() as conn:
@@ -136,10 +167,12 @@ class TaskService:
             raise NotFound(f"no task {task_id}")  # another user's task does not exist for you
         return row
 
-    async def page(self, principal: Principal, limit: int, before: float | None) -> list[TaskRow]:
+    async def page(
+        self, principal: Principal, limit: int, before: float | None, states: Sequence[TaskState] = ()
+    ) -> list[TaskRow]:
         async with self.db.read() as conn:
             return await TasksRepo(conn).page(
-                None if principal.is_admin else principal.username, limit, before
+                None if principal.is_admin else principal.username, limit, before, [s.value for s in states]
             )
 
     async def output(self, task_id: str, from_seq: int) -> list[OutputRow]:
@@ -152,7 +185,7 @@ class TaskService:
         if view.is_terminal:
             return view
         if view.state is TaskState.QUEUED:
-            return await self._finish(scheduling.stop(view, self.clock.now()), usage=None)
+            return (await self._finish(scheduling.stop(view, self.clock.now()), usage=None)).view
         # Running somewhere: the node kills it and reports what ran; that report settles it.
         await self.channels.send(view.assigned_node or "", {"type": "stop", "task_id": task_id})
         return view
@@ -172,41 +205,59 @@ class TaskService:
             for miner_id, node in self.live.nodes.items()
             if node.online and self.channels.connected(miner_id)
         }
-        plan = scheduling.plan_dispatch(queue, capacity, self._candidates)
-        for task_id, miner_id in plan:
-            await self._assign(task_id, miner_id)
+        ranked: dict[tuple[str, int], list[str]] = {}
+
+        def candidates(view: TaskView) -> list[str]:
+            # Every node with a free slot, best first, ranked once per round for each kind of task: a
+            # queue of a thousand alike tasks costs one match, and spreads over all the free nodes.
+            req = self.specs[view.task_id]["requirements"]
+            shape = (json.dumps(req, sort_keys=True), view.price_cap_micro_per_ksec)
+            if shape not in ranked:
+                result = self.live.table.match(
+                    matching.Requirements.from_mapping(req),
+                    matching.Hints(region=req.get("region"), max_price=view.price_cap_micro_per_ksec),
+                    top_k=max(1, len(capacity)),
+                )
+                ranked[shape] = [c.miner_id for c in result.candidates]
+            return ranked[shape]
+
+        plan = scheduling.plan_dispatch(queue, capacity, candidates)
+        if plan:
+            await self._assign_all(plan)
         return len(plan)
 
-    def _candidates(self, view: TaskView) -> list[str]:
-        req = self.specs[view.task_id]["requirements"]
-        result = self.live.table.match(
-            matching.Requirements.from_mapping(req),
-            matching.Hints(region=req.get("region"), max_price=view.price_cap_micro_per_ksec),
-            top_k=10,
-        )
-        return [c.miner_id for c in result.candidates]
-
-    async def _assign(self, task_id: str, miner_id: str) -> None:
+    async def _assign_all(self, plan: list[tuple[str, str]]) -> None:
+        """Record every assignment of a dispatch round in one transaction, then push them all."""
         now = self.clock.now()
-        view = scheduling.assign(self.views[task_id], miner_id, now)
-        node = self.live.nodes[miner_id]
-        price = int(node.record.spec.get("price_token_per_ksec", 0))
-        await self._save(view, price_micro_per_ksec=price)
-        spec = self.specs[task_id]
-        gpus = int(spec["requirements"].get("gpu_count") or (1 if node.record.spec.get("gpus") else 0))
-        message = {
-            "type": "assign",
-            "task": {
+        changes, messages = [], []
+        for task_id, miner_id in plan:
+            view = scheduling.assign(self.views[task_id], miner_id, now)
+            node = self.live.nodes[miner_id]
+            changes.append(
+                (view, {"price_micro_per_ksec": int(node.record.spec.get("price_token_per_ksec", 0))})
+            )
+            spec = self.specs[task_id]
+            gpus = int(spec["requirements"].get("gpu_count") or (1 if node.record.spec.get("gpus") else 0))
+            task = {
                 "task_id": task_id,
                 "command": spec["command"],
                 "env": spec["env"],
                 "timeout_sec": view.timeout_sec,
                 "gpu_indices": list(range(gpus)),
                 "bundle": bool(spec.get("bundle")),
-            },
-        }
-        if not await self.channels.send(miner_id, message):
-            await self._save(scheduling.node_refused(view, self.clock.now(), node_id=miner_id))
+            }
+            messages.append((miner_id, {"type": "assign", "task": task}))
+
+        async def work(conn: AsyncConnection) -> None:
+            await TasksRepo(conn).save_many(changes)
+
+        await self.db.run(work)
+        for view, _ in changes:
+            self.views[view.task_id] = view
+        sent = await asyncio.gather(*(self.channels.send(m, message) for m, message in messages))
+        for (view, _), (miner_id, _), ok in zip(changes, messages, sent, strict=True):
+            if not ok:
+                await self._save(scheduling.node_refused(view, self.clock.now(), node_id=miner_id))
 
     async def _save(self, view: TaskView, **extra: Any) -> None:
         async def work(conn: AsyncConnection) -> None:
@@ -239,7 +290,7 @@ class TaskService:
             self.output_event.notify_all()
         return stored
 
-    async def node_result(self, miner_id: str, raw: Mapping[str, Any]) -> TaskView:
+    async def node_result(self, miner_id: str, raw: Mapping[str, Any]) -> TaskRow:
         """A signed (kind 21002) result: finish the task and settle it, once."""
         task_id = str(raw.get("task_id", ""))
         node = self.live.nodes.get(miner_id)
@@ -258,7 +309,7 @@ class TaskService:
                 row = await TasksRepo(conn).get(task_id)
             if row is None or row.view.assigned_node != miner_id:
                 raise Forbidden("this task is not assigned to this node", code="not_assigned_node")
-            return row.view
+            return row
         view = self._held_by(task_id, miner_id)
         now = self.clock.now()
         status = str(raw.get("status", "succeeded"))
@@ -306,41 +357,99 @@ class TaskService:
         usage: Any,
         artifacts: Any = None,
         event: Mapping[str, Any] | None = None,
-    ) -> TaskView:
-        async def work(conn: AsyncConnection) -> TaskView:
-            repo = TasksRepo(conn)
-            row = await repo.get(view.task_id)
-            if row is None:
-                raise NotFound(f"no task {view.task_id}")
-            if row.view.is_terminal:
-                return row.view  # settled already, by an earlier report
-            if event is not None:
-                await self.signed.claim(RegistryRepo(conn), event)
-            gpu_seconds = float(
-                (usage or {}).get("gpu_seconds", 0) or (usage or {}).get("duration_sec", 0) or 0
-            )
-            charge = scheduling.charge_for_usage(row.price_micro_per_ksec or 0, gpu_seconds)
-            pay, _refund = scheduling.settle(scheduling.settlement_outcome(view), row.hold_micro, charge)
-            node = await RegistryRepo(conn).miner(view.assigned_node) if view.assigned_node else None
-            owner = node.owner if node else None
-            user = ledger.username_account(row.owner)
-            payee = owner if owner and pay else user
-            posting = ledger.settlement(user, row.hold_micro, payee, pay if owner else 0)
-            await post_in(conn, posting, f"settle:{view.task_id}", SYSTEM_ACTOR, self.clock.now())
-            await repo.save(view, charge_micro=pay if owner else 0, usage=usage, artifacts=artifacts)
-            if node is not None and usage and view.outcome in (Outcome.SUCCEEDED, Outcome.TASK_FAILED):
-                now = self.clock.now()
-                start = view.started_at or view.assigned_at or now
-                contribution = contribution_from_usage(
-                    node, view.task_id, dict(usage), start, now, self.epoch_of(now)
-                )
-                await RewardsRepo(conn).add_contribution(contribution)
-            return view
-
-        finished = await self.db.run(work)
+    ) -> TaskRow:
+        """Settle a task that ended (once: a task settled already answers with how it ended)."""
+        finished = await self._finishes.submit(_Finish(view, usage, artifacts, event))
         self.views.pop(view.task_id, None)
         self.specs.pop(view.task_id, None)
         async with self.output_event:
             self.output_event.notify_all()
         self.wakeup.set()
         return finished
+
+    async def _write_finishes(
+        self, conn: AsyncConnection, batch: Sequence[_Finish]
+    ) -> list[TaskRow | Exception]:
+        """Settle a batch: the end state, the payment or refund, the replay claim and the contribution.
+
+        Each item is answered with its task's row as settled (by this batch or an earlier report).
+        """
+        repo, registry = TasksRepo(conn), RegistryRepo(conn)
+        rows = await repo.get_many([f.view.task_id for f in batch])
+        seen = await registry.seen([str(f.event["id"]) for f in batch if f.event is not None])
+        answers: list[TaskRow | Exception | str] = []  # a str: the row this batch settles
+        settling: dict[str, _Finish] = {}
+        for item in batch:
+            task_id = item.view.task_id
+            row = rows.get(task_id)
+            if row is None:
+                answers.append(NotFound(f"no task {task_id}"))
+            elif row.view.is_terminal:
+                answers.append(row)  # settled already, by an earlier report
+            elif task_id in settling:
+                answers.append(task_id)  # two reports in one batch: the first one counts
+            elif item.event is not None and str(item.event["id"]) in seen:
+                answers.append(
+                    SignatureRejected("event already accepted once (replay)", code="replayed_event")
+                )
+            else:
+                settling[task_id] = item
+                answers.append(task_id)
+                if item.event is not None:
+                    seen.add(str(item.event["id"]))
+        if settling:
+            rows |= await self._settle(conn, rows, settling)
+        return [rows[a] if isinstance(a, str) else a for a in answers]
+
+    async def _settle(
+        self, conn: AsyncConnection, rows: Mapping[str, TaskRow], settling: Mapping[str, _Finish]
+    ) -> dict[str, TaskRow]:
+        now = self.clock.now()
+        registry = RegistryRepo(conn)
+        nodes = await registry.miners_by_id(
+            [f.view.assigned_node for f in settling.values() if f.view.assigned_node]
+        )
+        claims, postings, saves, contributions, settled = [], [], [], [], {}
+        for task_id, item in settling.items():
+            row, view = rows[task_id], item.view
+            if item.event is not None:
+                claims.append((str(item.event["id"]), self.signed.expires_at(item.event)))
+            usage = item.usage or {}
+            gpu_seconds = float(usage.get("gpu_seconds", 0) or usage.get("duration_sec", 0) or 0)
+            charge = scheduling.charge_for_usage(row.price_micro_per_ksec or 0, gpu_seconds)
+            pay, _refund = scheduling.settle(scheduling.settlement_outcome(view), row.hold_micro, charge)
+            node = nodes.get(view.assigned_node or "")
+            owner = node.owner if node else None
+            paid = pay if owner else 0
+            user = ledger.username_account(row.owner)
+            posting = ledger.settlement(user, row.hold_micro, owner if owner and paid else user, paid)
+            postings.append((posting, f"settle:{task_id}", SYSTEM_ACTOR))
+            saves.append((view, {"charge_micro": paid, "usage": item.usage, "artifacts": item.artifacts}))
+            settled[task_id] = replace(
+                row, view=view, charge_micro=paid, usage=item.usage, artifacts=item.artifacts
+            )
+            if node is not None and item.usage and view.outcome in (Outcome.SUCCEEDED, Outcome.TASK_FAILED):
+                start = view.started_at or view.assigned_at or now
+                contributions.append(
+                    contribution_from_usage(node, task_id, dict(usage), start, now, self.epoch_of(now))
+                )
+        if claims:
+            await registry.claim_events(claims)
+        await post_many_in(conn, postings, now)
+        await TasksRepo(conn).save_many(saves)
+        await RewardsRepo(conn).add_contributions(contributions)
+        return settled
+
+
+@dataclass(frozen=True, slots=True)
+class _Submission:
+    row: NewTaskRow
+    account: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Finish:
+    view: TaskView
+    usage: Any
+    artifacts: Any
+    event: Mapping[str, Any] | None

@@ -156,6 +156,10 @@ class RegistryRepo:
         row = (await self.conn.execute(select(miners).where(miners.c.miner_id == miner_id))).first()
         return _miner(row) if row else None
 
+    async def miners_by_id(self, miner_ids: Sequence[str]) -> dict[str, MinerRecord]:
+        rows = await self.conn.execute(select(miners).where(miners.c.miner_id.in_(list(set(miner_ids)))))
+        return {r.miner_id: _miner(r) for r in rows}
+
     async def miner_by_pubkey(self, pubkey: str) -> MinerRecord | None:
         row = (await self.conn.execute(select(miners).where(miners.c.pubkey == pubkey))).first()
         return _miner(row) if row else None
@@ -255,6 +259,15 @@ class RegistryRepo:
             .returning(seen_events.c.id)
         )
         return (await self.conn.execute(stmt)).first() is not None
+
+    async def seen(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of these event ids were accepted before."""
+        rows = await self.conn.execute(select(seen_events.c.id).where(seen_events.c.id.in_(list(event_ids))))
+        return set(rows.scalars())
+
+    async def claim_events(self, claims: Sequence[tuple[str, float]]) -> None:
+        """Record events known to be new (checked with ``seen`` in this transaction); a race fails it."""
+        await self.conn.execute(insert(seen_events), [{"id": i, "expires_at": e} for i, e in claims])
 
     async def prune_events(self, now: float) -> int:
         return int(

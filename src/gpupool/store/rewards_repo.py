@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,10 @@ _PG_CARRY = text(
 )
 
 
+def _once_per_ref(stmt: Any) -> Any:
+    return stmt.on_conflict_do_nothing(index_elements=["source", "ref"])
+
+
 class RewardsRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
@@ -39,12 +44,13 @@ class RewardsRepo:
 
     async def add_contribution(self, values: dict[str, Any]) -> bool:
         """One contribution per (source, ref): a result reported twice counts once."""
-        stmt = (
-            self._insert(contributions)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["source", "ref"])
-        )
-        return (await self.conn.execute(stmt)).rowcount == 1
+        stmt = self._insert(contributions).values(**values)
+        return (await self.conn.execute(_once_per_ref(stmt))).rowcount == 1
+
+    async def add_contributions(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Many at once (the same columns each); those already recorded are left as they are."""
+        if rows:
+            await self.conn.execute(_once_per_ref(self._insert(contributions)), list(rows))
 
     async def scores_for_epoch(self, epoch: int) -> dict[str, int]:
         """Each owner's summed score in ``epoch``, aggregated by the database."""

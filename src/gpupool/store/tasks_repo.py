@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -65,6 +67,25 @@ def _row(r: Any) -> TaskRow:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class NewTaskRow:
+    view: TaskView
+    owner: str
+    name: str
+    spec: dict[str, Any]
+    hold_micro: int
+
+
+@cache
+def _save_statement(columns: tuple[str, ...]) -> Any:
+    """``UPDATE tasks SET … WHERE task_id = ?`` for these columns, built once (executemany-ready)."""
+    return (
+        update(tasks)
+        .where(tasks.c.task_id == bindparam("b_task_id"))
+        .values({c: bindparam(f"b_{c}") for c in columns if c != "task_id"})
+    )
+
+
 def _view_values(view: TaskView) -> dict[str, Any]:
     return {
         "state": view.state.value,
@@ -84,43 +105,64 @@ class TasksRepo:
         self._insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
     async def add(self, view: TaskView, owner: str, name: str, spec: dict[str, Any], hold_micro: int) -> None:
+        await self.add_many([NewTaskRow(view, owner, name, spec, hold_micro)])
+
+    async def add_many(self, rows: Sequence[NewTaskRow]) -> None:
         await self.conn.execute(
-            insert(tasks).values(
-                task_id=view.task_id,
-                owner=owner,
-                name=name,
-                spec=json.dumps(spec, sort_keys=True),
-                price_cap_micro_per_ksec=view.price_cap_micro_per_ksec,
-                timeout_sec=view.timeout_sec,
-                max_attempts=view.max_attempts,
-                submitted_at=view.submitted_at,
-                hold_micro=hold_micro,
-                **_view_values(view),
-            )
+            insert(tasks),
+            [
+                {
+                    "task_id": r.view.task_id,
+                    "owner": r.owner,
+                    "name": r.name,
+                    "spec": json.dumps(r.spec, sort_keys=True),
+                    "price_cap_micro_per_ksec": r.view.price_cap_micro_per_ksec,
+                    "timeout_sec": r.view.timeout_sec,
+                    "max_attempts": r.view.max_attempts,
+                    "submitted_at": r.view.submitted_at,
+                    "hold_micro": r.hold_micro,
+                    **_view_values(r.view),
+                }
+                for r in rows
+            ],
         )
 
     async def get(self, task_id: str) -> TaskRow | None:
         row = (await self.conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
         return _row(row) if row else None
 
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskRow]:
+        rows = await self.conn.execute(select(tasks).where(tasks.c.task_id.in_(list(set(task_ids)))))
+        return {r.task_id: _row(r) for r in rows}
+
     async def save(self, view: TaskView, **extra: Any) -> None:
         """Persist a transition; ``extra`` carries price, charge, usage or artifacts when they change."""
-        values = _view_values(view)
-        for key in ("usage", "artifacts"):
-            if key in extra:
-                extra[key] = json.dumps(extra[key]) if extra[key] is not None else None
-        await self.conn.execute(
-            update(tasks).where(tasks.c.task_id == view.task_id).values(**values, **extra)
-        )
+        await self.save_many([(view, extra)])
+
+    async def save_many(self, changes: Sequence[tuple[TaskView, dict[str, Any]]]) -> None:
+        """Many transitions, one statement per set of columns they change."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for view, extra in changes:
+            values = {**_view_values(view), **extra, "task_id": view.task_id}
+            for key in ("usage", "artifacts"):
+                if key in extra:
+                    values[key] = json.dumps(extra[key]) if extra[key] is not None else None
+            groups.setdefault(tuple(sorted(values)), []).append({f"b_{k}": v for k, v in values.items()})
+        for columns, params in groups.items():
+            await self.conn.execute(_save_statement(columns), params)
 
     async def live(self) -> list[TaskRow]:
         rows = await self.conn.execute(select(tasks).where(tasks.c.state.in_([s.value for s in LIVE_STATES])))
         return [_row(r) for r in rows]
 
-    async def page(self, owner: str | None, limit: int, before: float | None) -> list[TaskRow]:
+    async def page(
+        self, owner: str | None, limit: int, before: float | None, states: Sequence[str] = ()
+    ) -> list[TaskRow]:
         query = select(tasks).order_by(tasks.c.submitted_at.desc(), tasks.c.task_id.desc()).limit(limit)
         if owner is not None:
             query = query.where(tasks.c.owner == owner)
+        if states:
+            query = query.where(tasks.c.state.in_(list(states)))
         if before is not None:
             query = query.where(tasks.c.submitted_at < before)
         return [_row(r) for r in await self.conn.execute(query)]
