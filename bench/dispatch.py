@@ -138,17 +138,35 @@ async def gpupool_run(n_tasks: int, n_nodes: int) -> tuple[float, list[float]]:
                         return await one()
 
                 ids = set(await asyncio.gather(*(submit() for _ in range(n_tasks))))
-                while ids:  # one poller for all, so polling does not load the hub more than the work
-                    listed = (await http.get("/v1/tasks", params={"limit": 500}, headers=user)).json()
-                    ids -= {t["task_id"] for t in listed if t["status"] == "succeeded"}
-                    await asyncio.sleep(0.05)
+                live = {"status": ["queued", "assigned", "running"], "limit": 1}
+                # One poller for all, so polling does not load the hub more than the work; a task
+                # leaves the live states in the transaction that settles it.
+                while (await http.get("/v1/tasks", params=live, headers=user)).json():
+                    await asyncio.sleep(0.02)
                 rate = n_tasks / (time.perf_counter() - started)
+                await _check_settled(http, user, ids)
             stop.set()
             await asyncio.gather(*loops, return_exceptions=True)
             return rate, latencies
         finally:
             hub.terminate()
             hub.wait(15)
+
+
+async def _check_settled(http: httpx.AsyncClient, user: dict[str, str], ids: set[str]) -> None:
+    """After the clock stops: every task submitted succeeded and was charged (not timed)."""
+    seen: dict[str, dict[str, Any]] = {}
+    before = None
+    while True:
+        params: dict[str, Any] = {"limit": 500} | ({"before": before} if before is not None else {})
+        page = (await http.get("/v1/tasks", params=params, headers=user)).json()
+        seen |= {t["task_id"]: t for t in page}
+        if len(page) < 500:
+            break
+        before = page[-1]["submitted_at"]
+    bad = [i for i in ids if seen.get(i, {}).get("status") != "succeeded" or seen[i]["cost"] is None]
+    if bad:
+        raise SystemExit(f"{len(bad)} of {len(ids)} tasks did not succeed and settle, e.g. {seen.get(bad[0])}")
 
 
 PEERS = {

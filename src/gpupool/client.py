@@ -19,7 +19,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -332,8 +332,9 @@ class Client:
                     size += len(chunk)
         return size
 
-    def tasks(self, limit: int = 50) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/v1/tasks", params={"limit": limit}, idempotent=True))
+    def tasks(self, limit: int = 50, statuses: Sequence[str] = ()) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, "status": list(statuses)}
+        return list(self._call("GET", "/v1/tasks", params=params, idempotent=True))
 
     def task(self, task_id: str, what: str = "") -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/tasks/{quote(task_id)}{what}", idempotent=True))

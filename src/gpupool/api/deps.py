@@ -15,7 +15,7 @@ from gpupool.hub.container import Hub
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_hub(request: Request) -> Hub:
+async def get_hub(request: Request) -> Hub:
     hub: Hub = request.app.state.hub
     return hub
 
@@ -23,7 +23,7 @@ def get_hub(request: Request) -> Hub:
 HubDep = Annotated[Hub, Depends(get_hub)]
 
 
-def get_principal(
+async def get_principal(
     hub: HubDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
@@ -34,7 +34,7 @@ def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def get_admin(principal: PrincipalDep) -> Principal:
+async def get_admin(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
         raise Forbidden("admin role required")
     return principal
@@ -43,8 +43,13 @@ def get_admin(principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(get_admin)]
 
 
-def client_address(request: Request) -> str:
+def address_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+async def client_address(request: Request) -> str:
+    # Dependencies are async on purpose: FastAPI runs a plain ``def`` one on a worker thread.
+    return address_of(request)
 
 
 ClientDep = Annotated[str, Depends(client_address)]
@@ -54,7 +59,7 @@ async def rate_limit(request: Request, hub: HubDep) -> None:
     """One budget per client address and route (SPEC §3.3: 50 requests per second by default)."""
     route = request.scope.get("route")
     path = getattr(route, "path", request.url.path)
-    await hub.rate_limit.hit(f"{client_address(request)}:{path}", "too many requests; slow down")
+    await hub.rate_limit.hit(f"{address_of(request)}:{path}", "too many requests; slow down")
 
 
 RateLimitDep = Depends(rate_limit)
@@ -62,7 +67,7 @@ RateLimitDep = Depends(rate_limit)
 COORDINATOR_SECRET_USER = Principal(user_id=0, username="coordinator-secret", role=Role.COORDINATOR)
 
 
-def get_coordinator(
+async def get_coordinator(
     hub: HubDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     secret: Annotated[str | None, Header(alias="X-Coordinator-Secret")] = None,
@@ -75,7 +80,7 @@ def get_coordinator(
         ):
             raise Unauthenticated("wrong coordinator secret", code="bad_coordinator_secret")
         return COORDINATOR_SECRET_USER
-    principal = get_principal(hub, credentials)
+    principal = await get_principal(hub, credentials)
     if principal.role not in (Role.COORDINATOR, Role.ADMIN):
         raise Forbidden("coordinator or admin role required")
     return principal

@@ -19,6 +19,7 @@ from rich.text import Text
 from gpupool.cli import output
 from gpupool.cli.user_cmds import EXIT_API, HubOpt, fail, reporting, session
 from gpupool.client import Client, format_amount, parse_amount
+from gpupool.core.scheduling import TaskState
 from gpupool.hub.files import safe_relative
 
 task_app = typer.Typer(no_args_is_help=True, help="Submit and watch tasks.")
@@ -108,10 +109,16 @@ def _follow(client: Client, task_id: str) -> int:
 
 
 @task_app.command("ls")
-def ls(limit: Annotated[int, typer.Option(min=1, max=500)] = 50, hub: HubOpt = None) -> None:
+def ls(
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    status: Annotated[
+        list[TaskState] | None, typer.Option("--status", help="only these states (repeat for more)")
+    ] = None,
+    hub: HubOpt = None,
+) -> None:
     """Your tasks, newest first."""
     with reporting(), session(hub) as (client, _saved):
-        rows = client.tasks(limit)
+        rows = client.tasks(limit, [s.value for s in status or []])
     if not rows:
         output.info("No tasks yet.")
         return

@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 
 from gpupool.api.deps import HubDep, PrincipalDep
 from gpupool.api.schemas_tasks import OutputAck, OutputIn, ResultOut, SubmittedOut, TaskIn, TaskOut
+from gpupool.core.scheduling import TaskState
 from gpupool.errors import InvalidInput, NotFound
 from gpupool.hub.container import Hub
 from gpupool.hub.tasks import NewTask
@@ -94,12 +95,11 @@ async def submit(request: Request, hub: HubDep, principal: PrincipalDep) -> Subm
         max_attempts=body.max_attempts,
     )
     try:
-        view = await hub.tasks.submit(principal, new, staged)
+        row = await hub.tasks.submit(principal, new, staged)
     finally:
         if staged is not None:
             staged.unlink(missing_ok=True)
-    row = await hub.tasks.get(principal, view.task_id)
-    return SubmittedOut(task_id=view.task_id, status=view.state.value, hold=row.hold_micro)
+    return SubmittedOut(task_id=row.view.task_id, status=row.view.state.value, hold=row.hold_micro)
 
 
 TaskInAdapter = TypeAdapter(TaskIn)
@@ -130,8 +130,9 @@ async def list_tasks(
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[float | None, Query(description="submitted_at of the last task seen")] = None,
+    status: Annotated[list[TaskState] | None, Query(description="only tasks in these states")] = None,
 ) -> list[TaskOut]:
-    return [task_out(r) for r in await hub.tasks.page(principal, limit, before)]
+    return [task_out(r) for r in await hub.tasks.page(principal, limit, before, status or [])]
 
 
 @router.get("/{task_id}", response_model=TaskOut)
@@ -222,8 +223,7 @@ async def node_result(task_id: str, request: Request, hub: HubDep, session_token
     raw = await request.json()
     if not isinstance(raw, dict) or raw.get("task_id") != task_id:
         raise InvalidInput("the body's task_id must be the task in the path", field="task_id")
-    view = await hub.tasks.node_result(miner_id, raw)
-    return task_out(await hub.tasks.row(view.task_id))
+    return task_out(await hub.tasks.node_result(miner_id, raw))
 
 
 @router.get("/{task_id}/bundle")
