@@ -85,8 +85,6 @@ TARGET_HASHES = 1
 POOL_CHUNK = 1 << 24
 
 
-
-
 def param_shapes(params: ModelParams) -> list[tuple[str, tuple[int, ...]]]:
     """Parameter names and shapes in the reference module's ``named_parameters()`` order."""
     d, hd, hidden = params.dim, params.head_dim, params.ffn_hidden_dim
@@ -295,8 +293,6 @@ def _build_cached(block_hash: str, params: ModelParams, fp16_weights: bool) -> P
 def compute_distances(block_hash: str, public_key: str, nonces: Sequence[int], params: ModelParams) -> F64:
     """Distances of ``nonces`` for a round; the network is cached per (block_hash, params)."""
     return PocModel.build(block_hash, params).distances(public_key, nonces)
-
-
 
 
 def generate_batch(

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from gpupool.pow.engine import GenerationStats
 
 
-
 class BatchGenerator(Protocol):
     """What a session needs of ``gpupool.pow.engine.Generator`` (tests may hand in another)."""
 
