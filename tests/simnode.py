@@ -72,6 +72,26 @@ class SimNode:
         files: dict[str, bytes] | None = None,
     ) -> httpx.Response:
         """Upload ``files`` (default one small ``out.txt``) as artifacts, then send the signed result."""
+        signed = await self.signed_result(task_id, exit_code, status, gpu_seconds, key, files)
+        return await self.hub.http.post(
+            f"/v1/tasks/{task_id}/result", json=signed, headers={"X-Session-Token": self.token}
+        )
+
+    async def result_on_socket(self, task_id: str, gpu_seconds: float = 500.0, **kw: Any) -> dict[str, Any]:
+        """The same signed result sent on the heartbeat socket; the hub's ``result_ack``."""
+        signed = await self.signed_result(task_id, gpu_seconds=gpu_seconds, **kw)
+        await self.ws.send(json.dumps({"type": "result", "result": signed}))
+        return await self.command("result_ack")
+
+    async def signed_result(
+        self,
+        task_id: str,
+        exit_code: int = 0,
+        status: str = "succeeded",
+        gpu_seconds: float = 500.0,
+        key: crypto.KeyPair | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> dict[str, Any]:
         artifacts = []
         for path, content in (files if files is not None else {"out.txt": b"abc"}).items():
             digest = hashlib.sha256(content).hexdigest()
@@ -85,9 +105,6 @@ class SimNode:
             "usage": {"gpu_seconds": gpu_seconds, "duration_sec": gpu_seconds, "cpu_seconds": 1.0},
             "artifacts": artifacts,
         }
-        signed = crypto.sign_body(
+        return crypto.sign_body(
             key or self.key, crypto.KIND_TASK_RESULT, body, created_at=int(self.clock.now())
-        )
-        return await self.hub.http.post(
-            f"/v1/tasks/{task_id}/result", json=signed, headers={"X-Session-Token": self.token}
         )

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import websockets
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from gpupool import crypto
@@ -94,6 +95,8 @@ class NodeAgent:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     on_command: Callable[[dict[str, Any]], None] | None = None
     queue_source: Callable[[], int] | None = None
+    _socket: ClientConnection | None = None
+    _acks: dict[str, asyncio.Future[int | None]] = field(default_factory=dict)
 
     # -- inventory ------------------------------------------------------------------------------------
     def read_inventory(self) -> gpu.Inventory:
@@ -199,20 +202,50 @@ class NodeAgent:
         base = self.registry_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         url = f"{base}/v1/miners/heartbeat?session_token={self.session_token}"
         async with websockets.connect(url, open_timeout=10, close_timeout=2) as ws:
-            while not stop.is_set():
-                await ws.send(json.dumps(await asyncio.to_thread(self.heartbeat_body)))
-                deadline = time.monotonic() + self.heartbeat_s
-                while (left := deadline - time.monotonic()) > 0 and not stop.is_set():
-                    try:
-                        message = json.loads(await asyncio.wait_for(ws.recv(), min(left, 0.5)))
-                    except TimeoutError:
-                        continue
-                    if message.get("type") == "ack":
-                        self.connected.set()
-                        backoff.reset()
-                        self.heartbeat_s = float(message.get("next_heartbeat_sec", self.heartbeat_s))
-                    elif self.on_command is not None and message.get("type") in ("assign", "stop"):
-                        self.on_command(message)
+            self._socket = ws
+            try:
+                await self._converse(ws, stop, backoff)
+            finally:
+                self._socket = None
+                for pending in self._acks.values():  # their senders fall back to HTTP
+                    if not pending.done():
+                        pending.set_result(None)
+
+    async def _converse(self, ws: ClientConnection, stop: asyncio.Event, backoff: Backoff) -> None:
+        """Beat every ``heartbeat_s``; in between, take commands and acknowledgements of results."""
+        while not stop.is_set():
+            await ws.send(json.dumps(await asyncio.to_thread(self.heartbeat_body)))
+            deadline = time.monotonic() + self.heartbeat_s
+            while (left := deadline - time.monotonic()) > 0 and not stop.is_set():
+                try:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), min(left, 0.5)))
+                except TimeoutError:
+                    continue
+                if message.get("type") == "ack":
+                    self.connected.set()
+                    backoff.reset()
+                    self.heartbeat_s = float(message.get("next_heartbeat_sec", self.heartbeat_s))
+                elif message.get("type") == "result_ack":
+                    pending = self._acks.get(str(message.get("task_id")))
+                    if pending is not None and not pending.done():
+                        pending.set_result(int(message.get("status", 500)))
+                elif self.on_command is not None and message.get("type") in ("assign", "stop"):
+                    self.on_command(message)
+
+    async def report(self, task_id: str, signed: dict[str, Any], timeout_s: float = 10.0) -> int | None:
+        """Send a signed result on the heartbeat socket: the status the hub answered with (as HTTP
+        would), or None when there is no socket or no answer came (the caller then uses HTTP)."""
+        ws = self._socket
+        if ws is None:
+            return None
+        pending = self._acks[task_id] = asyncio.get_running_loop().create_future()
+        try:
+            await ws.send(json.dumps({"type": "result", "result": signed}))
+            return await asyncio.wait_for(pending, timeout_s)
+        except (ConnectionClosed, OSError, TimeoutError):
+            return None
+        finally:
+            self._acks.pop(task_id, None)
 
     async def logout(self, http: httpx.AsyncClient) -> None:
         if self.session_token is None:

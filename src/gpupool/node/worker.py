@@ -33,6 +33,9 @@ class Session(Protocol):
     session_token: str | None
     nvml: NvmlModule | None
 
+    async def report(self, task_id: str, signed: dict[str, Any]) -> int | None:
+        """Deliver a signed result on the heartbeat socket; None when it could not."""
+
 
 class TaskWorker:
     def __init__(self, session: Session, http: httpx.AsyncClient, work_dir: Path) -> None:
@@ -171,19 +174,23 @@ class TaskWorker:
             signed = crypto.sign_body(
                 self.session.key, crypto.KIND_TASK_RESULT, body, created_at=int(time.time())
             )
-            with contextlib.suppress(httpx.HTTPError):
-                resp = await self.http.post(
-                    f"/v1/tasks/{task_id}/result", json=signed, headers=self._headers()
-                )
-                if resp.status_code < 500 and resp.status_code != 401:
-                    log.info(
-                        "task %s %s (exit %s): hub answered %s",
-                        task_id,
-                        outcome.status,
-                        outcome.exit_code,
-                        resp.status_code,
+            # The heartbeat socket first (no request per task), plain HTTP when it is down or silent.
+            answer = await self.session.report(task_id, signed)
+            if answer is None:
+                with contextlib.suppress(httpx.HTTPError):
+                    resp = await self.http.post(
+                        f"/v1/tasks/{task_id}/result", json=signed, headers=self._headers()
                     )
-                    return
+                    answer = resp.status_code
+            if answer is not None and answer < 500 and answer != 401:
+                log.info(
+                    "task %s %s (exit %s): hub answered %s",
+                    task_id,
+                    outcome.status,
+                    outcome.exit_code,
+                    answer,
+                )
+                return
             if time.monotonic() > deadline:
                 log.error("task %s: the hub did not take the result; giving up", task_id)
                 return

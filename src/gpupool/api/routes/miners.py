@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 from typing import Annotated, Any
 
@@ -9,7 +12,7 @@ from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisco
 from pydantic import ValidationError
 
 from gpupool.api.deps import AdminDep, HubDep, PrincipalDep, RateLimitDep
-from gpupool.api.errors import ws_close_code
+from gpupool.api.errors import status_for, ws_close_code
 from gpupool.api.schemas_registry import (
     GpuOut,
     HeartbeatIn,
@@ -21,7 +24,8 @@ from gpupool.api.schemas_registry import (
     SessionIn,
     UpdateIn,
 )
-from gpupool.errors import GpupoolError
+from gpupool.errors import GpupoolError, InvalidInput
+from gpupool.hub.channels import Sender
 from gpupool.hub.container import Hub
 from gpupool.hub.live import GpuSpec, NodeSpec
 from gpupool.store.registry_repo import MinerRecord
@@ -125,12 +129,19 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
     sender = websocket.send_json
     hub.channels.attach(miner_id, sender)
     hub.tasks.wakeup.set()  # a node that can take work is here: queued tasks need not wait
+    reports: set[asyncio.Task[None]] = set()
     try:
         while True:
-            raw = await websocket.receive_text()
             try:
-                beat = HeartbeatIn.model_validate_json(raw)
-            except ValidationError as exc:
+                message = json.loads(await websocket.receive_text())
+                if isinstance(message, dict) and message.get("type") == "result":
+                    # A signed task result: settled beside the beats, so many batch into one commit.
+                    report = asyncio.create_task(_take_result(hub, miner_id, message.get("result"), sender))
+                    reports.add(report)
+                    report.add_done_callback(reports.discard)
+                    continue
+                beat = HeartbeatIn.model_validate(message)
+            except (ValidationError, ValueError) as exc:
                 await websocket.send_json(
                     {"type": "error", "code": "invalid_input", "message": str(exc)[:500]}
                 )
@@ -145,6 +156,26 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
         log.debug("heartbeat socket of %s closed", miner_id)
     finally:
         hub.channels.detach(miner_id, sender)
+        if reports:  # results already received are settled even though their node left
+            await asyncio.gather(*reports, return_exceptions=True)
+
+
+async def _take_result(hub: Hub, miner_id: str, signed: Any, send: Sender) -> None:
+    """``{"type": "result", "result": <signed kind 21002>}`` on the heartbeat socket, answered with
+    ``result_ack`` carrying the status ``POST /v1/tasks/{id}/result`` would have returned."""
+    task_id = signed.get("task_id") if isinstance(signed, dict) else None
+    try:
+        if not isinstance(signed, dict) or not isinstance(task_id, str):
+            raise InvalidInput("a result message holds a signed result with its task_id", field="result")
+        row = await hub.tasks.node_result(miner_id, signed)
+        ack = {"status": 200, "state": row.view.state.value, "cost": row.charge_micro}
+    except GpupoolError as exc:
+        ack = {"status": status_for(exc), "code": exc.code, "message": str(exc)[:500]}
+    except Exception:
+        log.exception("result of %s from %s failed", task_id, miner_id)
+        ack = {"status": 500, "code": "internal_error"}
+    with contextlib.suppress(Exception):  # the socket may be gone; the node then asks over HTTP
+        await send({"type": "result_ack", "task_id": task_id, **ack})
 
 
 @router.get("", response_model=MinerPage)
