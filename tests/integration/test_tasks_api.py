@@ -7,6 +7,7 @@ session-token reports, signed result), so every hub rule can be driven and check
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -248,3 +249,95 @@ async def test_oversized_bundle_is_413_and_holds_nothing(
         "/v1/tasks", files={"bundle": ("b", b"x")}, data={"spec": '{"command": []}'}, headers=user
     )
     assert bad_spec.status_code == 422 and "command" in bad_spec.json()["error"]["details"]["field"]
+
+
+async def test_results_on_the_heartbeat_socket_settle_once_and_are_refused_as_over_http(
+    hub: LiveHub, clock: FakeClock
+) -> None:
+    user = await hub.make_user("sock", balance=10_000_000)
+    node, other = SimNode(hub, clock, "sock-1", max_parallel=2), SimNode(hub, clock, "sock-2")
+    await node.connect()
+    first, second = [(await submit(hub, user)).json()["task_id"] for _ in range(2)]
+    assert {(await node.command("assign"))["task"]["task_id"] for _ in range(2)} == {first, second}
+
+    ack = await node.result_on_socket(first, gpu_seconds=500.0)
+    assert ack == {
+        "type": "result_ack",
+        "task_id": first,
+        "status": 200,
+        "state": "succeeded",
+        "cost": 1_000_000,
+    }
+    again = await node.result_on_socket(first, gpu_seconds=900.0)  # re-sent, or forged bigger: paid once
+    assert again["status"] == 200 and again["cost"] == 1_000_000
+    await other.connect()
+    forged = await node.result_on_socket(second, key=other.key)
+    assert forged["status"] == 401 and forged["code"] == "pubkey_mismatch"
+    await node.ws.send(json.dumps({"type": "result", "result": "not a signed event"}))
+    assert (await node.command("result_ack"))["status"] == 422
+    assert (await hub.http.get(f"/v1/tasks/{second}", headers=user)).json()["status"] == "assigned"
+    await node.beat()  # the socket still carries heartbeats
+    assert (await node.command("ack"))["type"] == "ack"
+
+    assert await balances(hub, "user:sock") == [(10_000_000 - CAP - 1_000_000, CAP)]
+    admin = await hub.admin_headers()
+    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+    await node.ws.close()
+    await other.ws.close()
+
+
+async def test_a_batch_submit_holds_each_task_and_refuses_only_those_past_the_balance(
+    hub: LiveHub, clock: FakeClock
+) -> None:
+    user = await hub.make_user("sweep", balance=5 * CAP)  # enough for 5 of its 8 tasks
+    body = {"command": ["echo", "hi"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000}
+    resp = await hub.http.post("/v1/tasks/batch", json={"tasks": [body] * 8}, headers=user)
+    assert resp.status_code == 200, resp.text
+    items = resp.json()["tasks"]
+    assert [i["hold"] for i in items[:5]] == [CAP] * 5 and all(i["error"] is None for i in items[:5])
+    assert [i["error"]["code"] for i in items[5:]] == ["insufficient_funds"] * 3
+    assert await balances(hub, "user:sweep") == [(0, 5 * CAP)]
+    listed = (await hub.http.get("/v1/tasks", params={"status": "queued"}, headers=user)).json()
+    assert sorted(t["task_id"] for t in listed) == sorted(i["task_id"] for i in items[:5])
+    for bad in ({"tasks": []}, {"tasks": [{**body, "command": []}]}, {"tasks": [body] * 1001}):
+        assert (await hub.http.post("/v1/tasks/batch", json=bad, headers=user)).status_code == 422
+    assert await balances(hub, "user:sweep") == [(0, 5 * CAP)]
+
+
+async def test_concurrent_submits_and_results_batch_without_losing_a_micro_unit(
+    hub: LiveHub, clock: FakeClock
+) -> None:
+    """Many writes share a transaction: an overdraft in the crowd is refused to its own caller only."""
+    rich = await hub.make_user("rich", balance=100 * CAP)
+    poor = await hub.make_user("poorish", balance=5 * CAP)  # enough for 5 of its 8 tasks
+    nodes = [SimNode(hub, clock, f"batch-{i}", max_parallel=20) for i in range(3)]
+    for node in nodes:
+        await node.connect()
+
+    answers = await asyncio.gather(*(submit(hub, who) for who in [rich] * 30 + [poor] * 8))
+    rich_ids = [r.json()["task_id"] for r in answers[:30] if r.status_code == 201]
+    poor_codes = sorted(r.status_code for r in answers[30:])
+    assert len(rich_ids) == 30 and poor_codes == [201] * 5 + [402] * 3
+    assert await balances(hub, "user:poorish") == [(0, 5 * CAP)]
+
+    async def run_all(node: SimNode) -> list[dict[str, Any]]:
+        held = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                held.append((await node.command("assign", timeout_s=1.0))["task"]["task_id"])
+        signed = [await node.signed_result(t, gpu_seconds=100.0) for t in held]
+        for body in signed:  # all sent before any answer is read: they settle side by side
+            await node.ws.send(json.dumps({"type": "result", "result": body}))
+        return [await node.command("result_ack") for _ in signed]
+
+    acks = [a for per_node in await asyncio.gather(*(run_all(n) for n in nodes)) for a in per_node]
+    assert len(acks) == 35 and all(a["status"] == 200 and a["cost"] == 200_000 for a in acks)
+    assert await balances(hub, "user:rich", "user:poorish") == [
+        (100 * CAP - 30 * 200_000, 0),
+        (5 * CAP - 5 * 200_000, 0),
+    ]
+    assert (await balances(hub, OWNER))[0] == (35 * 200_000, 0)
+    admin = await hub.admin_headers()
+    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+    for node in nodes:
+        await node.ws.close()

@@ -51,6 +51,24 @@ class SubmittedOut(BaseModel):
     hold: int
 
 
+class TaskBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[TaskIn] = Field(min_length=1, max_length=1000)
+
+
+class BatchItemOut(BaseModel):
+    """One task of a batch: submitted (``task_id``, ``status``, ``hold``) or refused (``error``)."""
+
+    task_id: str | None = None
+    status: str | None = None
+    hold: int | None = None
+    error: dict[str, Any] | None = None
+
+
+class TaskBatchOut(BaseModel):
+    tasks: list[BatchItemOut]
+
+
 class ResultOut(BaseModel):
     task_id: str
     status: str

@@ -16,9 +16,20 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
 from gpupool.api.deps import HubDep, PrincipalDep
-from gpupool.api.schemas_tasks import OutputAck, OutputIn, ResultOut, SubmittedOut, TaskIn, TaskOut
+from gpupool.api.errors import error_body
+from gpupool.api.schemas_tasks import (
+    BatchItemOut,
+    OutputAck,
+    OutputIn,
+    ResultOut,
+    SubmittedOut,
+    TaskBatchIn,
+    TaskBatchOut,
+    TaskIn,
+    TaskOut,
+)
 from gpupool.core.scheduling import TaskState
-from gpupool.errors import InvalidInput, NotFound
+from gpupool.errors import GpupoolError, InvalidInput, NotFound
 from gpupool.hub.container import Hub
 from gpupool.hub.tasks import NewTask
 from gpupool.store.tasks_repo import TaskRow
@@ -85,7 +96,36 @@ async def submit(request: Request, hub: HubDep, principal: PrincipalDep) -> Subm
                 await hub.tasks.files.save(staged, _chunks(upload))
     else:
         body = _task_in(await request.body())
-    new = NewTask(
+    try:
+        row = await hub.tasks.submit(principal, _new_task(body), staged)
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+    return SubmittedOut(task_id=row.view.task_id, status=row.view.state.value, hold=row.hold_micro)
+
+
+@router.post("/batch", response_model=TaskBatchOut)
+async def submit_batch(body: TaskBatchIn, hub: HubDep, principal: PrincipalDep) -> TaskBatchOut:
+    """Up to 1,000 tasks (no bundles) in one request, each held and queued or refused on its own (in
+    order: when the balance runs out, the later ones get 402); a parameter sweep in one round trip."""
+    answers = await hub.tasks.submit_many(principal, [_new_task(t) for t in body.tasks])
+    items = []
+    for answer in answers:
+        if isinstance(answer, GpupoolError):
+            items.append(BatchItemOut(error=error_body(answer.code, str(answer), answer.details)["error"]))
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            items.append(
+                BatchItemOut(
+                    task_id=answer.view.task_id, status=answer.view.state.value, hold=answer.hold_micro
+                )
+            )
+    return TaskBatchOut(tasks=items)
+
+
+def _new_task(body: TaskIn) -> NewTask:
+    return NewTask(
         name=body.name,
         command=body.command,
         env=body.env,
@@ -94,12 +134,6 @@ async def submit(request: Request, hub: HubDep, principal: PrincipalDep) -> Subm
         timeout_sec=body.timeout_sec,
         max_attempts=body.max_attempts,
     )
-    try:
-        row = await hub.tasks.submit(principal, new, staged)
-    finally:
-        if staged is not None:
-            staged.unlink(missing_ok=True)
-    return SubmittedOut(task_id=row.view.task_id, status=row.view.state.value, hold=row.hold_micro)
 
 
 TaskInAdapter = TypeAdapter(TaskIn)
