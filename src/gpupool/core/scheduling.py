@@ -17,6 +17,7 @@ harmless and settlement above this module can happen exactly once.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -329,9 +330,12 @@ def plan_dispatch(
     free = {node: slots for node, slots in capacity.items() if slots > 0}
     plan: list[tuple[str, str]] = []
     planned: set[str] = set()
-    for task in order_queue(queue):
-        if not free:
-            break
+    # A heap, not a sort: a round takes as many tasks as there are free slots off a queue that may be
+    # thousands long (the keys end in the task id, so two entries never compare their views).
+    heap = [(_queue_key(t), t) for t in queue if t.state is TaskState.QUEUED]
+    heapq.heapify(heap)
+    while heap and free:
+        task = heapq.heappop(heap)[1]
         if task.task_id in planned:
             continue
         node = next((n for n in choose(task) if free.get(n, 0) > 0), None)

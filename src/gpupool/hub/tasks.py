@@ -193,7 +193,7 @@ class TaskService:
     # -- dispatch ---------------------------------------------------------------------------------
     async def dispatch_once(self) -> int:
         """Assign queued tasks to matched nodes with a free slot and push them; returns how many."""
-        queue = scheduling.order_queue(v for v in self.views.values() if v.state is TaskState.QUEUED)
+        queue = [v for v in self.views.values() if v.state is TaskState.QUEUED]
         if not queue:
             return 0
         running: dict[str, int] = {}
