@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -252,3 +253,37 @@ def test_embeddings_example_runs_on_a_node_and_its_artifact_holds_unit_vectors_t
     paraphrase = cosine_of(embeddings, sentences, guitar, "Someone is strumming a guitar.")
     unrelated = cosine_of(embeddings, sentences, guitar, "The stock market fell sharply this morning.")
     assert paraphrase > 0.5 and paraphrase > unrelated + 0.3, (paraphrase, unrelated)
+
+
+def _peak_rss_kib(pid: int) -> int:
+    """The process's high-water mark of resident memory (VmHWM): a peak no sampling can miss."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+
+def test_a_large_artifact_streams_through_the_agent_without_being_held_in_memory(
+    pool: tuple[HubProcess, dict[str, str], dict[str, str]],
+) -> None:
+    hub, _admin, user = pool
+    [agent] = [
+        p for p in psutil.Process().children(recursive=True) if "worker-1" in " ".join(p.environ().values())
+    ]
+    size = 96 << 20
+    code = (
+        "import os\nos.makedirs('output', exist_ok=True)\n"
+        "with open('output/big.bin','wb') as f:\n"
+        f"    for _ in range({size >> 20}): f.write(os.urandom(1 << 20))"
+    )
+    before = _peak_rss_kib(agent.pid)
+    task = wait_done(hub, user, submit(hub, user, code), timeout_s=60)
+    assert task["status"] == "succeeded", task
+    grown_mib = (_peak_rss_kib(agent.pid) - before) / 1024
+    assert grown_mib < 32, f"the agent's peak memory grew by {grown_mib:.0f} MiB for a 96 MiB artifact"
+    [artifact] = httpx.get(f"{hub.url}/v1/tasks/{task['task_id']}/result", headers=user).json()["artifacts"]
+    digest = hashlib.sha256()
+    with httpx.stream(
+        "GET", f"{hub.url}/v1/tasks/{task['task_id']}/artifacts/big.bin", headers=user, timeout=60
+    ) as resp:
+        for piece in resp.iter_bytes():
+            digest.update(piece)
+    assert artifact["size"] == size and artifact["sha256"] == digest.hexdigest()
