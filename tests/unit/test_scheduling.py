@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from fractions import Fraction
 from typing import Any
@@ -430,3 +430,47 @@ def test_settlement_conserves_the_hold_and_usage_within_timeout_fits_it(
 def test_pay_plus_refund_is_always_the_hold(hold: int, charge: int, outcome: Outcome) -> None:
     pay, refund = sch.settle(outcome, hold, charge)
     assert pay + refund == hold and pay >= 0 and refund >= 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    caps=st.lists(st.integers(1, 5), min_size=1, max_size=30),
+    gone=st.sets(st.integers(0, 29)),
+    repushed=st.sets(st.integers(0, 29)),
+    slots=st.integers(0, 10),
+)
+def test_dispatch_queue_plans_what_a_full_sort_plans_and_keeps_the_rest(
+    caps: list[int], gone: set[int], repushed: set[int], slots: int
+) -> None:
+    """The heap kept between rounds places the same tasks as sorting the whole queue each round."""
+    tasks = {
+        f"t{i:02}": make_task(f"t{i:02}", price_cap_micro_per_ksec=c, submitted_at=float(i))
+        for i, c in enumerate(caps)
+    }
+    queue = sch.DispatchQueue()
+    for task in tasks.values():
+        queue.push(task)
+    for i in repushed & set(range(len(caps))):  # pushed twice (requeued): still taken once
+        queue.push(tasks[f"t{i:02}"])
+    current = {k: (sch.assign(v, "n9", 1.0) if int(k[1:]) in gone else v) for k, v in tasks.items()}
+
+    def anywhere(_task: TaskView) -> list[str]:
+        return ["n1"]
+
+    expected = sch.plan_dispatch(sch.order_queue(current.values()), {"n1": slots}, anywhere)
+    taken: list[TaskView] = []
+
+    def lazily() -> Iterator[TaskView]:
+        for task in queue.take(current):
+            taken.append(task)
+            yield task
+
+    plan = sch.plan_dispatch(lazily(), {"n1": slots}, anywhere)
+    assert plan == expected
+    assert len(taken) <= len(plan) + 1  # read no further than the slots needed
+    placed = {task_id for task_id, _ in plan}
+    for task in taken:
+        if task.task_id not in placed:
+            queue.push(task)
+    waiting = [t for t in sch.order_queue(current.values()) if t.task_id not in placed]
+    assert list(queue.take(current)) == waiting  # nothing lost, nothing doubled, still in order

@@ -17,9 +17,10 @@ harmless and settlement above this module can happen exactly once.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from fractions import Fraction
@@ -317,6 +318,39 @@ def order_queue(tasks: Iterable[TaskView]) -> list[TaskView]:
     return sorted((t for t in tasks if t.state is TaskState.QUEUED), key=_queue_key)
 
 
+class DispatchQueue:
+    """Queued tasks in dispatch order, kept as a heap between rounds.
+
+    A round pops as many tasks as it can place, so it costs what it takes, not the length of a queue
+    of thousands. Entries go stale when a task leaves the queue; ``take`` drops those as it meets them.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[tuple[int, int, float, str], str]] = []
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, task: TaskView) -> None:
+        heapq.heappush(self._heap, (_queue_key(task), task.task_id))
+
+    def take(self, current: Mapping[str, TaskView]) -> Iterator[TaskView]:
+        """Pop the queued tasks of ``current`` in order; the caller pushes back those it did not place."""
+        seen: set[str] = set()
+        while self._heap:
+            key, task_id = heapq.heappop(self._heap)
+            task = current.get(task_id)
+            if (
+                task is None
+                or task.state is not TaskState.QUEUED
+                or task_id in seen
+                or _queue_key(task) != key
+            ):
+                continue
+            seen.add(task_id)
+            yield task
+
+
 def plan_dispatch(
     queue: Iterable[TaskView],
     capacity: Mapping[str, int],
@@ -324,19 +358,18 @@ def plan_dispatch(
 ) -> list[tuple[str, str]]:
     """Pair queued tasks with nodes: each takes the first of its ranked candidates with a free slot.
 
+    ``queue`` is taken in the order given (``order_queue`` or a ``DispatchQueue`` gives dispatch
+    order) and only as far as there are free slots, so a lazy queue is read no further than needed.
     ``capacity`` is each node's free slots (max_parallel - running); a node missing from it, or with no
     slot left, is skipped. No node gets more tasks than its slots and no task is planned twice.
     """
     free = {node: slots for node, slots in capacity.items() if slots > 0}
     plan: list[tuple[str, str]] = []
     planned: set[str] = set()
-    # A heap, not a sort: a round takes as many tasks as there are free slots off a queue that may be
-    # thousands long (the keys end in the task id, so two entries never compare their views).
-    heap = [(_queue_key(t), t) for t in queue if t.state is TaskState.QUEUED]
-    heapq.heapify(heap)
-    while heap and free:
-        task = heapq.heappop(heap)[1]
-        if task.task_id in planned:
+    for task in queue:
+        if not free:
+            break
+        if task.state is not TaskState.QUEUED or task.task_id in planned:
             continue
         node = next((n for n in choose(task) if free.get(n, 0) > 0), None)
         if node is None:
@@ -364,6 +397,7 @@ def _check_seconds(value: float, field: str) -> Fraction:
     return Fraction(value)  # exact for any float
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # a sweep submits the same terms many times
 def hold_amount(price_micro_per_ksec: int, timeout_sec: float, gpu_count: int = 1) -> int:
     """Escrow for a task: price cap x timeout x GPUs, rounded *up* so it covers any charge.
 

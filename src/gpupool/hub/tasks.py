@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -79,13 +79,16 @@ class TaskService:
         # Group commit for the two writes every task makes: many submits, many settlements a transaction.
         self._submits = WriteBatcher(db, self._write_submissions)
         self._finishes = WriteBatcher(db, self._write_finishes)
+        # Kept up to date by _track/_forget, so a dispatch round never walks every live task.
+        self._queue = scheduling.DispatchQueue()
+        self._on_node: dict[str, set[str]] = {}
 
     async def load(self) -> None:
         """Take back the live tasks after a start; tasks on nodes that are gone are handled by expiry."""
         async with self.db.read() as conn:
             for row in await TasksRepo(conn).live():
-                self.views[row.view.task_id] = row.view
                 self.specs[row.view.task_id] = row.spec
+                self._track(row.view)
         self.wakeup.set()
 
     # -- users ------------------------------------------------------------------------------------
@@ -150,7 +153,8 @@ class TaskService:
 
     def _queued(self, submission: _Submission) -> None:
         view = submission.row.view
-        self.views[view.task_id], self.specs[view.task_id] = view, submission.row.spec
+        self.specs[view.task_id] = submission.row.spec
+        self._track(view)
         self.wakeup.set()
 
     async def row(self, task_id: str) -> TaskRow:
@@ -193,18 +197,15 @@ class TaskService:
     # -- dispatch ---------------------------------------------------------------------------------
     async def dispatch_once(self) -> int:
         """Assign queued tasks to matched nodes with a free slot and push them; returns how many."""
-        queue = [v for v in self.views.values() if v.state is TaskState.QUEUED]
-        if not queue:
+        if not self._queue:
             return 0
-        running: dict[str, int] = {}
-        for v in self.views.values():
-            if v.state in (TaskState.ASSIGNED, TaskState.RUNNING) and v.assigned_node:
-                running[v.assigned_node] = running.get(v.assigned_node, 0) + 1
         capacity = {
-            miner_id: int(node.record.spec.get("max_parallel", 1)) - running.get(miner_id, 0)
+            miner_id: int(node.record.spec.get("max_parallel", 1)) - len(self._on_node.get(miner_id, ()))
             for miner_id, node in self.live.nodes.items()
             if node.online and self.channels.connected(miner_id)
         }
+        if not any(slots > 0 for slots in capacity.values()):
+            return 0
         ranked: dict[tuple[str, int], list[str]] = {}
 
         def candidates(view: TaskView) -> list[str]:
@@ -221,7 +222,18 @@ class TaskService:
                 ranked[shape] = [c.miner_id for c in result.candidates]
             return ranked[shape]
 
-        plan = scheduling.plan_dispatch(queue, capacity, candidates)
+        taken: list[TaskView] = []
+
+        def queue() -> Iterator[TaskView]:
+            for view in self._queue.take(self.views):
+                taken.append(view)
+                yield view
+
+        plan = scheduling.plan_dispatch(queue(), capacity, candidates)
+        placed = {task_id for task_id, _ in plan}
+        for view in taken:
+            if view.task_id not in placed:
+                self._queue.push(view)
         if plan:
             await self._assign_all(plan)
         return len(plan)
@@ -253,7 +265,7 @@ class TaskService:
 
         await self.db.run(work)
         for view, _ in changes:
-            self.views[view.task_id] = view
+            self._track(view)
         sent = await asyncio.gather(*(self.channels.send(m, message) for m, message in messages))
         for (view, _), (miner_id, _), ok in zip(changes, messages, sent, strict=True):
             if not ok:
@@ -264,7 +276,21 @@ class TaskService:
             await TasksRepo(conn).save(view, **extra)
 
         await self.db.run(work)
+        self._track(view)
+
+    def _track(self, view: TaskView) -> None:
+        """The one place a live task's view changes: queue and per-node counts follow it."""
+        self._forget(view.task_id)
         self.views[view.task_id] = view
+        if view.state is TaskState.QUEUED:
+            self._queue.push(view)
+        elif view.assigned_node and view.state in (TaskState.ASSIGNED, TaskState.RUNNING):
+            self._on_node.setdefault(view.assigned_node, set()).add(view.task_id)
+
+    def _forget(self, task_id: str) -> None:
+        old = self.views.pop(task_id, None)
+        if old is not None and old.assigned_node:
+            self._on_node.get(old.assigned_node, set()).discard(task_id)
 
     # -- node reports -----------------------------------------------------------------------------
     def _held_by(self, task_id: str, miner_id: str) -> TaskView:
@@ -285,7 +311,7 @@ class TaskService:
             return await repo.add_output(task_id, seq, stream, data, now)
 
         stored = await self.db.run(work)
-        self.views[task_id] = started
+        self._track(started)
         async with self.output_event:
             self.output_event.notify_all()
         return stored
@@ -360,7 +386,7 @@ class TaskService:
     ) -> TaskRow:
         """Settle a task that ended (once: a task settled already answers with how it ended)."""
         finished = await self._finishes.submit(_Finish(view, usage, artifacts, event))
-        self.views.pop(view.task_id, None)
+        self._forget(view.task_id)
         self.specs.pop(view.task_id, None)
         async with self.output_event:
             self.output_event.notify_all()
