@@ -13,6 +13,7 @@ the minimum settlement; the rest is carried to the next epoch. Nothing is create
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -82,6 +83,7 @@ Hubs running another parameter set pass their own rate."""
 _COMPILED = tuple((cls, re.compile(cls.pattern)) for cls in GPU_CLASSES)
 
 
+@functools.cache  # a pool has a handful of GPU names; settlement asks for each result
 def gpu_class(gpu_name: str) -> GpuClass:
     """The throughput class of a GPU by its reported name (NVML/nvidia-smi form), or ``UNKNOWN_GPU``."""
     normalised = gpu_name.upper().replace("-", " ").replace("_", " ")

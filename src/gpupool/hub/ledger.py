@@ -8,6 +8,7 @@ request returns the first result and moves nothing; with a different request it 
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -160,9 +161,12 @@ class LedgerService:
         )
 
 
+_by_account = operator.attrgetter("account")
+
+
 def request_hash(posting: Posting, memo: str | None) -> str:
-    legs = "|".join(f"{e.account}:{e.amount_micro}" for e in sorted(posting.entries, key=lambda e: e.account))
-    return hashlib.sha256(f"{posting.kind.value}|{legs}|{memo or ''}".encode()).hexdigest()
+    legs = "|".join(f"{e.account}:{e.amount_micro}" for e in sorted(posting.entries, key=_by_account))
+    return hashlib.sha256(f"{posting.kind}|{legs}|{memo or ''}".encode()).hexdigest()
 
 
 def _record(posting_id: int, new: NewPosting) -> PostingRecord:

@@ -22,12 +22,18 @@ class TaskRow:
     view: TaskView
     owner: str
     name: str
-    spec: dict[str, Any]
+    spec_json: str
     hold_micro: int
     price_micro_per_ksec: int | None
     charge_micro: int | None
     usage: dict[str, Any] | None
     artifacts: list[dict[str, Any]] | None
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """Command, env and requirements; parsed when asked for (settlement never needs them)."""
+        spec: dict[str, Any] = json.loads(self.spec_json)
+        return spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +64,7 @@ def _row(r: Any) -> TaskRow:
         view=view,
         owner=r.owner,
         name=r.name,
-        spec=json.loads(r.spec),
+        spec_json=r.spec,
         hold_micro=r.hold_micro,
         price_micro_per_ksec=r.price_micro_per_ksec,
         charge_micro=r.charge_micro,
