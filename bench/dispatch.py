@@ -43,7 +43,8 @@ async def node_loop(hub_url: str, token: str, key: crypto.KeyPair, stop: asyncio
     """Answer every assignment at once with a signed, successful result on the heartbeat socket, as
     the node agent does (it falls back to ``POST /v1/tasks/{id}/result`` only when the socket is down)."""
     ws_url = hub_url.replace("http://", "ws://", 1)
-    async with websockets.connect(f"{ws_url}/v1/miners/heartbeat?session_token={token}") as ws:
+    url = f"{ws_url}/v1/miners/heartbeat?session_token={token}"
+    async with websockets.connect(url, compression=None) as ws:  # as the agent connects
         await ws.send(json.dumps({"ts": time.time(), "queue_len": 0}))
         while not stop.is_set():
             try:
@@ -138,11 +139,17 @@ async def gpupool_run(n_tasks: int, n_nodes: int, batch: int) -> tuple[float, li
                         return await one()
 
                 if batch > 1:
-                    ids = set()
-                    for start in range(0, n_tasks, batch):
-                        size = min(batch, n_tasks - start)
-                        resp = await http.post("/v1/tasks/batch", json={"tasks": [body] * size}, headers=user)
-                        ids |= {t["task_id"] for t in resp.json()["tasks"]}
+                    lanes = asyncio.Semaphore(4)  # a few requests in flight, as a client would
+
+                    async def submit_batch(size: int) -> set[str]:
+                        async with lanes:
+                            resp = await http.post(
+                                "/v1/tasks/batch", json={"tasks": [body] * size}, headers=user
+                            )
+                        return {t["task_id"] for t in resp.json()["tasks"]}
+
+                    sizes = [min(batch, n_tasks - start) for start in range(0, n_tasks, batch)]
+                    ids = set().union(*await asyncio.gather(*(submit_batch(n) for n in sizes)))
                 else:
                     ids = set(await asyncio.gather(*(submit() for _ in range(n_tasks))))
                 live = {"status": ["queued", "assigned", "running"], "limit": 1}

@@ -44,6 +44,9 @@ class CleanExitServer(uvicorn.Server):
 
 def serve(app: Any, host: str, port: int, log_level: str = "info", **config: Any) -> None:
     """Run ``app`` until SIGTERM or SIGINT; return normally after a graceful shutdown."""
+    # Heartbeat sockets carry small JSON messages: per-message deflate would cost CPU on both ends
+    # for a few bytes saved.
+    config.setdefault("ws_per_message_deflate", False)
     server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), **config))
     redact_server_logs()
     server.run()

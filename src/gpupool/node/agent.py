@@ -201,7 +201,7 @@ class NodeAgent:
     async def _beat_on_socket(self, stop: asyncio.Event, backoff: Backoff) -> None:
         base = self.registry_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         url = f"{base}/v1/miners/heartbeat?session_token={self.session_token}"
-        async with websockets.connect(url, open_timeout=10, close_timeout=2) as ws:
+        async with websockets.connect(url, open_timeout=10, close_timeout=2, compression=None) as ws:
             self._socket = ws
             try:
                 await self._converse(ws, stop, backoff)
