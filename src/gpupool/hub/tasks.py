@@ -157,13 +157,6 @@ class TaskService:
         self._track(view)
         self.wakeup.set()
 
-    async def row(self, task_id: str) -> TaskRow:
-        async with self.db.read() as conn:
-            row = await TasksRepo(conn).get(task_id)
-        if row is None:
-            raise NotFound(f"no task {task_id}")
-        return row
-
     async def get(self, principal: Principal, task_id: str) -> TaskRow:
         async with self.db.read() as conn:
             row = await TasksRepo(conn).get(task_id)
