@@ -6,25 +6,11 @@ to say exactly when batches appear, so this one computes a step only when ``prod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from gpupool.core.poc import PARAMS_TINY, Batch, PocModel, nonce_range
+from gpupool.pow.engine import GenerationStats
 from gpupool.pow.rounds import PowRound
 
 BLOCK_HASH = "5b1f" * 16
-
-
-@dataclass
-class Stats:
-    status: str
-    gpu_count: int
-    nonces_computed: int = 0
-    nonces_qualified: int = 0
-    batches: int = 0
-    nonces_per_s: float = 0.0
-    qualified_per_s: float = 0.0
-    started_at: float | None = None
-    error: str | None = None
 
 
 class ScriptedGenerator:
@@ -64,8 +50,8 @@ class ScriptedGenerator:
     def stop(self, timeout: float = 10.0) -> None:
         self.stopped, self.state = True, "stopped"
 
-    def stats(self) -> Stats:
-        return Stats(self.state, self.gpu_count, nonces_computed=self.computed)
+    def stats(self) -> GenerationStats:
+        return GenerationStats(self.state, self.gpu_count, nonces_computed=self.computed)
 
 
 class ScriptedFactory:

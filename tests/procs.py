@@ -21,6 +21,28 @@ class ChildProcess:
 
     proc: subprocess.Popen[bytes] | None = None
 
+    def spawn(
+        self, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, health: str, timeout_s: float
+    ) -> None:
+        """Start ``gpupool ARGV…`` logging to ``log_path``; return once ``health`` answers 200."""
+        log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gpupool", *argv], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{argv[0]} exited with {self.proc.returncode}: {log_path.read_text()[-2000:]}"
+                )
+            try:
+                if httpx.get(health, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{argv[0]} did not answer within {timeout_s}s: {log_path.read_text()[-2000:]}")
+
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, exactly like a crash."""
         assert self.proc is not None
@@ -68,27 +90,8 @@ class HubProcess(ChildProcess):
             "GPUPOOL_HUB_LOG_LEVEL": "warning",
             **self.extra_env,
         }
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gpupool", "hub", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env,
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"hub exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
-                )
-            try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"hub did not answer within {timeout_s}s: {self.log_path.read_text()[-2000:]}")
+        argv = ["hub", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.spawn(argv, env, self.workdir, self.log_path, f"{self.url}/v1/health", timeout_s)
 
 
 FIXTURES_GPU = Path(__file__).parent / "fixtures" / "gpu"
@@ -184,24 +187,5 @@ class DelegateProcess(ChildProcess):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gpupool", "delegate", "serve"],
-            env=self.env,
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"delegate exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
-                )
-            try:
-                if httpx.get(f"{self.url}/api/v1/delegation/status", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"delegate did not answer: {self.log_path.read_text()[-2000:]}")
+        health = f"{self.url}/api/v1/delegation/status"
+        self.spawn(["delegate", "serve"], self.env, self.workdir, self.log_path, health, timeout_s)
