@@ -342,3 +342,31 @@ async def test_concurrent_submits_and_results_batch_without_losing_a_micro_unit(
     assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
     for node in nodes:
         await node.ws.close()
+
+
+async def test_reports_racing_in_one_batch_are_settled_once_each(hub: LiveHub, clock: FakeClock) -> None:
+    """A crowd of results where some tasks are reported twice (re-sent as is, or signed again with
+    a bigger bill): the batch falls back to settling each report alone, and each task is paid once."""
+    user = await hub.make_user("racer", balance=100 * CAP)
+    node = SimNode(hub, clock, "race-1", max_parallel=12)
+    await node.connect()
+    ids = [(await submit(hub, user)).json()["task_id"] for _ in range(12)]
+    assert {(await node.command("assign"))["task"]["task_id"] for _ in ids} == set(ids)
+
+    first = [await node.signed_result(t, gpu_seconds=100.0, files={}) for t in ids]
+    bigger = [await node.signed_result(t, gpu_seconds=900.0, files={}) for t in ids[:3]]
+    crowd = first + first[3:6] + bigger  # 12 reports, 3 re-sent as they were, 3 signed again
+    for body in crowd:  # all on the wire before any answer is read: they meet in one batch
+        await node.ws.send(json.dumps({"type": "result", "result": body}))
+    acks = [await node.command("result_ack") for _ in crowd]
+
+    replays = [a for a in acks if a["status"] != 200]
+    assert all(a["code"] == "replayed_event" for a in replays)  # a re-sent event is refused or
+    settled = {a["task_id"]: a["cost"] for a in acks if a["status"] == 200}  # answered as settled
+    assert set(settled) == set(ids) and set(settled.values()) == {200_000}
+    assert all(a["cost"] == 200_000 for a in acks if a["status"] == 200)
+    assert await balances(hub, "user:racer") == [(100 * CAP - 12 * 200_000, 0)]
+    assert (await balances(hub, OWNER))[0] == (12 * 200_000, 0)
+    admin = await hub.admin_headers()
+    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+    await node.ws.close()

@@ -47,10 +47,7 @@ async def post_many_in(
     conn: AsyncConnection, keyed_postings: Sequence[tuple[ledger.Posting, str, str]], now: float
 ) -> None:
     """Many (posting, key, actor) in the caller's transaction (group commit); Conflict if a key is taken."""
-    repo = LedgerRepo(conn)
-    ids = await repo.post_many([keyed(p, key, actor, now) for p, key, actor in keyed_postings])
-    if None in ids:
-        raise Conflict("a posting in the batch exists already", code="already_settled")
+    await LedgerRepo(conn).post_many([keyed(p, key, actor, now) for p, key, actor in keyed_postings])
 
 
 def keyed(posting: ledger.Posting, key: str, actor: str, now: float) -> NewPosting:

@@ -32,9 +32,9 @@ from gpupool.hub.rewards import contribution_from_usage
 from gpupool.hub.signatures import SignedRequests
 from gpupool.store.batches import WriteBatcher
 from gpupool.store.db import Database
-from gpupool.store.registry_repo import RegistryRepo
+from gpupool.store.registry_repo import MinerRecord, RegistryRepo
 from gpupool.store.rewards_repo import RewardsRepo
-from gpupool.store.tasks_repo import NewTaskRow, OutputRow, TaskRow, TasksRepo
+from gpupool.store.tasks_repo import OutputRow, TaskRow, TasksRepo
 
 SYSTEM_ACTOR = "hub"
 
@@ -74,11 +74,13 @@ class TaskService:
         self.files = files
         self.views: dict[str, TaskView] = {}
         self.specs: dict[str, dict[str, Any]] = {}
+        # Each live task's row as stored (its view aside): settling a batch reads nothing back.
+        self.rows: dict[str, TaskRow] = {}
         self.wakeup = asyncio.Event()
         self.output_event = asyncio.Condition()
         # Group commit for the two writes every task makes: many submits, many settlements a transaction.
         self._submits = WriteBatcher(db, self._write_submissions)
-        self._finishes = WriteBatcher(db, self._write_finishes)
+        self._finishes = WriteBatcher(db, self._write_finishes, alone=self._write_finish_read)
         # Kept up to date by _track/_forget, so a dispatch round never walks every live task.
         self._queue = scheduling.DispatchQueue()
         self._on_node: dict[str, set[str]] = {}
@@ -88,11 +90,12 @@ class TaskService:
         async with self.db.read() as conn:
             for row in await TasksRepo(conn).live():
                 self.specs[row.view.task_id] = row.spec
+                self.rows[row.view.task_id] = row
                 self._track(row.view)
         self.wakeup.set()
 
     # -- users ------------------------------------------------------------------------------------
-    async def submit(self, principal: Principal, new: NewTask, bundle: Path | None = None) -> NewTaskRow:
+    async def submit(self, principal: Principal, new: NewTask, bundle: Path | None = None) -> TaskRow:
         """Hold the escrow and queue the task; ``bundle`` (a staged upload) becomes the task's files."""
         submission = self._submission(principal, new, with_bundle=bundle is not None)
         task_id = submission.row.view.task_id
@@ -108,9 +111,7 @@ class TaskService:
         self._queued(submission)
         return submission.row
 
-    async def submit_many(
-        self, principal: Principal, news: list[NewTask]
-    ) -> list[NewTaskRow | BaseException]:
+    async def submit_many(self, principal: Principal, news: list[NewTask]) -> list[TaskRow | BaseException]:
         """Many tasks (no bundles) in as few transactions as fit; each one held and queued, or refused."""
         submissions = [self._submission(principal, new) for new in news]
         answers = await self._submits.submit_many(submissions)
@@ -137,7 +138,9 @@ class TaskService:
             "bundle": with_bundle,
         }
         hold = scheduling.hold_amount(new.price_cap_micro_per_ksec, new.timeout_sec, max(new.gpu_count, 1))
-        return _Submission(NewTaskRow(view, principal.username, new.name, spec, hold), principal.account)
+        return _Submission(
+            TaskRow.new(view, principal.username, new.name, spec, hold), spec, principal.account
+        )
 
     async def _write_submissions(
         self, conn: AsyncConnection, batch: Sequence[_Submission]
@@ -153,7 +156,8 @@ class TaskService:
 
     def _queued(self, submission: _Submission) -> None:
         view = submission.row.view
-        self.specs[view.task_id] = submission.row.spec
+        self.specs[view.task_id] = submission.spec
+        self.rows[view.task_id] = submission.row
         self._track(view)
         self.wakeup.set()
 
@@ -238,9 +242,9 @@ class TaskService:
         for task_id, miner_id in plan:
             view = scheduling.assign(self.views[task_id], miner_id, now)
             node = self.live.nodes[miner_id]
-            changes.append(
-                (view, {"price_micro_per_ksec": int(node.record.spec.get("price_token_per_ksec", 0))})
-            )
+            price = int(node.record.spec.get("price_token_per_ksec", 0))
+            changes.append((view, {"price_micro_per_ksec": price}))
+            self.rows[task_id] = replace(self.rows[task_id], price_micro_per_ksec=price)
             spec = self.specs[task_id]
             gpus = int(spec["requirements"].get("gpu_count") or (1 if node.record.spec.get("gpus") else 0))
             task = {
@@ -381,6 +385,7 @@ class TaskService:
         finished = await self._finishes.submit(_Finish(view, usage, artifacts, event))
         self._forget(view.task_id)
         self.specs.pop(view.task_id, None)
+        self.rows.pop(view.task_id, None)
         async with self.output_event:
             self.output_event.notify_all()
         self.wakeup.set()
@@ -389,10 +394,30 @@ class TaskService:
     async def _write_finishes(
         self, conn: AsyncConnection, batch: Sequence[_Finish]
     ) -> list[TaskRow | Exception]:
-        """Settle a batch: the end state, the payment or refund, the replay claim and the contribution.
+        """Settle a batch from what the hub holds of its live tasks, reading nothing back.
 
-        Each item is answered with its task's row as settled (by this batch or an earlier report).
+        What that assumes, the database enforces: a task settled already holds its settlement key, an
+        event accepted already its replay claim, so a report that raced another fails the whole batch
+        on a unique key, and ``_write_finish_read`` then settles each report alone.
         """
+        rows: dict[str, TaskRow] = {}
+        nodes: dict[str, MinerRecord] = {}
+        for item in batch:
+            task_id, miner_id = item.view.task_id, item.view.assigned_node
+            row = self.rows.get(task_id)
+            node = self.live.nodes.get(miner_id) if miner_id else None
+            if row is None or task_id in rows or (miner_id and node is None):
+                raise _ReadBack(task_id)
+            rows[task_id] = row
+            if node is not None:
+                nodes[node.record.miner_id] = node.record
+        settled = await self._settle(conn, rows, {f.view.task_id: f for f in batch}, nodes)
+        return [settled[f.view.task_id] for f in batch]
+
+    async def _write_finish_read(
+        self, conn: AsyncConnection, batch: Sequence[_Finish]
+    ) -> list[TaskRow | Exception]:
+        """Settle reports alone, reading each task's row: a task settled already is answered with it."""
         repo, registry = TasksRepo(conn), RegistryRepo(conn)
         rows = await repo.get_many([f.view.task_id for f in batch])
         seen = await registry.seen([str(f.event["id"]) for f in batch if f.event is not None])
@@ -417,17 +442,21 @@ class TaskService:
                 if item.event is not None:
                     seen.add(str(item.event["id"]))
         if settling:
-            rows |= await self._settle(conn, rows, settling)
+            nodes = await registry.miners_by_id(
+                [f.view.assigned_node for f in settling.values() if f.view.assigned_node]
+            )
+            rows |= await self._settle(conn, rows, settling, nodes)
         return [rows[a] if isinstance(a, str) else a for a in answers]
 
     async def _settle(
-        self, conn: AsyncConnection, rows: Mapping[str, TaskRow], settling: Mapping[str, _Finish]
+        self,
+        conn: AsyncConnection,
+        rows: Mapping[str, TaskRow],
+        settling: Mapping[str, _Finish],
+        nodes: Mapping[str, MinerRecord],
     ) -> dict[str, TaskRow]:
+        """The end state, the payment or refund, the replay claim and the contribution of each task."""
         now = self.clock.now()
-        registry = RegistryRepo(conn)
-        nodes = await registry.miners_by_id(
-            [f.view.assigned_node for f in settling.values() if f.view.assigned_node]
-        )
         claims, postings, saves, contributions, settled = [], [], [], [], {}
         for task_id, item in settling.items():
             row, view = rows[task_id], item.view
@@ -452,6 +481,7 @@ class TaskService:
                 contributions.append(
                     contribution_from_usage(node, task_id, dict(usage), start, now, self.epoch_of(now))
                 )
+        registry = RegistryRepo(conn)
         if claims:
             await registry.claim_events(claims)
         await post_many_in(conn, postings, now)
@@ -460,9 +490,14 @@ class TaskService:
         return settled
 
 
+class _ReadBack(Exception):
+    """A report the batch cannot settle from memory alone; it is settled alone, reading its row."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Submission:
-    row: NewTaskRow
+    row: TaskRow
+    spec: dict[str, Any]
     account: str
 
 

@@ -8,7 +8,10 @@ the next one.
 The batch function answers each item with its result or with its own exception (and must have
 written nothing for an item it answers with an exception). When the transaction itself fails (a
 CHECK refusing an overdraft, a unique key taken by another replica), the batch is run again one item
-at a time, so each caller gets the answer a transaction of its own would have given.
+at a time, so each caller gets the answer a transaction of its own would have given. That lets the
+batch function be optimistic: it may assume what usually holds (nothing settled twice, no replay)
+and leave the database's constraints to refuse the rare batch where it did not; ``alone`` is then
+the careful function that writes one item after looking.
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ BatchFn = Callable[[AsyncConnection, Sequence[I]], Awaitable[list[R | Exception]
 
 
 class WriteBatcher(Generic[I, R]):
-    def __init__(self, db: Database, apply: BatchFn[I, R], *, max_batch: int = 500) -> None:
+    def __init__(
+        self, db: Database, apply: BatchFn[I, R], *, alone: BatchFn[I, R] | None = None, max_batch: int = 500
+    ) -> None:
         self.db = db
         self.apply = apply
+        self.alone = alone or apply
         self.max_batch = max_batch
         self._pending: list[tuple[I, asyncio.Future[R]]] = []
         self._drainer: asyncio.Task[None] | None = None
@@ -58,14 +64,15 @@ class WriteBatcher(Generic[I, R]):
         finally:
             self._drainer = None
 
-    async def _run(self, batch: list[tuple[I, asyncio.Future[R]]]) -> None:
+    async def _run(self, batch: list[tuple[I, asyncio.Future[R]]], *, retry: bool = False) -> None:
         items = [item for item, _ in batch]
+        apply = self.alone if retry else self.apply
         try:
-            answers = await self.db.run(lambda conn: self.apply(conn, items))
+            answers = await self.db.run(lambda conn: apply(conn, items))
         except Exception as exc:
-            if len(batch) > 1:
+            if not retry and (len(batch) > 1 or self.alone is not self.apply):
                 for one in batch:
-                    await self._run([one])
+                    await self._run([one], retry=True)
                 return
             answers = [exc]
         except BaseException as exc:  # cancelled (shutdown): nobody is left waiting forever

@@ -32,7 +32,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gpupool.core.ledger import Posting
-from gpupool.errors import NotFound, PaymentRequired
+from gpupool.errors import Conflict, NotFound, PaymentRequired
+from gpupool.store.prepared import Prepared
 from gpupool.store.tables import accounts, entries, postings
 
 
@@ -92,6 +93,18 @@ def _posting_params(new: NewPosting) -> dict[str, Any]:
         "memo": new.memo,
         "created_at": new.created_at,
     }
+
+
+_INSERT_POSTINGS = Prepared.insert(postings, _POSTING_COLUMNS)
+# An entry of a posting named by its key: no round trip to learn the ids the postings were given.
+_INSERT_LEGS = Prepared(
+    insert(entries).from_select(
+        ["posting_id", "account", "amount_micro"],
+        select(
+            postings.c.id, bindparam("account", type_=String), bindparam("amount_micro", type_=BigInteger)
+        ).where(postings.c.scope == bindparam("scope"), postings.c.idempotency_key == bindparam("key")),
+    )
+)
 
 
 @cache
@@ -270,46 +283,31 @@ class LedgerRepo:
         ).scalar()
         return None if posting_id is None else int(posting_id)
 
-    async def post_many(self, news: Sequence[NewPosting]) -> list[int | None]:
-        """Many keyed postings of one scope in five statements; None where the key is taken already.
+    async def post_many(self, news: Sequence[NewPosting]) -> None:
+        """Many postings of one scope under new keys, in three statements.
 
-        For group commit (``store/batches.py``): the postings' summed deltas move each balance once,
-        so the CHECK refuses the whole batch when the sum would overdraw an account, and the caller
-        then posts them one by one to learn which one it was. Within the batch the first use of a
-        key wins.
+        For group commit (``store/batches.py``), so it claims the keys without looking first: a key
+        taken already (by an earlier write or twice in the batch) raises Conflict, and the summed
+        deltas move each balance once, so the CHECK refuses the whole batch when the sum would
+        overdraw an account. Either way nothing is written, and the caller posts them one by one to
+        learn which one it was.
         """
         scope = news[0].scope
-        keys = [n.idempotency_key for n in news]
-        if any(k is None for k in keys) or any(n.scope != scope for n in news):
+        keys = [str(n.idempotency_key) for n in news]
+        if any(n.idempotency_key is None for n in news) or any(n.scope != scope for n in news):
             raise ValueError("post_many takes keyed postings of one scope")
-        taken = set(
-            (
-                await self.conn.execute(
-                    select(postings.c.idempotency_key).where(
-                        and_(postings.c.scope == scope, postings.c.idempotency_key.in_(keys))
-                    )
-                )
-            ).scalars()
-        )
-        fresh: dict[str, NewPosting] = {}
-        for new in news:
-            if new.idempotency_key not in taken and new.idempotency_key not in fresh:
-                fresh[str(new.idempotency_key)] = new
-        if not fresh:
-            return [None] * len(news)
-        await self.conn.execute(insert(postings), [_posting_params(n) for n in fresh.values()])
-        rows = await self.conn.execute(
-            select(postings.c.idempotency_key, postings.c.id).where(
-                and_(postings.c.scope == scope, postings.c.idempotency_key.in_(list(fresh)))
-            )
-        )
-        ids = {key: posting_id for key, posting_id in rows}
+        if len(set(keys)) != len(keys):
+            raise Conflict("a key is used twice in the batch", code="already_settled")
+        try:
+            await _INSERT_POSTINGS.many(self.conn, [_posting_params(n) for n in news])
+        except IntegrityError as exc:
+            raise Conflict("a posting in the batch exists already", code="already_settled") from exc
         summed: dict[str, int] = {}
         legs = []
-        for key, new in fresh.items():
+        for key, new in zip(keys, news, strict=True):
             for account, delta in new.posting.deltas().items():
                 summed[account] = summed.get(account, 0) + delta
-                legs.append({"posting_id": ids[key], "account": account, "amount_micro": delta})
+                legs.append({"scope": scope, "key": key, "account": account, "amount_micro": delta})
         try:
             await self._move({a: d for a, d in summed.items() if d}, self.conn.dialect.name == "postgresql")
         except IntegrityError as exc:
@@ -319,15 +317,7 @@ class LedgerRepo:
                     f"insufficient funds in {debited[0]}", details={"account": debited[0]}
                 ) from exc
             raise PaymentRequired("a posting in the batch would overdraw its source", details={}) from exc
-        await self.conn.execute(_INSERT_ENTRIES, legs)
-        answered = set()
-        out: list[int | None] = []
-        for new in news:
-            key = str(new.idempotency_key)
-            first = key in fresh and fresh[key] is new and key not in answered
-            answered.add(key)
-            out.append(int(ids[key]) if first else None)
-        return out
+        await _INSERT_LEGS.many(self.conn, legs)
 
     async def apply(self, posting_id: int, posting: Posting) -> None:
         """Move balances and record entries; raises PaymentRequired or NotFound and writes nothing."""

@@ -12,7 +12,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gpupool.store.prepared import Prepared
 from gpupool.store.tables import allowlist, miners, node_sessions, owner_api_keys, seen_events, workers
+
+_CLAIM_EVENTS = Prepared.insert(seen_events, ("id", "expires_at"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +270,7 @@ class RegistryRepo:
 
     async def claim_events(self, claims: Sequence[tuple[str, float]]) -> None:
         """Record events known to be new (checked with ``seen`` in this transaction); a race fails it."""
-        await self.conn.execute(insert(seen_events), [{"id": i, "expires_at": e} for i, e in claims])
+        await _CLAIM_EVENTS.many(self.conn, [{"id": i, "expires_at": e} for i, e in claims])
 
     async def prune_events(self, now: float) -> int:
         return int(

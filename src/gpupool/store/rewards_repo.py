@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gpupool.store.prepared import Prepared
 from gpupool.store.tables import contributions, entries, reward_carry, reward_epochs
 
 
@@ -37,6 +38,16 @@ def _once_per_ref(stmt: Any) -> Any:
     return stmt.on_conflict_do_nothing(index_elements=["source", "ref"])
 
 
+CONTRIBUTION_COLUMNS = tuple(c.name for c in contributions.columns if c.name != "id")
+_ADD_CONTRIBUTIONS = Prepared(
+    lambda dialect: _once_per_ref(
+        (pg_insert if dialect == "postgresql" else sqlite_insert)(contributions).values(
+            {c: bindparam(c) for c in CONTRIBUTION_COLUMNS}
+        )
+    )
+)
+
+
 class RewardsRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
@@ -48,9 +59,9 @@ class RewardsRepo:
         return (await self.conn.execute(_once_per_ref(stmt))).rowcount == 1
 
     async def add_contributions(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Many at once (the same columns each); those already recorded are left as they are."""
-        if rows:
-            await self.conn.execute(_once_per_ref(self._insert(contributions)), list(rows))
+        """Many at once, each with every column of ``CONTRIBUTION_COLUMNS``; those already recorded
+        are left as they are."""
+        await _ADD_CONTRIBUTIONS.many(self.conn, rows)
 
     async def scores_for_epoch(self, epoch: int) -> dict[str, int]:
         """Each owner's summed score in ``epoch``, aggregated by the database."""

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gpupool.core.scheduling import LIVE_STATES, Outcome, TaskState, TaskView
+from gpupool.store.prepared import Prepared
 from gpupool.store.tables import task_output, tasks
 
 
@@ -28,6 +29,11 @@ class TaskRow:
     charge_micro: int | None
     usage: dict[str, Any] | None
     artifacts: list[dict[str, Any]] | None
+
+    @classmethod
+    def new(cls, view: TaskView, owner: str, name: str, spec: dict[str, Any], hold_micro: int) -> TaskRow:
+        """A task as submitted: not priced, charged or run yet."""
+        return cls(view, owner, name, json.dumps(spec, sort_keys=True), hold_micro, None, None, None, None)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -73,19 +79,37 @@ def _row(r: Any) -> TaskRow:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class NewTaskRow:
-    view: TaskView
-    owner: str
-    name: str
-    spec: dict[str, Any]
-    hold_micro: int
+_VIEW_COLUMNS = (
+    "state",
+    "attempts",
+    "miner_id",
+    "assigned_at",
+    "started_at",
+    "finished_at",
+    "exit_code",
+    "outcome",
+)
+_INSERT = Prepared.insert(
+    tasks,
+    (
+        "task_id",
+        "owner",
+        "name",
+        "spec",
+        "price_cap_micro_per_ksec",
+        "timeout_sec",
+        "max_attempts",
+        "submitted_at",
+        "hold_micro",
+        *_VIEW_COLUMNS,
+    ),
+)
 
 
 @cache
-def _save_statement(columns: tuple[str, ...]) -> Any:
-    """``UPDATE tasks SET … WHERE task_id = ?`` for these columns, built once (executemany-ready)."""
-    return (
+def _save_statement(columns: tuple[str, ...]) -> Prepared:
+    """``UPDATE tasks SET … WHERE task_id = ?`` for these columns, compiled once."""
+    return Prepared(
         update(tasks)
         .where(tasks.c.task_id == bindparam("b_task_id"))
         .values({c: bindparam(f"b_{c}") for c in columns if c != "task_id"})
@@ -110,18 +134,16 @@ class TasksRepo:
         self.conn = conn
         self._insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
-    async def add(self, view: TaskView, owner: str, name: str, spec: dict[str, Any], hold_micro: int) -> None:
-        await self.add_many([NewTaskRow(view, owner, name, spec, hold_micro)])
-
-    async def add_many(self, rows: Sequence[NewTaskRow]) -> None:
-        await self.conn.execute(
-            insert(tasks),
+    async def add_many(self, rows: Sequence[TaskRow]) -> None:
+        """New tasks (``TaskRow.new``); a task id taken already fails the whole call."""
+        await _INSERT.many(
+            self.conn,
             [
                 {
                     "task_id": r.view.task_id,
                     "owner": r.owner,
                     "name": r.name,
-                    "spec": json.dumps(r.spec, sort_keys=True),
+                    "spec": r.spec_json,
                     "price_cap_micro_per_ksec": r.view.price_cap_micro_per_ksec,
                     "timeout_sec": r.view.timeout_sec,
                     "max_attempts": r.view.max_attempts,
@@ -155,7 +177,7 @@ class TasksRepo:
                     values[key] = json.dumps(extra[key]) if extra[key] is not None else None
             groups.setdefault(tuple(sorted(values)), []).append({f"b_{k}": v for k, v in values.items()})
         for columns, params in groups.items():
-            await self.conn.execute(_save_statement(columns), params)
+            await _save_statement(columns).many(self.conn, params)
 
     async def live(self) -> list[TaskRow]:
         rows = await self.conn.execute(select(tasks).where(tasks.c.state.in_([s.value for s in LIVE_STATES])))
