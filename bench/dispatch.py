@@ -45,8 +45,11 @@ async def node_loop(hub_url: str, token: str, key: crypto.KeyPair, stop: asyncio
     ws_url = hub_url.replace("http://", "ws://", 1)
     url = f"{ws_url}/v1/miners/heartbeat?session_token={token}"
     async with websockets.connect(url, compression=None) as ws:  # as the agent connects
-        await ws.send(json.dumps({"ts": time.time(), "queue_len": 0}))
+        beat = 0.0
         while not stop.is_set():
+            if time.monotonic() - beat > 5:  # heartbeats as the agent sends them, or the hub drops us
+                await ws.send(json.dumps({"ts": time.time(), "queue_len": 0}))
+                beat = time.monotonic()
             try:
                 message = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
             except TimeoutError:
