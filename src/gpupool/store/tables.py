@@ -167,7 +167,7 @@ tasks = Table(
     "tasks",
     metadata,
     Column("task_id", String(32), primary_key=True),
-    Column("owner", String(64), nullable=False, index=True),
+    Column("owner", String(64), nullable=False),
     Column("name", String(128), nullable=False),
     Column("spec", Text, nullable=False),  # command, env, requirements as JSON
     Column("price_cap_micro_per_ksec", BigInteger, nullable=False),
@@ -187,6 +187,10 @@ tasks = Table(
     Column("charge_micro", BigInteger, nullable=True),
     Column("usage", Text, nullable=True),
     Column("artifacts", Text, nullable=True),
+    # Listings newest first: a user's tasks, a user's tasks in some states, everyone's (admin).
+    Index("ix_tasks_owner_submitted_at", "owner", "submitted_at", "task_id"),
+    Index("ix_tasks_owner_state", "owner", "state", "submitted_at"),
+    Index("ix_tasks_submitted_at", "submitted_at", "task_id"),
 )
 
 task_output = Table(
