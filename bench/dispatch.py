@@ -283,18 +283,33 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--nodes", type=int, default=50)
     parser.add_argument("--batch", type=int, default=500, help="tasks per /v1/tasks/batch request")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds of all four, interleaved; the table shows medians"
+    )
     args = parser.parse_args()
     import redis
 
-    redis.Redis.from_url(REDIS).flushdb()
-    rows = [
-        ("gpupool", *asyncio.run(gpupool_run(args.tasks, args.nodes, 1))),
-        (f"gpupool, batches of {args.batch}", *asyncio.run(gpupool_run(args.tasks, args.nodes, args.batch))),
-    ]
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in PEERS:
-            rows.append((name, *peer_run(name, args.tasks, Path(tmp))))
-    print(f"\n{args.tasks} no-op tasks, {args.nodes} simulated nodes (gpupool), 8 worker threads (peers)\n")
+    names = ["gpupool", f"gpupool, batches of {args.batch}", *PEERS]
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    # Interleaved rounds: this machine's speed drifts by a third within minutes, so a ratio is only
+    # fair between runs taken side by side, and the median of a few rounds resists one slow spell.
+    for _ in range(args.repeat):
+        redis.Redis.from_url(REDIS).flushdb()
+        runs = [
+            asyncio.run(gpupool_run(args.tasks, args.nodes, 1)),
+            asyncio.run(gpupool_run(args.tasks, args.nodes, args.batch)),
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            runs += [peer_run(name, args.tasks, Path(tmp)) for name in PEERS]
+        for name, (rate, lat) in zip(names, runs, strict=True):
+            rates[name].append(rate)
+            latencies[name] += lat
+    rows = [(name, statistics.median(rates[name]), latencies[name]) for name in names]
+    print(
+        f"\n{args.tasks} no-op tasks, {args.nodes} simulated nodes (gpupool), 8 worker threads (peers), "
+        f"median of {args.repeat} interleaved rounds\n"
+    )
     print("| system                     | tasks/s | p50 ms | p99 ms | settles money |")
     print("|----------------------------|--------:|-------:|-------:|---------------|")
     for name, rate, lat in rows:
@@ -304,6 +319,7 @@ def main() -> None:
     for ours, rate, _ in rows[:2]:
         for name, peer, _ in rows[2:]:
             print(f"ratio {ours} / {name}: {rate / peer:.2f}")
+    print("rounds (tasks/s): " + "; ".join(f"{n} {', '.join(f'{r:.0f}' for r in rates[n])}" for n in names))
 
 
 if __name__ == "__main__":

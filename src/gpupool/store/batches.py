@@ -45,15 +45,19 @@ class WriteBatcher(Generic[I, R]):
 
     async def submit(self, item: I) -> R:
         """``item``'s answer, once the transaction that wrote it has committed."""
+        return await self._enqueue(item)
+
+    async def submit_many(self, items: Sequence[I]) -> list[R | BaseException]:
+        """Each item's answer (a result or its exception), written in as few transactions as fit."""
+        futures = [self._enqueue(item) for item in items]
+        return await asyncio.gather(*futures, return_exceptions=True)  # futures: no task per item
+
+    def _enqueue(self, item: I) -> asyncio.Future[R]:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._drainer is None:
             self._drainer = asyncio.create_task(self._drain())
-        return await future
-
-    async def submit_many(self, items: Sequence[I]) -> list[R | BaseException]:
-        """Each item's answer (a result or its exception), written in as few transactions as fit."""
-        return await asyncio.gather(*(self.submit(item) for item in items), return_exceptions=True)
+        return future
 
     async def _drain(self) -> None:
         try:

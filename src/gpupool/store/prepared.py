@@ -9,6 +9,7 @@ per dialect, and the driver gets tuples. Only for columns whose types need no bi
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,21 +28,22 @@ class Prepared:
 
     def __init__(self, statement: UpdateBase | Callable[[str], UpdateBase]) -> None:
         self._build = statement if callable(statement) else lambda _dialect: statement
-        self._compiled: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._compiled: dict[str, tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]] = {}
 
     @classmethod
     def insert(cls, table: Table, columns: Sequence[str]) -> Prepared:
         """``INSERT INTO table (columns…) VALUES (…)`` taking each row's values by column name."""
         return cls(insert(table).values({c: bindparam(c) for c in columns}))
 
-    def compiled(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
-        """The driver SQL for ``dialect`` and the parameter names in their positional order."""
+    def compiled(self, dialect: Dialect) -> tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]:
+        """The driver SQL for ``dialect`` and what turns a row into its positional parameters."""
         found = self._compiled.get(dialect.name)
         if found is None:
             compiled = self._build(dialect.name).compile(dialect=dialect)
-            found = (compiled.string, tuple(compiled.positiontup or ()))
-            if not found[1] and compiled.binds:
+            names = tuple(compiled.positiontup or ())
+            if not names and compiled.binds:
                 raise ValueError(f"{dialect.name} does not take positional parameters")
+            found = (compiled.string, _positional(names))
             self._compiled[dialect.name] = found
         return found
 
@@ -49,6 +51,13 @@ class Prepared:
         """Run once per row in one driver call; the rows changed, where the driver can tell (else -1)."""
         if not rows:
             return 0
-        sql, names = self.compiled(conn.dialect)
-        result = await conn.exec_driver_sql(sql, [tuple(row[n] for n in names) for row in rows])
+        sql, positional = self.compiled(conn.dialect)
+        result = await conn.exec_driver_sql(sql, [positional(row) for row in rows])
         return int(result.rowcount)
+
+
+def _positional(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A row's values in ``names`` order, picked in C (a generator per row costs a microsecond more)."""
+    if len(names) > 1:
+        return operator.itemgetter(*names)
+    return lambda row: tuple(row[n] for n in names)
