@@ -64,11 +64,16 @@ class Posting:
     def __post_init__(self) -> None:
         if len(self.entries) < 2:
             raise InvalidInput("a posting needs at least two entries")
-        if sum(e.amount_micro for e in self.entries) != 0:
+        total = 0
+        accounts = set()
+        for entry in self.entries:  # one pass: every task makes two postings
+            if entry.amount_micro == 0:
+                raise InvalidInput("a posting entry may not be zero")
+            total += entry.amount_micro
+            accounts.add(entry.account)
+        if total != 0:
             raise InvalidInput("a posting's entries must sum to zero")
-        if any(e.amount_micro == 0 for e in self.entries):
-            raise InvalidInput("a posting entry may not be zero")
-        if len({e.account for e in self.entries}) != len(self.entries):
+        if len(accounts) != len(self.entries):
             raise InvalidInput("a posting may touch each account once")
 
     def deltas(self) -> dict[str, int]:
