@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gpupool import crypto
 from gpupool.core.ports import FakeClock
 from tests.conftest import LiveHub
 from tests.factories import OWNER
@@ -367,6 +368,31 @@ async def test_reports_racing_in_one_batch_are_settled_once_each(hub: LiveHub, c
     assert all(a["cost"] == 200_000 for a in acks if a["status"] == 200)
     assert await balances(hub, "user:racer") == [(100 * CAP - 12 * 200_000, 0)]
     assert (await balances(hub, OWNER))[0] == (12 * 200_000, 0)
+    admin = await hub.admin_headers()
+    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+    await node.ws.close()
+
+
+@pytest.mark.parametrize(
+    "usage", [{"gpu_seconds": "500"}, {"duration_sec": float("inf")}, {"cpu_seconds": -1}, [1, 2]]
+)
+async def test_a_result_with_usage_that_is_not_figures_is_refused_and_settles_nothing(
+    hub: LiveHub, clock: FakeClock, usage: Any
+) -> None:
+    user = await hub.make_user("figures", balance=10_000_000)
+    node = SimNode(hub, clock, "fig-1")
+    await node.connect()
+    task_id = (await submit(hub, user)).json()["task_id"]
+    assert (await node.command("assign"))["task"]["task_id"] == task_id
+
+    body = {"task_id": task_id, "exit_code": 0, "status": "succeeded", "usage": usage, "artifacts": []}
+    signed = crypto.sign_body(node.key, crypto.KIND_TASK_RESULT, body, created_at=int(clock.now()))
+    await node.ws.send(json.dumps({"type": "result", "result": signed}))
+    ack = await node.command("result_ack")
+    assert ack["status"] == 422 and ack["code"] == "invalid_input"
+    assert (await hub.http.get(f"/v1/tasks/{task_id}", headers=user)).json()["status"] == "assigned"
+
+    assert (await node.result_on_socket(task_id, gpu_seconds=500.0))["cost"] == 1_000_000  # then a good one
     admin = await hub.admin_headers()
     assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
     await node.ws.close()

@@ -419,6 +419,39 @@ def charge_for_usage(price_micro_per_ksec: int, gpu_seconds: float) -> int:
     return math.floor(price_micro_per_ksec * _check_seconds(gpu_seconds, "gpu_seconds") / 1000)
 
 
+USAGE_FIGURES = (
+    "gpu_seconds",
+    "gpu_util_avg",
+    "vram_peak_mb",
+    "cpu_seconds",
+    "ram_peak_mb",
+    "duration_sec",
+    "energy_j",
+)
+
+
+def check_usage(usage: object) -> dict[str, object] | None:
+    """A node's signed usage report, refused unless each figure it gives is a finite number >= 0.
+
+    What a node bills and what it is credited for are computed from these; a string or a NaN must be
+    refused at the door, not fail the settlement (on PostgreSQL) or be stored as text (on SQLite).
+    """
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        raise InvalidInput("usage must be an object of figures", field="usage")
+    for key in USAGE_FIGURES:
+        value = usage.get(key)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise InvalidInput(f"usage.{key} must be a finite number >= 0", field=f"usage.{key}")
+    return usage
+
+
 def settle(outcome: Outcome, hold_micro: int, usage_charge_micro: int) -> tuple[int, int]:
     """Split an escrow hold into (pay to the node owner, refund to the user); they sum to the hold.
 

@@ -342,8 +342,9 @@ class TaskService:
             ended = scheduling.expire(view, now)
         else:
             ended = scheduling.finish(view, int(raw.get("exit_code", 1)), now, node_id=miner_id)
+        usage = scheduling.check_usage(raw.get("usage"))
         artifacts = self._verified_artifacts(task_id, raw.get("artifacts"))
-        return await self._finish(ended, usage=raw.get("usage"), artifacts=artifacts, event=event)
+        return await self._finish(ended, usage=usage, artifacts=artifacts, event=event)
 
     def _verified_artifacts(self, task_id: str, claimed: Any) -> list[dict[str, Any]]:
         """The claimed artifacts whose uploaded file has the claimed size and sha256; others are dropped."""
