@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from gpupool.errors import InvalidInput, PaymentRequired
 
@@ -48,8 +49,9 @@ class PostingKind(StrEnum):
     REWARD = "reward"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """One leg of a posting (a tuple: made twice or more for every task, and built in C)."""
+
     account: str
     amount_micro: int
 

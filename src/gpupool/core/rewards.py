@@ -18,10 +18,10 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
+from gpupool.core import exact
 from gpupool.errors import InvalidInput
 
 SCORE_PER_H100_SECOND = 1000
@@ -93,12 +93,12 @@ def gpu_class(gpu_name: str) -> GpuClass:
     return UNKNOWN_GPU
 
 
-def _seconds(value: float, field: str) -> Fraction:
+def _seconds(value: float, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidInput(f"{field} must be a finite number of seconds", field=field)
     if value < 0:
         raise InvalidInput(f"{field} must not be negative", field=field)
-    return Fraction(value)  # exact for any float: no rounding before the final floor
+    return value
 
 
 def _count(value: int, field: str) -> int:
@@ -111,12 +111,12 @@ def _count(value: int, field: str) -> int:
 
 def gpu_score(gpu_seconds: float, gpu_name: str) -> int:
     """Score of ``gpu_seconds`` (summed over the GPUs used) on GPUs of this name, rounded down."""
-    return math.floor(_seconds(gpu_seconds, "gpu_seconds") * gpu_class(gpu_name).permille)
+    return exact.floor_mul(_seconds(gpu_seconds, "gpu_seconds"), gpu_class(gpu_name).permille)
 
 
 def cpu_score(cpu_seconds: float, permille: int = CPU_CORE_PERMILLE) -> int:
     """Score of ``cpu_seconds`` (core-seconds) on a CPU node, rounded down."""
-    return math.floor(_seconds(cpu_seconds, "cpu_seconds") * _count(permille, "permille"))
+    return exact.floor_mul(_seconds(cpu_seconds, "cpu_seconds"), _count(permille, "permille"))
 
 
 def usage_score(gpu_seconds: float, gpu_name: str | None, cpu_seconds: float) -> int:

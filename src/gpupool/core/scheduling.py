@@ -23,8 +23,8 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from fractions import Fraction
 
+from gpupool.core import exact
 from gpupool.errors import Conflict, InvalidInput
 
 
@@ -391,10 +391,10 @@ def _check_int(value: int, field: str, minimum: int) -> int:
     return value
 
 
-def _check_seconds(value: float, field: str) -> Fraction:
+def _check_seconds(value: float, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         raise InvalidInput(f"{field} must be a finite, non-negative number of seconds", field=field)
-    return Fraction(value)  # exact for any float
+    return value
 
 
 @functools.lru_cache(maxsize=4096, typed=True)  # a sweep submits the same terms many times
@@ -406,7 +406,7 @@ def hold_amount(price_micro_per_ksec: int, timeout_sec: float, gpu_count: int = 
     _check_int(price_micro_per_ksec, "price_micro_per_ksec", minimum=0)
     _check_int(gpu_count, "gpu_count", minimum=1)
     seconds = _check_seconds(timeout_sec, "timeout_sec")
-    return math.ceil(price_micro_per_ksec * seconds * gpu_count / 1000)
+    return exact.ceil_mul(seconds, price_micro_per_ksec * gpu_count, 1000)
 
 
 def charge_for_usage(price_micro_per_ksec: int, gpu_seconds: float) -> int:
@@ -416,7 +416,7 @@ def charge_for_usage(price_micro_per_ksec: int, gpu_seconds: float) -> int:
     rounded up, usage within ``timeout x gpu_count`` never costs more than the hold.
     """
     _check_int(price_micro_per_ksec, "price_micro_per_ksec", minimum=0)
-    return math.floor(price_micro_per_ksec * _check_seconds(gpu_seconds, "gpu_seconds") / 1000)
+    return exact.floor_mul(_check_seconds(gpu_seconds, "gpu_seconds"), price_micro_per_ksec, 1000)
 
 
 USAGE_FIGURES = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -52,8 +52,10 @@ class PostingRecord:
     created_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class NewPosting:
+class NewPosting(NamedTuple):
+    """A posting about to be written (a tuple: every task makes two, and a frozen dataclass of ten
+    fields costs 6 µs to build)."""
+
     posting: Posting
     scope: str
     idempotency_key: str | None
