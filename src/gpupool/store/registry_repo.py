@@ -269,7 +269,7 @@ class RegistryRepo:
         return set(rows.scalars())
 
     async def claim_events(self, claims: Sequence[tuple[str, float]]) -> None:
-        """Record events known to be new (checked with ``seen`` in this transaction); a race fails it."""
+        """Record events believed new; one accepted before (a replay, a race) fails the whole call."""
         await _CLAIM_EVENTS.many(self.conn, [{"id": i, "expires_at": e} for i, e in claims])
 
     async def prune_events(self, now: float) -> int:
