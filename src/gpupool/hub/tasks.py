@@ -73,9 +73,8 @@ class TaskService:
         self.epoch_of = epoch_of
         self.files = files
         self.views: dict[str, TaskView] = {}
-        self.specs: dict[str, dict[str, Any]] = {}
-        # Each live task's row as stored (its view aside): settling a batch reads nothing back.
-        self.rows: dict[str, TaskRow] = {}
+        # Each live task's row and parsed spec: dispatch and settlement read nothing back.
+        self.held: dict[str, _Held] = {}
         self.wakeup = asyncio.Event()
         self.output_event = asyncio.Condition()
         # Group commit for the two writes every task makes: many submits, many settlements a transaction.
@@ -89,8 +88,7 @@ class TaskService:
         """Take back the live tasks after a start; tasks on nodes that are gone are handled by expiry."""
         async with self.db.read() as conn:
             for row in await TasksRepo(conn).live():
-                self.specs[row.view.task_id] = row.spec
-                self.rows[row.view.task_id] = row
+                self.held[row.view.task_id] = _Held(row, row.spec)
                 self._track(row.view)
         self.wakeup.set()
 
@@ -156,8 +154,7 @@ class TaskService:
 
     def _queued(self, submission: _Submission) -> None:
         view = submission.row.view
-        self.specs[view.task_id] = submission.spec
-        self.rows[view.task_id] = submission.row
+        self.held[view.task_id] = _Held(submission.row, submission.spec)
         self._track(view)
         self.wakeup.set()
 
@@ -208,7 +205,7 @@ class TaskService:
         def candidates(view: TaskView) -> list[str]:
             # Every node with a free slot, best first, ranked once per round for each kind of task: a
             # queue of a thousand alike tasks costs one match, and spreads over all the free nodes.
-            req = self.specs[view.task_id]["requirements"]
+            req = self.held[view.task_id].spec["requirements"]
             shape = (json.dumps(req, sort_keys=True), view.price_cap_micro_per_ksec)
             if shape not in ranked:
                 result = self.live.table.match(
@@ -244,8 +241,9 @@ class TaskService:
             node = self.live.nodes[miner_id]
             price = int(node.record.spec.get("price_token_per_ksec", 0))
             changes.append((view, {"price_micro_per_ksec": price}))
-            self.rows[task_id] = replace(self.rows[task_id], price_micro_per_ksec=price)
-            spec = self.specs[task_id]
+            held = self.held[task_id]
+            held.row = replace(held.row, price_micro_per_ksec=price)
+            spec = held.spec
             gpus = int(spec["requirements"].get("gpu_count") or (1 if node.record.spec.get("gpus") else 0))
             task = {
                 "task_id": task_id,
@@ -385,8 +383,7 @@ class TaskService:
         """Settle a task that ended (once: a task settled already answers with how it ended)."""
         finished = await self._finishes.submit(_Finish(view, usage, artifacts, event))
         self._forget(view.task_id)
-        self.specs.pop(view.task_id, None)
-        self.rows.pop(view.task_id, None)
+        self.held.pop(view.task_id, None)
         async with self.output_event:
             self.output_event.notify_all()
         self.wakeup.set()
@@ -405,11 +402,11 @@ class TaskService:
         nodes: dict[str, MinerRecord] = {}
         for item in batch:
             task_id, miner_id = item.view.task_id, item.view.assigned_node
-            row = self.rows.get(task_id)
+            held = self.held.get(task_id)
             node = self.live.nodes.get(miner_id) if miner_id else None
-            if row is None or task_id in rows or (miner_id and node is None):
+            if held is None or task_id in rows or (miner_id and node is None):
                 raise _ReadBack(task_id)
-            rows[task_id] = row
+            rows[task_id] = held.row
             if node is not None:
                 nodes[node.record.miner_id] = node.record
         settled = await self._settle(conn, rows, {f.view.task_id: f for f in batch}, nodes)
@@ -493,6 +490,14 @@ class TaskService:
 
 class _ReadBack(Exception):
     """A report the batch cannot settle from memory alone; it is settled alone, reading its row."""
+
+
+@dataclass(slots=True)
+class _Held:
+    """A live task as the hub holds it: its row as stored (its view aside) and its spec, parsed."""
+
+    row: TaskRow
+    spec: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
