@@ -62,17 +62,9 @@ class SimNode:
             headers={"X-Session-Token": self.token, "X-Content-SHA256": sha256},
         )
 
-    async def result(
-        self,
-        task_id: str,
-        exit_code: int = 0,
-        status: str = "succeeded",
-        gpu_seconds: float = 500.0,
-        key: crypto.KeyPair | None = None,
-        files: dict[str, bytes] | None = None,
-    ) -> httpx.Response:
-        """Upload ``files`` (default one small ``out.txt``) as artifacts, then send the signed result."""
-        signed = await self.signed_result(task_id, exit_code, status, gpu_seconds, key, files)
+    async def result(self, task_id: str, **kw: Any) -> httpx.Response:
+        """The signed result (``signed_result``: artifacts uploaded first) sent over HTTP."""
+        signed = await self.signed_result(task_id, **kw)
         return await self.hub.http.post(
             f"/v1/tasks/{task_id}/result", json=signed, headers={"X-Session-Token": self.token}
         )
