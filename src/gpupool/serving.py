@@ -7,6 +7,7 @@ as a crash; we have already shut down cleanly, so the re-raise is dropped.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 from types import FrameType
@@ -42,6 +43,22 @@ class CleanExitServer(uvicorn.Server):
         self._captured_signals.clear()
 
 
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def tune_gc_for_serving() -> None:
+    """Keep the cycle collector off what lives as long as the process, and run it less often.
+
+    By the time an app is built, some 150,000 objects (modules, routes, schemas) exist that will
+    never be garbage; with CPython's defaults every full collection walks all of them, and the
+    collector ran 490 times in 5,000 tasks, taking 1.06 s of the hub's 5 s (bench/RESULTS.md).
+    Frozen, and with a young generation of 10,000 allocations, it took 0.06 s.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def serve(app: Any, host: str, port: int, log_level: str = "info", **config: Any) -> None:
     """Run ``app`` until SIGTERM or SIGINT; return normally after a graceful shutdown."""
     # Heartbeat sockets carry small JSON messages: per-message deflate would cost CPU on both ends
@@ -49,4 +66,5 @@ def serve(app: Any, host: str, port: int, log_level: str = "info", **config: Any
     config.setdefault("ws_per_message_deflate", False)
     server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), **config))
     redact_server_logs()
+    tune_gc_for_serving()
     server.run()
