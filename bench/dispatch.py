@@ -28,12 +28,14 @@ from typing import Any
 
 import httpx
 import websockets
+from websockets.typing import Subprotocol
 
 sys.path.insert(0, str(Path(__file__).parent))
 from heartbeats import free_port, wait_up
 from simnodes import make_nodes, register_all
 
 from gpupool import crypto
+from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, envelope, opened
 
 ADMIN = "bench-admin-password"
 REDIS = os.environ.get("GPUPOOL_BENCH_REDIS", "redis://127.0.0.1:6379/14")
@@ -41,32 +43,40 @@ REDIS = os.environ.get("GPUPOOL_BENCH_REDIS", "redis://127.0.0.1:6379/14")
 
 async def node_loop(hub_url: str, token: str, key: crypto.KeyPair, stop: asyncio.Event) -> None:
     """Answer every assignment at once with a signed, successful result on the heartbeat socket, as
-    the node agent does (it falls back to ``POST /v1/tasks/{id}/result`` only when the socket is down)."""
+    the node agent does: it offers the batch subprotocol, and the results of the assignments that
+    came in one frame are ready in one tick, so they leave in one envelope as the agent's outbox sends
+    them (it falls back to ``POST /v1/tasks/{id}/result`` only when the socket is down)."""
     ws_url = hub_url.replace("http://", "ws://", 1)
     url = f"{ws_url}/v1/miners/heartbeat?session_token={token}"
-    async with websockets.connect(url, compression=None) as ws:  # as the agent connects
+    async with websockets.connect(  # as the agent connects
+        url, compression=None, subprotocols=[Subprotocol(BATCH_SUBPROTOCOL)]
+    ) as ws:
         beat = 0.0
         while not stop.is_set():
             if time.monotonic() - beat > 5:  # heartbeats as the agent sends them, or the hub drops us
                 await ws.send(json.dumps({"ts": time.time(), "queue_len": 0}))
                 beat = time.monotonic()
             try:
-                message = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+                messages = opened(json.loads(await asyncio.wait_for(ws.recv(), 0.5)))
             except TimeoutError:
                 continue
-            if message.get("type") == "result_ack" and message.get("status") != 200:
-                raise SystemExit(f"the hub refused a result: {message}")
-            if message.get("type") != "assign":
-                continue
-            body = {
-                "task_id": message["task"]["task_id"],
-                "exit_code": 0,
-                "status": "succeeded",
-                "usage": {"gpu_seconds": 0.01, "duration_sec": 0.01},
-                "artifacts": [],
-            }
-            signed = crypto.sign_body(key, crypto.KIND_TASK_RESULT, body, created_at=int(time.time()))
-            await ws.send(json.dumps({"type": "result", "result": signed}))
+            results = []
+            for message in messages:
+                if message.get("type") == "result_ack" and message.get("status") != 200:
+                    raise SystemExit(f"the hub refused a result: {message}")
+                if message.get("type") != "assign":
+                    continue
+                body = {
+                    "task_id": message["task"]["task_id"],
+                    "exit_code": 0,
+                    "status": "succeeded",
+                    "usage": {"gpu_seconds": 0.01, "duration_sec": 0.01},
+                    "artifacts": [],
+                }
+                signed = crypto.sign_body(key, crypto.KIND_TASK_RESULT, body, created_at=int(time.time()))
+                results.append({"type": "result", "result": signed})
+            if results:
+                await ws.send(json.dumps(envelope(results)))
 
 
 async def gpupool_run(n_tasks: int, n_nodes: int, batch: int) -> tuple[float, list[float]]:

@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 import websockets
+from websockets.typing import Subprotocol
 
 from gpupool import crypto
 from gpupool.core.ports import FakeClock
+from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL
 from tests.conftest import LiveHub
 from tests.factories import registration
 
@@ -22,8 +24,11 @@ PRICE = 2_000_000  # micro-units per 1000 GPU-seconds: 2 tokens
 class SimNode:
     """One node speaking the protocol over a real socket."""
 
-    def __init__(self, hub: LiveHub, clock: FakeClock, miner_id: str, **fields: Any) -> None:
-        self.hub, self.clock, self.miner_id = hub, clock, miner_id
+    def __init__(
+        self, hub: LiveHub, clock: FakeClock, miner_id: str, *, batching: bool = False, **fields: Any
+    ) -> None:
+        """``batching``: offer the heartbeat socket's batch subprotocol, as the node agent does."""
+        self.hub, self.clock, self.miner_id, self.batching = hub, clock, miner_id, batching
         self.key = crypto.KeyPair.generate()
         self.fields = {"price_token_per_ksec": PRICE, "max_parallel": 1, **fields}
         self.token = ""
@@ -35,7 +40,8 @@ class SimNode:
         assert resp.status_code == 200, resp.text
         self.token = resp.json()["session_token"]
         self.ws = await websockets.connect(
-            f"{self.hub.ws_url}/v1/miners/heartbeat?session_token={self.token}"
+            f"{self.hub.ws_url}/v1/miners/heartbeat?session_token={self.token}",
+            subprotocols=[Subprotocol(BATCH_SUBPROTOCOL)] if self.batching else None,
         )
         await self.beat()
 

@@ -20,6 +20,7 @@ import pytest
 
 from gpupool import crypto
 from gpupool.core.ports import FakeClock
+from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, MAX_BATCH
 from tests.conftest import LiveHub
 from tests.factories import OWNER
 from tests.simnode import SimNode
@@ -286,6 +287,71 @@ async def test_results_on_the_heartbeat_socket_settle_once_and_are_refused_as_ov
     assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
     await node.ws.close()
     await other.ws.close()
+
+
+async def test_a_node_that_batches_gets_commands_and_acks_in_envelopes_each_answered_on_its_own(
+    hub: LiveHub, clock: FakeClock
+) -> None:
+    user = await hub.make_user("env", balance=10_000_000)
+    body = {"command": ["echo", "hi"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000}
+    resp = await hub.http.post("/v1/tasks/batch", json={"tasks": [body] * 3}, headers=user)
+    ids = [t["task_id"] for t in resp.json()["tasks"]]
+    node = SimNode(hub, clock, "env-1", batching=True, max_parallel=4)
+    other = SimNode(hub, clock, "env-2")
+    await node.connect()  # the three queued tasks go to it in one dispatch round: one frame
+    assert node.ws.subprotocol == BATCH_SUBPROTOCOL
+    frame = await node.command("batch")
+    assert [m["type"] for m in frame["messages"]] == ["assign"] * 3
+    assert {m["task"]["task_id"] for m in frame["messages"]} == set(ids)
+
+    await other.connect()
+    first, second, third = ids
+    signed = await node.signed_result(first, gpu_seconds=500.0)
+    results = [
+        {"type": "result", "result": signed},
+        {"type": "result", "result": await node.signed_result(second, key=other.key)},  # forged
+        {"type": "result", "result": "not a signed event"},
+        {"type": "result", "result": signed},  # the same result twice in one envelope: paid once
+    ]
+    await node.ws.send(json.dumps({"type": "batch", "messages": results}))
+    acks = (await node.command("batch"))["messages"]
+    assert [(a["type"], a["task_id"], a["status"]) for a in acks] == [
+        ("result_ack", first, 200),
+        ("result_ack", second, 401),
+        ("result_ack", None, 422),
+        ("result_ack", first, 200),
+    ]
+    assert acks[0]["cost"] == acks[3]["cost"] == 1_000_000 and acks[1]["code"] == "pubkey_mismatch"
+    for task_id, state in [(second, "assigned"), (third, "assigned")]:
+        assert (await hub.http.get(f"/v1/tasks/{task_id}", headers=user)).json()["status"] == state
+    assert await balances(hub, "user:env") == [(10_000_000 - 2 * CAP - 1_000_000, 2 * CAP)]
+
+    # An envelope past the bound is refused whole; the socket goes on.
+    await node.ws.send(json.dumps({"type": "batch", "messages": [{}] * (MAX_BATCH + 1)}))
+    assert (await node.command("error"))["code"] == "invalid_input"
+    # A node that did not negotiate the extension cannot send envelopes: it is not a heartbeat.
+    await other.ws.send(json.dumps({"type": "batch", "messages": results[:1]}))
+    assert (await other.command("error"))["code"] == "invalid_input"
+    await node.beat()
+    assert (await node.command("ack"))["type"] == "ack"
+    admin = await hub.admin_headers()
+    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+    await node.ws.close()
+    await other.ws.close()
+
+
+async def test_a_node_without_the_extension_gets_one_frame_per_command(
+    hub: LiveHub, clock: FakeClock
+) -> None:
+    user = await hub.make_user("plain", balance=10_000_000)
+    body = {"command": ["echo", "hi"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000}
+    resp = await hub.http.post("/v1/tasks/batch", json={"tasks": [body] * 3}, headers=user)
+    ids = {t["task_id"] for t in resp.json()["tasks"]}
+    node = SimNode(hub, clock, "plain-1", max_parallel=4)
+    await node.connect()
+    assert node.ws.subprotocol is None
+    assert {(await node.command("assign"))["task"]["task_id"] for _ in ids} == ids
+    await node.ws.close()
 
 
 async def test_a_batch_submit_holds_each_task_and_refuses_only_those_past_the_balance(

@@ -23,7 +23,7 @@ from gpupool.core import ledger, matching, scheduling
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
 from gpupool.core.scheduling import Outcome, TaskState, TaskView
-from gpupool.errors import Forbidden, InvalidInput, NotFound, SignatureRejected
+from gpupool.errors import Forbidden, GpupoolError, InvalidInput, NotFound, SignatureRejected
 from gpupool.hub.channels import NodeChannels
 from gpupool.hub.files import BUNDLE, TaskFiles
 from gpupool.hub.live import LiveRegistry
@@ -235,7 +235,8 @@ class TaskService:
     async def _assign_all(self, plan: list[tuple[str, str]]) -> None:
         """Record every assignment of a dispatch round in one transaction, then push them all."""
         now = self.clock.now()
-        changes, messages = [], []
+        changes = []
+        messages: dict[str, list[dict[str, Any]]] = {}  # by node: one frame each where it batches
         for task_id, miner_id in plan:
             view = scheduling.assign(self.views[task_id], miner_id, now)
             node = self.live.nodes[miner_id]
@@ -253,7 +254,7 @@ class TaskService:
                 "gpu_indices": list(range(gpus)),
                 "bundle": bool(spec.get("bundle")),
             }
-            messages.append((miner_id, {"type": "assign", "task": task}))
+            messages.setdefault(miner_id, []).append({"type": "assign", "task": task})
 
         async def work(conn: AsyncConnection) -> None:
             await TasksRepo(conn).save_many(changes)
@@ -261,9 +262,10 @@ class TaskService:
         await self.db.run(work)
         for view, _ in changes:
             self._track(view)
-        sent = await asyncio.gather(*(self.channels.send(m, message) for m, message in messages))
-        for (view, _), (miner_id, _), ok in zip(changes, messages, sent, strict=True):
-            if not ok:
+        sent = await asyncio.gather(*(self.channels.send_many(m, pushes) for m, pushes in messages.items()))
+        for (miner_id, pushes), written in zip(messages.items(), sent, strict=True):
+            for push in pushes[written:]:  # not delivered: back to the queue, the attempt counted
+                view = self.views[push["task"]["task_id"]]
                 await self._save(scheduling.node_refused(view, self.clock.now(), node_id=miner_id))
 
     async def _save(self, view: TaskView, **extra: Any) -> None:
@@ -311,18 +313,44 @@ class TaskService:
             self.output_event.notify_all()
         return stored
 
-    async def node_result(self, miner_id: str, raw: Mapping[str, Any]) -> TaskRow:
+    async def node_result(self, miner_id: str, raw: Any) -> TaskRow:
         """A signed (kind 21002) result: finish the task and settle it, once."""
-        task_id = str(raw.get("task_id", ""))
+        answer = (await self.node_results(miner_id, [raw]))[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def node_results(self, miner_id: str, raws: Sequence[Any]) -> list[TaskRow | BaseException]:
+        """Signed results of one node, each answered on its own: the tasks they end settle together."""
+        try:
+            pubkey = await self._pubkey(miner_id)
+        except GpupoolError as exc:
+            return [exc] * len(raws)
+        answers: list[TaskRow | BaseException | _Finish] = []
+        for raw in raws:
+            try:
+                answers.append(await self._ended(miner_id, pubkey, raw))
+            except GpupoolError as exc:
+                answers.append(exc)
+        finishing = [a for a in answers if isinstance(a, _Finish)]
+        settled = iter(await self._finish_many(finishing) if finishing else ())
+        return [next(settled) if isinstance(a, _Finish) else a for a in answers]
+
+    async def _pubkey(self, miner_id: str) -> str:
         node = self.live.nodes.get(miner_id)
         if node is not None:
-            pubkey = node.record.pubkey
-        else:  # a result can arrive before the node's socket is back after a hub restart
-            async with self.db.read() as conn:
-                record = await RegistryRepo(conn).miner(miner_id)
-            if record is None:
-                raise NotFound(f"no miner {miner_id}")
-            pubkey = record.pubkey
+            return node.record.pubkey
+        async with self.db.read() as conn:  # a result can come before the socket, after a hub restart
+            record = await RegistryRepo(conn).miner(miner_id)
+        if record is None:
+            raise NotFound(f"no miner {miner_id}")
+        return record.pubkey
+
+    async def _ended(self, miner_id: str, pubkey: str, raw: Any) -> _Finish | TaskRow:
+        """What a verified result makes of its task: how it ended, or (re-sent) how it had ended."""
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("task_id"), str):
+            raise InvalidInput("a result is a signed body holding its task_id", field="result")
+        task_id = raw["task_id"]
         event = self.signed.check(raw, crypto.KIND_TASK_RESULT, pubkey)
         view = self.views.get(task_id)
         if view is None:  # finished already: a re-sent result is answered, not applied again
@@ -339,10 +367,12 @@ class TaskService:
         elif status == "expired":
             ended = scheduling.expire(view, now)
         else:
-            ended = scheduling.finish(view, int(raw.get("exit_code", 1)), now, node_id=miner_id)
+            exit_code = raw.get("exit_code", 1)
+            if not isinstance(exit_code, int) or isinstance(exit_code, bool):
+                raise InvalidInput("exit_code must be an integer", field="exit_code")
+            ended = scheduling.finish(view, exit_code, now, node_id=miner_id)
         usage = scheduling.check_usage(raw.get("usage"))
-        artifacts = self._verified_artifacts(task_id, raw.get("artifacts"))
-        return await self._finish(ended, usage=usage, artifacts=artifacts, event=event)
+        return _Finish(ended, usage, self._verified_artifacts(task_id, raw.get("artifacts")), event)
 
     def _verified_artifacts(self, task_id: str, claimed: Any) -> list[dict[str, Any]]:
         """The claimed artifacts whose uploaded file has the claimed size and sha256; others are dropped."""
@@ -372,22 +402,24 @@ class TaskService:
         self.wakeup.set()
 
     # -- settlement -------------------------------------------------------------------------------
-    async def _finish(
-        self,
-        view: TaskView,
-        *,
-        usage: Any,
-        artifacts: Any = None,
-        event: Mapping[str, Any] | None = None,
-    ) -> TaskRow:
-        """Settle a task that ended (once: a task settled already answers with how it ended)."""
-        finished = await self._finishes.submit(_Finish(view, usage, artifacts, event))
-        self._forget(view.task_id)
-        self.held.pop(view.task_id, None)
+    async def _finish(self, view: TaskView, *, usage: Any) -> TaskRow:
+        """Settle a task that ended on the hub's side (stopped in the queue, out of attempts)."""
+        answer = (await self._finish_many([_Finish(view, usage, None, None)]))[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def _finish_many(self, items: list[_Finish]) -> list[TaskRow | BaseException]:
+        """Settle tasks that ended, each once: a task settled already answers with how it ended."""
+        answers = await self._finishes.submit_many(items)
+        for item, answer in zip(items, answers, strict=True):
+            if not isinstance(answer, BaseException):
+                self._forget(item.view.task_id)
+                self.held.pop(item.view.task_id, None)
         async with self.output_event:
             self.output_event.notify_all()
         self.wakeup.set()
-        return finished
+        return answers
 
     async def _write_finishes(
         self, conn: AsyncConnection, batch: Sequence[_Finish]

@@ -27,10 +27,12 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.typing import Subprotocol
 
 from gpupool import crypto
 from gpupool.config import NodeSettings
 from gpupool.errors import GpupoolError, InvalidInput
+from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, MAX_BATCH, envelope, opened
 from gpupool.node import gpu
 from gpupool.node.dstack import fetch_dstack_inventory
 
@@ -97,6 +99,9 @@ class NodeAgent:
     queue_source: Callable[[], int] | None = None
     _socket: ClientConnection | None = None
     _acks: dict[str, asyncio.Future[int | None]] = field(default_factory=dict)
+    # Results waiting for the socket, when it batches: those ready in one tick leave in one frame.
+    _outbox: list[dict[str, Any]] = field(default_factory=list)
+    _flusher: asyncio.Task[None] | None = None
 
     # -- inventory ------------------------------------------------------------------------------------
     def read_inventory(self) -> gpu.Inventory:
@@ -201,12 +206,19 @@ class NodeAgent:
     async def _beat_on_socket(self, stop: asyncio.Event, backoff: Backoff) -> None:
         base = self.registry_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         url = f"{base}/v1/miners/heartbeat?session_token={self.session_token}"
-        async with websockets.connect(url, open_timeout=10, close_timeout=2, compression=None) as ws:
+        async with websockets.connect(
+            url,
+            open_timeout=10,
+            close_timeout=2,
+            compression=None,
+            subprotocols=[Subprotocol(BATCH_SUBPROTOCOL)],
+        ) as ws:
             self._socket = ws
             try:
                 await self._converse(ws, stop, backoff)
             finally:
                 self._socket = None
+                self._outbox.clear()
                 for pending in self._acks.values():  # their senders fall back to HTTP
                     if not pending.done():
                         pending.set_result(None)
@@ -218,19 +230,29 @@ class NodeAgent:
             deadline = time.monotonic() + self.heartbeat_s
             while (left := deadline - time.monotonic()) > 0 and not stop.is_set():
                 try:
-                    message = json.loads(await asyncio.wait_for(ws.recv(), min(left, 0.5)))
+                    messages = opened(json.loads(await asyncio.wait_for(ws.recv(), min(left, 0.5))))
                 except TimeoutError:
                     continue
-                if message.get("type") == "ack":
-                    self.connected.set()
-                    backoff.reset()
-                    self.heartbeat_s = float(message.get("next_heartbeat_sec", self.heartbeat_s))
-                elif message.get("type") == "result_ack":
-                    pending = self._acks.get(str(message.get("task_id")))
-                    if pending is not None and not pending.done():
-                        pending.set_result(int(message.get("status", 500)))
-                elif self.on_command is not None and message.get("type") in ("assign", "stop"):
-                    self.on_command(message)
+                except ValueError:
+                    log.warning("the hub sent a frame that is not a message; ignored")
+                    continue
+                for message in messages:
+                    self._take(message, backoff)
+
+    def _take(self, message: Any, backoff: Backoff) -> None:
+        """One message from the hub: an ack of a beat or of a result, or a command."""
+        if not isinstance(message, dict):
+            return
+        if message.get("type") == "ack":
+            self.connected.set()
+            backoff.reset()
+            self.heartbeat_s = float(message.get("next_heartbeat_sec", self.heartbeat_s))
+        elif message.get("type") == "result_ack":
+            pending = self._acks.get(str(message.get("task_id")))
+            if pending is not None and not pending.done():
+                pending.set_result(int(message.get("status", 500)))
+        elif self.on_command is not None and message.get("type") in ("assign", "stop"):
+            self.on_command(message)
 
     async def report(self, task_id: str, signed: dict[str, Any], timeout_s: float = 10.0) -> int | None:
         """Send a signed result on the heartbeat socket: the status the hub answered with (as HTTP
@@ -239,13 +261,31 @@ class NodeAgent:
         if ws is None:
             return None
         pending = self._acks[task_id] = asyncio.get_running_loop().create_future()
+        message = {"type": "result", "result": signed}
         try:
-            await ws.send(json.dumps({"type": "result", "result": signed}))
+            if ws.subprotocol == BATCH_SUBPROTOCOL:
+                self._outbox.append(message)
+                if self._flusher is None:
+                    self._flusher = asyncio.create_task(self._flush(ws))
+            else:
+                await ws.send(json.dumps(message))
             return await asyncio.wait_for(pending, timeout_s)
         except (ConnectionClosed, OSError, TimeoutError):
             return None
         finally:
             self._acks.pop(task_id, None)
+
+    async def _flush(self, ws: ClientConnection) -> None:
+        """Send the outbox in envelopes; what is queued while one is sent goes in the next."""
+        try:
+            await asyncio.sleep(0)  # results reported in this same tick join the first envelope
+            while self._outbox and self._socket is ws:
+                batch, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
+                await ws.send(json.dumps(envelope(batch)))
+        except (ConnectionClosed, OSError):
+            pass  # the socket's end resolves every waiting report; their senders use HTTP
+        finally:
+            self._flusher = None
 
     async def logout(self, http: httpx.AsyncClient) -> None:
         if self.session_token is None:

@@ -24,7 +24,8 @@ from gpupool.api.schemas_registry import (
     SessionIn,
     UpdateIn,
 )
-from gpupool.errors import GpupoolError, InvalidInput
+from gpupool.errors import GpupoolError
+from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, envelope, opened
 from gpupool.hub.channels import Sender
 from gpupool.hub.container import Hub
 from gpupool.hub.live import GpuSpec, NodeSpec
@@ -117,9 +118,14 @@ async def logout(body: SessionIn, hub: HubDep) -> None:
 
 @router.websocket("/heartbeat")
 async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
-    """Heartbeats in, commands out. A refused session closes with 4401/4403 and the reason code."""
+    """Heartbeats in, commands out. A refused session closes with 4401/4403 and the reason code.
+
+    A node that offers the batch subprotocol may send several results in one envelope and gets
+    commands and acknowledgements the same way (``heartbeat_protocol``).
+    """
     hub: Hub = websocket.app.state.hub
-    await websocket.accept()
+    batching = BATCH_SUBPROTOCOL in websocket.scope.get("subprotocols", ())
+    await websocket.accept(subprotocol=BATCH_SUBPROTOCOL if batching else None)
     try:
         miner_id = await hub.sessions.beat(session_token, _queue_len(hub, session_token), None)
     except GpupoolError as exc:
@@ -127,19 +133,24 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
         return
     ack = {"type": "ack", "next_heartbeat_sec": hub.settings.heartbeat_interval_sec}
     sender = websocket.send_json
-    hub.channels.attach(miner_id, sender)
+    hub.channels.attach(miner_id, sender, batching=batching)
     hub.tasks.wakeup.set()  # a node that can take work is here: queued tasks need not wait
     reports: set[asyncio.Task[None]] = set()
     try:
         while True:
             try:
                 message = json.loads(await websocket.receive_text())
-                if isinstance(message, dict) and message.get("type") == "result":
-                    # A signed task result: settled beside the beats, so many batch into one commit.
-                    report = asyncio.create_task(_take_result(hub, miner_id, message.get("result"), sender))
+                kind = message.get("type") if isinstance(message, dict) else None
+                if kind == "result" or (kind == "batch" and batching):
+                    # Signed task results: settled beside the beats, so many batch into one commit.
+                    report = asyncio.create_task(
+                        _take_results(hub, miner_id, opened(message), sender, batched=kind == "batch")
+                    )
                     reports.add(report)
                     report.add_done_callback(reports.discard)
                     continue
+                if kind == "batch":
+                    raise ValueError(f"a batch needs the {BATCH_SUBPROTOCOL} subprotocol, offered on connect")
                 beat = HeartbeatIn.model_validate(message)
             except (ValidationError, ValueError) as exc:
                 await websocket.send_json(
@@ -160,22 +171,35 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
             await asyncio.gather(*reports, return_exceptions=True)
 
 
-async def _take_result(hub: Hub, miner_id: str, signed: Any, send: Sender) -> None:
-    """``{"type": "result", "result": <signed kind 21002>}`` on the heartbeat socket, answered with
-    ``result_ack`` carrying the status ``POST /v1/tasks/{id}/result`` would have returned."""
-    task_id = signed.get("task_id") if isinstance(signed, dict) else None
+async def _take_results(hub: Hub, miner_id: str, messages: list[Any], send: Sender, *, batched: bool) -> None:
+    """``{"type": "result", "result": <signed kind 21002>}`` messages, each answered with a
+    ``result_ack`` carrying the status ``POST /v1/tasks/{id}/result`` would have returned; the acks of
+    an envelope go back in one."""
+    signed = [m.get("result") if isinstance(m, dict) and m.get("type") == "result" else m for m in messages]
     try:
-        if not isinstance(signed, dict) or not isinstance(task_id, str):
-            raise InvalidInput("a result message holds a signed result with its task_id", field="result")
-        row = await hub.tasks.node_result(miner_id, signed)
-        ack = {"status": 200, "state": row.view.state.value, "cost": row.charge_micro}
-    except GpupoolError as exc:
-        ack = {"status": status_for(exc), "code": exc.code, "message": str(exc)[:500]}
-    except Exception:
-        log.exception("result of %s from %s failed", task_id, miner_id)
-        ack = {"status": 500, "code": "internal_error"}
+        answers = await hub.tasks.node_results(miner_id, signed)
+    except Exception as exc:
+        log.exception("results from %s failed", miner_id)
+        answers = [exc] * len(signed)
+    acks = []
+    for raw, answer in zip(signed, answers, strict=True):
+        task_id = raw.get("task_id") if isinstance(raw, dict) else None
+        if isinstance(answer, GpupoolError):
+            ack = {"status": status_for(answer), "code": answer.code, "message": str(answer)[:500]}
+        elif isinstance(answer, BaseException):
+            if not isinstance(answer, Exception):
+                raise answer
+            log.error("result of %s from %s failed", task_id, miner_id, exc_info=answer)
+            ack = {"status": 500, "code": "internal_error"}
+        else:
+            ack = {"status": 200, "state": answer.view.state.value, "cost": answer.charge_micro}
+        acks.append({"type": "result_ack", "task_id": task_id, **ack})
     with contextlib.suppress(Exception):  # the socket may be gone; the node then asks over HTTP
-        await send({"type": "result_ack", "task_id": task_id, **ack})
+        if batched:
+            await send(envelope(acks))
+        else:
+            for ack in acks:
+                await send(ack)
 
 
 @router.get("", response_model=MinerPage)
