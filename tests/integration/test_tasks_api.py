@@ -440,10 +440,18 @@ async def test_reports_racing_in_one_batch_are_settled_once_each(hub: LiveHub, c
 
 
 @pytest.mark.parametrize(
-    "usage", [{"gpu_seconds": "500"}, {"duration_sec": float("inf")}, {"cpu_seconds": -1}, [1, 2]]
+    "bad",
+    [
+        {"usage": {"gpu_seconds": "500"}},
+        {"usage": {"duration_sec": float("inf")}},
+        {"usage": {"cpu_seconds": -1}},
+        {"usage": [1, 2]},
+        {"exit_code": "0"},
+        {"exit_code": 1.5},
+    ],
 )
-async def test_a_result_with_usage_that_is_not_figures_is_refused_and_settles_nothing(
-    hub: LiveHub, clock: FakeClock, usage: Any
+async def test_a_result_with_figures_that_are_not_numbers_is_refused_and_settles_nothing(
+    hub: LiveHub, clock: FakeClock, bad: dict[str, Any]
 ) -> None:
     user = await hub.make_user("figures", balance=10_000_000)
     node = SimNode(hub, clock, "fig-1")
@@ -451,7 +459,7 @@ async def test_a_result_with_usage_that_is_not_figures_is_refused_and_settles_no
     task_id = (await submit(hub, user)).json()["task_id"]
     assert (await node.command("assign"))["task"]["task_id"] == task_id
 
-    body = {"task_id": task_id, "exit_code": 0, "status": "succeeded", "usage": usage, "artifacts": []}
+    body = {"task_id": task_id, "exit_code": 0, "status": "succeeded", "usage": {}, "artifacts": [], **bad}
     signed = crypto.sign_body(node.key, crypto.KIND_TASK_RESULT, body, created_at=int(clock.now()))
     await node.ws.send(json.dumps({"type": "result", "result": signed}))
     ack = await node.command("result_ack")

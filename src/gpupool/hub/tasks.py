@@ -367,10 +367,7 @@ class TaskService:
         elif status == "expired":
             ended = scheduling.expire(view, now)
         else:
-            exit_code = raw.get("exit_code", 1)
-            if not isinstance(exit_code, int) or isinstance(exit_code, bool):
-                raise InvalidInput("exit_code must be an integer", field="exit_code")
-            ended = scheduling.finish(view, exit_code, now, node_id=miner_id)
+            ended = scheduling.finish(view, raw.get("exit_code", 1), now, node_id=miner_id)
         usage = scheduling.check_usage(raw.get("usage"))
         return _Finish(ended, usage, self._verified_artifacts(task_id, raw.get("artifacts")), event)
 
