@@ -174,7 +174,7 @@ tasks = Table(
     Column("timeout_sec", Float, nullable=False),
     Column("max_attempts", Integer, nullable=False),
     Column("attempts", Integer, nullable=False),
-    Column("state", String(16), nullable=False, index=True),
+    Column("state", String(16), nullable=False),
     Column("miner_id", String(64), nullable=True, index=True),
     Column("submitted_at", Float, nullable=False),
     Column("assigned_at", Float, nullable=True),
@@ -187,10 +187,12 @@ tasks = Table(
     Column("charge_micro", BigInteger, nullable=True),
     Column("usage", Text, nullable=True),
     Column("artifacts", Text, nullable=True),
-    # Listings newest first: a user's tasks, a user's tasks in some states, everyone's (admin).
+    # Listings newest first: a user's tasks, in some states, everyone's (admin), everyone's in some
+    # states (and the live tasks a hub loads when it starts).
     Index("ix_tasks_owner_submitted_at", "owner", "submitted_at", "task_id"),
-    Index("ix_tasks_owner_state", "owner", "state", "submitted_at"),
+    Index("ix_tasks_owner_state", "owner", "state", "submitted_at", "task_id"),
     Index("ix_tasks_submitted_at", "submitted_at", "task_id"),
+    Index("ix_tasks_state_submitted_at", "state", "submitted_at", "task_id"),
 )
 
 task_output = Table(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -132,20 +132,26 @@ def _view_values(view: TaskView) -> dict[str, Any]:
 def page_query(
     owner: str | None, limit: int, before: float | None, states: Sequence[str] = ()
 ) -> Select[Any]:
-    """Tasks newest first (``owner``'s, or everyone's), submitted before ``before``, in ``states``."""
-    newest: ColumnElement[Any] = tasks.c.submitted_at
-    if states:
-        # Sort the few tasks in these states (ix_tasks_owner_state) rather than walk all the owner's
-        # tasks in order to find them: ``+ 0`` keeps SQLite's planner off the ordered index.
-        newest = newest + 0
-    query = select(tasks).order_by(newest.desc(), tasks.c.task_id.desc()).limit(limit)
+    """Tasks newest first (``owner``'s, or everyone's), submitted before ``before``, in ``states``.
+
+    Each listing reads an index in its order. With states, each state's newest ``limit`` come from
+    its own index range and the page is the newest of those: sorting every task in the states instead
+    took 11 ms for one row with 5,000 tasks queued, a cost the users watching a queue paid per poll.
+    """
+    newest = (tasks.c.submitted_at.desc(), tasks.c.task_id.desc())
+    where: list[ColumnElement[bool]] = []
     if owner is not None:
-        query = query.where(tasks.c.owner == owner)
-    if states:
-        query = query.where(tasks.c.state.in_(list(states)))
+        where.append(tasks.c.owner == owner)
     if before is not None:
-        query = query.where(tasks.c.submitted_at < before)
-    return query
+        where.append(tasks.c.submitted_at < before)
+    query = select(tasks).order_by(*newest).limit(limit)
+    if not states:
+        return query.where(*where)
+    heads = [
+        select(tasks.c.task_id).where(*where, tasks.c.state == s).order_by(*newest).limit(limit).subquery()
+        for s in dict.fromkeys(states)
+    ]
+    return query.where(tasks.c.task_id.in_(union_all(*(select(head.c.task_id) for head in heads))))
 
 
 class TasksRepo:
