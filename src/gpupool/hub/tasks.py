@@ -315,10 +315,7 @@ class TaskService:
 
     async def node_result(self, miner_id: str, raw: Any) -> TaskRow:
         """A signed (kind 21002) result: finish the task and settle it, once."""
-        answer = (await self.node_results(miner_id, [raw]))[0]
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
+        return _only(await self.node_results(miner_id, [raw]))
 
     async def node_results(self, miner_id: str, raws: Sequence[Any]) -> list[TaskRow | BaseException]:
         """Signed results of one node, each answered on its own: the tasks they end settle together."""
@@ -401,10 +398,7 @@ class TaskService:
     # -- settlement -------------------------------------------------------------------------------
     async def _finish(self, view: TaskView, *, usage: Any) -> TaskRow:
         """Settle a task that ended on the hub's side (stopped in the queue, out of attempts)."""
-        answer = (await self._finish_many([_Finish(view, usage, None, None)]))[0]
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
+        return _only(await self._finish_many([_Finish(view, usage, None, None)]))
 
     async def _finish_many(self, items: list[_Finish]) -> list[TaskRow | BaseException]:
         """Settle tasks that ended, each once: a task settled already answers with how it ended."""
@@ -515,6 +509,14 @@ class TaskService:
         await TasksRepo(conn).save_many(saves)
         await RewardsRepo(conn).add_contributions(contributions)
         return settled
+
+
+def _only(answers: list[TaskRow | BaseException]) -> TaskRow:
+    """The one answer of a batch of one, raised when it is an error."""
+    (answer,) = answers
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
 
 
 class _ReadBack(Exception):
