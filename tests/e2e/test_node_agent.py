@@ -182,6 +182,16 @@ def test_gpupool_up_runs_hub_and_node_and_stops_both_on_ctrl_c(tmp_path: Path) -
         # The node registers first and serves /health right after: wait for it rather than race it.
         wait_for(lambda: _answers(f"http://127.0.0.1:{node_port}/health"), 10, "node health")
         assert httpx.get(f"http://127.0.0.1:{node_port}/health").json()["status"] == "Available"
+        wait_for(  # the node's own metrics: its socket to the hub is open, no task, no PoC round
+            lambda: (
+                "gpupool_node_hub_connected 1.0" in httpx.get(f"http://127.0.0.1:{node_port}/metrics").text
+            ),
+            10,
+            "node metrics",
+        )
+        metrics = httpx.get(f"http://127.0.0.1:{node_port}/metrics").text
+        assert "gpupool_node_tasks_running 0.0" in metrics
+        assert 'gpupool_node_poc_state{state="IDLE"} 1.0' in metrics
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)

@@ -13,6 +13,7 @@ from gpupool.core.poc import PARAMS_TINY, Batch
 from gpupool.errors import SignatureRejected
 from gpupool.node.gpu import Inventory
 from gpupool.node.health import create_health_app
+from gpupool.node.metrics import NodeCollector, metrics_route
 from gpupool.pow.api import pow_routes
 from gpupool.pow.service import PowService, signed_batch
 from tests.pow_helpers import BLOCK_HASH, ScriptedFactory, ScriptedGenerator, tiny_round
@@ -174,3 +175,38 @@ def test_poc_status_says_clearly_when_the_node_cannot_be_reached() -> None:
 
     result = CliRunner().invoke(app, ["poc", "status", "--node", f"http://127.0.0.1:{free_port()}"])
     assert result.exit_code == 1 and "cannot read" in result.output
+
+
+async def test_metrics_show_the_rounds_throughput_and_the_nodes_own_state() -> None:
+    factory = ScriptedFactory(gpu_count=2)
+    service = PowService(NODE, "http://127.0.0.1:9", generator_factory=factory, poll_s=3600)
+    running = {"tasks": 3}
+    collector = NodeCollector(lambda: True, lambda: running["tasks"], service.status)
+    app = create_health_app(
+        NODE.pubkey, "127.0.0.1", no_inventory, [*pow_routes(service), metrics_route(collector)]
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as client:
+
+        async def scrape() -> dict[str, float]:
+            resp = await client.get("/metrics")
+            assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+            samples = [line.split(" ") for line in resp.text.splitlines() if line.startswith("gpupool_")]
+            return {name: float(value) for name, value in samples}
+
+        idle = await scrape()
+        assert idle['gpupool_node_poc_state{state="IDLE"}'] == 1 and idle["gpupool_node_tasks_running"] == 3
+        assert idle["gpupool_node_hub_connected"] == 1
+        assert "gpupool_node_poc_nonces_computed_total" not in idle  # no round: no figure, not a 0
+        assert (await client.post(f"{P}/init/generate", json=round_body())).status_code == 200
+        factory.made[0].produce(steps=2)
+        running["tasks"] = 1
+        busy = await scrape()
+        status = (await client.get(f"{P}/status")).json()
+    await service.stop()
+    assert (
+        busy[f'gpupool_node_poc_state{{state="{status["status"]}"}}'] == 1
+        and len([name for name in busy if name.startswith("gpupool_node_poc_state")]) == 1
+    )
+    assert busy["gpupool_node_tasks_running"] == 1
+    assert busy["gpupool_node_poc_nonces_computed_total"] == status["nonces_computed"] == 64
+    assert busy["gpupool_node_poc_qualified_per_second"] == status["qualified_per_s"]

@@ -310,6 +310,7 @@ async def serve(settings: NodeSettings) -> int:
     import uvicorn
 
     from gpupool.node.health import create_health_app
+    from gpupool.node.metrics import NodeCollector, metrics_route
     from gpupool.node.worker import TaskWorker
     from gpupool.pow.api import pow_routes
     from gpupool.pow.service import PowService
@@ -348,11 +349,15 @@ async def serve(settings: NodeSettings) -> int:
         )
         if pow_service.delegation_mode:
             log.info("DELEGATION mode: PoC generation goes to %s", pow_service.delegation_url)
+        worker = TaskWorker(agent, http, settings.data_dir / "tasks")
+        collector = NodeCollector(agent.connected.is_set, lambda: worker.queue_len, pow_service.status)
         app = create_health_app(
-            key.pubkey, local_ip(registry_url), agent.read_inventory, pow_routes(pow_service)
+            key.pubkey,
+            local_ip(registry_url),
+            agent.read_inventory,
+            [*pow_routes(pow_service), metrics_route(collector)],
         )
         server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-        worker = TaskWorker(agent, http, settings.data_dir / "tasks")
         agent.on_command = worker.on_command
         agent.queue_source = lambda: worker.queue_len
         stop = asyncio.Event()
