@@ -10,7 +10,6 @@ import asyncio
 import os
 import socket
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +89,7 @@ def _require_postgres() -> None:
     if _PG_ERROR is None:
         return
     if os.environ.get("GPUPOOL_TEST_SKIP_POSTGRES") == "1":
-        warnings.warn(f"POSTGRESQL TESTS SKIPPED: {_PG_ERROR}", stacklevel=2)
-        pytest.skip("PostgreSQL unreachable and GPUPOOL_TEST_SKIP_POSTGRES=1")
+        pytest.skip(f"POSTGRESQL TESTS SKIPPED: {_PG_ERROR}")
     pytest.fail(f"PostgreSQL at {PG_ADMIN_DSN} is unreachable: {_PG_ERROR}", pytrace=False)
 
 
