@@ -266,7 +266,7 @@ class NodeAgent:
             if ws.subprotocol == BATCH_SUBPROTOCOL:
                 self._outbox.append(message)
                 if self._flusher is None:
-                    self._flusher = asyncio.create_task(self._flush(ws))
+                    self._flusher = asyncio.create_task(self._flush())
             else:
                 await ws.send(json.dumps(message))
             return await asyncio.wait_for(pending, timeout_s)
@@ -275,11 +275,11 @@ class NodeAgent:
         finally:
             self._acks.pop(task_id, None)
 
-    async def _flush(self, ws: ClientConnection) -> None:
+    async def _flush(self) -> None:
         """Send the outbox in envelopes; what is queued while one is sent goes in the next."""
         try:
             await asyncio.sleep(0)  # results reported in this same tick join the first envelope
-            while self._outbox and self._socket is ws:
+            while self._outbox and (ws := self._socket) is not None:
                 batch, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
                 await ws.send(json.dumps(envelope(batch)))
         except (ConnectionClosed, OSError):

@@ -30,6 +30,7 @@ from gpupool.hub.channels import Sender
 from gpupool.hub.container import Hub
 from gpupool.hub.live import GpuSpec, NodeSpec
 from gpupool.store.registry_repo import MinerRecord
+from gpupool.store.tasks_repo import TaskRow
 
 router = APIRouter(prefix="/v1/miners", tags=["miners"])
 log = logging.getLogger(__name__)
@@ -176,21 +177,23 @@ async def _take_results(hub: Hub, miner_id: str, messages: list[Any], send: Send
     ``result_ack`` carrying the status ``POST /v1/tasks/{id}/result`` would have returned; the acks of
     an envelope go back in one."""
     signed = [m.get("result") if isinstance(m, dict) and m.get("type") == "result" else m for m in messages]
+    answers: list[TaskRow | BaseException | None]
     try:
-        answers = await hub.tasks.node_results(miner_id, signed)
-    except Exception as exc:
+        answers = [*await hub.tasks.node_results(miner_id, signed)]
+    except Exception:
         log.exception("results from %s failed", miner_id)
-        answers = [exc] * len(signed)
+        answers = [None] * len(signed)  # None: failed with the rest, logged once above
     acks = []
     for raw, answer in zip(signed, answers, strict=True):
         task_id = raw.get("task_id") if isinstance(raw, dict) else None
         if isinstance(answer, GpupoolError):
             ack = {"status": status_for(answer), "code": answer.code, "message": str(answer)[:500]}
-        elif isinstance(answer, BaseException):
-            if not isinstance(answer, Exception):
-                raise answer
-            log.error("result of %s from %s failed", task_id, miner_id, exc_info=answer)
+        elif answer is None or isinstance(answer, Exception):
+            if answer is not None:
+                log.error("result of %s from %s failed", task_id, miner_id, exc_info=answer)
             ack = {"status": 500, "code": "internal_error"}
+        elif isinstance(answer, BaseException):
+            raise answer  # cancelled: the hub is stopping
         else:
             ack = {"status": 200, "state": answer.view.state.value, "cost": answer.charge_micro}
         acks.append({"type": "result_ack", "task_id": task_id, **ack})
