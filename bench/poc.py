@@ -37,7 +37,8 @@ from gpupool.core.poc import (
     flops_per_nonce,
     nonce_inputs,
 )
-from gpupool.pow.engine import Generator, RoundSpec
+from gpupool.pow.engine import Generator
+from gpupool.pow.rounds import PowRound
 
 SETS = {"tiny": PARAMS_TINY, "test": PARAMS_TEST, "v1": PARAMS_V1, "v2": PARAMS_V2}
 CHUNKS = {"tiny": [64], "test": [64], "v1": [128, 256], "v2": [32, 64]}
@@ -126,7 +127,7 @@ def engine_rate(
     nvml_log: list[dict[str, Any]] | None,
 ) -> dict[str, Any]:
     """Steady-state nonces/s of the whole engine (worker process, inputs, distances, batches)."""
-    spec = RoundSpec(HASH, 1, KEY, params=params, batch_size=chunk)
+    spec = PowRound(HASH, 1, KEY, params=params, batch_size=chunk)
     gen = Generator(spec, device=device, compile=compile)
     stop = threading.Event()
     sampler = None

@@ -9,12 +9,13 @@ import pytest
 
 from gpupool.core.poc import PARAMS_TINY, Batch, compute_distances
 from gpupool.errors import InvalidInput
-from gpupool.pow.engine import Generator, RoundSpec, resolve_devices
+from gpupool.pow.engine import Generator, resolve_devices, round_from_json
+from gpupool.pow.rounds import PowRound
 
 HASH = "ab" * 32
 KEY = "cd" * 32
 # r_target 1.45 keeps roughly half of the tiny network's nonces (its vocab is only 64).
-SPEC = RoundSpec(HASH, 7, KEY, node_id=1, node_count=3, params=PARAMS_TINY, batch_size=16, r_target=1.45)
+SPEC = PowRound(HASH, 7, KEY, node_id=1, node_count=3, params=PARAMS_TINY, batch_size=16, r_target=1.45)
 
 
 def _collect(gen: Generator, want: int, timeout: float = 60.0) -> list[Batch]:
@@ -89,11 +90,11 @@ def test_bad_devices_and_specs_are_refused() -> None:
     with pytest.raises(InvalidInput):
         resolve_devices("tpu")
     with pytest.raises(InvalidInput):
-        RoundSpec(HASH, 1, KEY, node_id=3, node_count=3)
+        PowRound(HASH, 1, KEY, node_id=3, node_count=3)
     with pytest.raises(InvalidInput):
-        RoundSpec("", 1, KEY)
+        PowRound("", 1, KEY)
     assert resolve_devices("cpu") == ["cpu"]
 
 
-def test_round_spec_round_trips_through_json_types() -> None:
-    assert RoundSpec.from_dict(SPEC.to_dict()) == SPEC
+def test_a_round_reaches_a_worker_process_unchanged() -> None:
+    assert round_from_json(SPEC.to_json()) == SPEC

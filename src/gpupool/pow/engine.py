@@ -1,6 +1,6 @@
 """PoC generation over all local devices: one worker process per GPU (or one CPU worker).
 
-A round (``RoundSpec``) is sharded as POC.md gives: worker ``group_id`` of ``n_groups`` on node
+A round (``PowRound``) is sharded as POC.md gives: worker ``group_id`` of ``n_groups`` on node
 ``node_id`` of ``node_count`` computes ``nonce_range(node_id, node_count, group_id, n_groups, k, n)``
 for k = 0, n, 2n, ... so no two GPUs, and no two nodes of a round, ever compute the same nonce. Each
 worker keeps the next inputs in preparation on a small thread pool (NumPy's generators release the
@@ -27,8 +27,6 @@ from typing import Any
 import numpy as np
 
 from gpupool.core.poc import (
-    DEFAULT_R_TARGET,
-    PARAMS_V1,
     Batch,
     ModelParams,
     PocModel,
@@ -39,6 +37,7 @@ from gpupool.core.poc import (
 )
 from gpupool.core.poc_torch import cuda_device_count
 from gpupool.errors import InvalidInput
+from gpupool.pow.rounds import PowRound
 
 log = logging.getLogger(__name__)
 
@@ -46,33 +45,9 @@ STATUSES = ("initializing", "generating", "stopped", "error")
 PREFETCH_DEPTH = 3
 
 
-@dataclass(frozen=True)
-class RoundSpec:
-    """What to generate: the round, whose key the nonces are for, this node's shard, the network."""
-
-    block_hash: str
-    block_height: int
-    public_key: str
-    node_id: int = 0
-    node_count: int = 1
-    params: ModelParams = PARAMS_V1
-    batch_size: int = 100
-    r_target: float = DEFAULT_R_TARGET
-
-    def __post_init__(self) -> None:
-        if not self.block_hash or not self.public_key:
-            raise InvalidInput("block_hash and public_key are required", field="block_hash")
-        if not 0 <= self.node_id < self.node_count:
-            raise InvalidInput("need 0 <= node_id < node_count", field="node_id")
-        if self.batch_size < 1:
-            raise InvalidInput("batch_size must be positive", field="batch_size")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "params": self.params.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RoundSpec:
-        return cls(**{**data, "params": ModelParams.from_dict(data["params"])})
+def round_from_json(data: dict[str, Any]) -> PowRound:
+    """A round as ``PowRound.to_json`` wrote it, in a worker process: checked again, changed in nothing."""
+    return PowRound(**{**data, "params": ModelParams.from_dict(data["params"])})
 
 
 @dataclass
@@ -114,7 +89,7 @@ class Generator:
 
     def __init__(
         self,
-        spec: RoundSpec,
+        spec: PowRound,
         *,
         device: str = "auto",
         dtype: str = "float16",
@@ -143,7 +118,7 @@ class Generator:
     def start(self) -> None:
         if self._procs:
             raise InvalidInput("generation already started", field="session")
-        args = (self.spec.to_dict(), len(self.devices), self.dtype, self.compute_batch, self.compile)
+        args = (self.spec.to_json(), len(self.devices), self.dtype, self.compute_batch, self.compile)
         for group_id, device in enumerate(self.devices):
             proc = self._ctx.Process(
                 target=work, args=(*args, group_id, device, self._queue, self._stop), daemon=True
@@ -248,7 +223,7 @@ def work(
 ) -> None:
     """Worker process body: build the round's network on ``device`` and generate until ``stop``."""
     try:
-        spec = RoundSpec.from_dict(spec_dict)
+        spec = round_from_json(spec_dict)
         forward = _forward_fn(spec, device, dtype, compile)
         model = PocModel.build(spec.block_hash, spec.params)
         out.put(("ready", group_id))
@@ -287,9 +262,7 @@ def work(
         out.put(("done", group_id))
 
 
-def _forward_fn(
-    spec: RoundSpec, device: str, dtype: str, compile: bool
-) -> Callable[[np.ndarray], np.ndarray]:
+def _forward_fn(spec: PowRound, device: str, dtype: str, compile: bool) -> Callable[[np.ndarray], np.ndarray]:
     """Inputs (batch, seq, dim) -> last-position logits on the host, on the CPU (NumPy) or a GPU."""
     model = PocModel.build(spec.block_hash, spec.params)
     if device == "cpu":

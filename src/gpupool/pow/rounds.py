@@ -123,16 +123,6 @@ class PowRound:
 
 def engine_generator(pow_round: PowRound, device: str = "auto") -> BatchGenerator:
     """The real engine's Generator for a round (imported here: it pulls in multiprocessing)."""
-    from gpupool.pow.engine import Generator, RoundSpec
+    from gpupool.pow.engine import Generator
 
-    spec = RoundSpec(
-        block_hash=pow_round.block_hash,
-        block_height=pow_round.block_height,
-        public_key=pow_round.public_key,
-        node_id=pow_round.node_id,
-        node_count=pow_round.node_count,
-        params=pow_round.params,
-        batch_size=pow_round.batch_size,
-        r_target=pow_round.r_target,
-    )
-    return Generator(spec, device=device)
+    return Generator(pow_round, device=device)
