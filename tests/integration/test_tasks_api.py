@@ -47,6 +47,13 @@ async def balances(hub: LiveHub, *accounts: str) -> list[tuple[int, int]]:
     return out
 
 
+async def books_balance(hub: LiveHub) -> bool:
+    """Whether the ledger's trial balance, as an admin reads it, says the books balance."""
+    admin = await hub.admin_headers()
+    balanced: bool = (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"]
+    return balanced
+
+
 async def test_submit_run_stream_settle_exactly_once(hub: LiveHub, clock: FakeClock) -> None:
     user = await hub.make_user("alice", balance=10_000_000)
     node = SimNode(hub, clock, "gpu-1")
@@ -75,8 +82,7 @@ async def test_submit_run_stream_settle_exactly_once(hub: LiveHub, clock: FakeCl
     assert again.status_code == 200 and again.json()["cost"] == 1_000_000
     (alice,), owner = await balances(hub, "user:alice"), (await balances(hub, OWNER))[0]
     assert alice == (10_000_000 - 1_000_000, 0) and owner == (1_000_000, 0)
-    admin = await hub.admin_headers()
-    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+    assert await books_balance(hub)
 
     # The output, as Server-Sent Events, resumable from a sequence number.
     async with hub.http.stream("GET", f"/v1/tasks/{task_id}/output?from=0", headers=user) as stream:
@@ -283,8 +289,7 @@ async def test_results_on_the_heartbeat_socket_settle_once_and_are_refused_as_ov
     assert (await node.command("ack"))["type"] == "ack"
 
     assert await balances(hub, "user:sock") == [(10_000_000 - CAP - 1_000_000, CAP)]
-    admin = await hub.admin_headers()
-    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+    assert await books_balance(hub)
     await node.ws.close()
     await other.ws.close()
 
@@ -334,8 +339,7 @@ async def test_a_node_that_batches_gets_commands_and_acks_in_envelopes_each_answ
     assert (await other.command("error"))["code"] == "invalid_input"
     await node.beat()
     assert (await node.command("ack"))["type"] == "ack"
-    admin = await hub.admin_headers()
-    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+    assert await books_balance(hub)
     await node.ws.close()
     await other.ws.close()
 
@@ -405,8 +409,7 @@ async def test_concurrent_submits_and_results_batch_without_losing_a_micro_unit(
         (5 * CAP - 5 * 200_000, 0),
     ]
     assert (await balances(hub, OWNER))[0] == (35 * 200_000, 0)
-    admin = await hub.admin_headers()
-    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+    assert await books_balance(hub)
     for node in nodes:
         await node.ws.close()
 
@@ -434,8 +437,7 @@ async def test_reports_racing_in_one_batch_are_settled_once_each(hub: LiveHub, c
     assert all(a["cost"] == 200_000 for a in acks if a["status"] == 200)
     assert await balances(hub, "user:racer") == [(100 * CAP - 12 * 200_000, 0)]
     assert (await balances(hub, OWNER))[0] == (12 * 200_000, 0)
-    admin = await hub.admin_headers()
-    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+    assert await books_balance(hub)
     await node.ws.close()
 
 
@@ -467,6 +469,5 @@ async def test_a_result_with_figures_that_are_not_numbers_is_refused_and_settles
     assert (await hub.http.get(f"/v1/tasks/{task_id}", headers=user)).json()["status"] == "assigned"
 
     assert (await node.result_on_socket(task_id, gpu_seconds=500.0))["cost"] == 1_000_000  # then a good one
-    admin = await hub.admin_headers()
-    assert (await hub.http.get("/v1/admin/ledger/trial-balance", headers=admin)).json()["balanced"] is True
+    assert await books_balance(hub)
     await node.ws.close()
