@@ -294,13 +294,18 @@ async def test_results_on_the_heartbeat_socket_settle_once_and_are_refused_as_ov
     await other.ws.close()
 
 
+async def three_queued(hub: LiveHub, username: str) -> tuple[dict[str, str], list[str]]:
+    """A funded user with three tasks queued in one batch, before any node is there to take them."""
+    user = await hub.make_user(username, balance=10_000_000)
+    body = {"command": ["echo", "hi"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000}
+    resp = await hub.http.post("/v1/tasks/batch", json={"tasks": [body] * 3}, headers=user)
+    return user, [t["task_id"] for t in resp.json()["tasks"]]
+
+
 async def test_a_node_that_batches_gets_commands_and_acks_in_envelopes_each_answered_on_its_own(
     hub: LiveHub, clock: FakeClock
 ) -> None:
-    user = await hub.make_user("env", balance=10_000_000)
-    body = {"command": ["echo", "hi"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000}
-    resp = await hub.http.post("/v1/tasks/batch", json={"tasks": [body] * 3}, headers=user)
-    ids = [t["task_id"] for t in resp.json()["tasks"]]
+    user, ids = await three_queued(hub, "env")
     node = SimNode(hub, clock, "env-1", batching=True, max_parallel=4)
     other = SimNode(hub, clock, "env-2")
     await node.connect()  # the three queued tasks go to it in one dispatch round: one frame
@@ -347,10 +352,8 @@ async def test_a_node_that_batches_gets_commands_and_acks_in_envelopes_each_answ
 async def test_a_node_without_the_extension_gets_one_frame_per_command(
     hub: LiveHub, clock: FakeClock
 ) -> None:
-    user = await hub.make_user("plain", balance=10_000_000)
-    body = {"command": ["echo", "hi"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000}
-    resp = await hub.http.post("/v1/tasks/batch", json={"tasks": [body] * 3}, headers=user)
-    ids = {t["task_id"] for t in resp.json()["tasks"]}
+    _user, queued = await three_queued(hub, "plain")
+    ids = set(queued)
     node = SimNode(hub, clock, "plain-1", max_parallel=4)
     await node.connect()
     assert node.ws.subprotocol is None
