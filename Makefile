@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 EXAMPLES_VENV ?= .venv-examples
 EXAMPLES_REQS := examples/embeddings/requirements.txt
 
-.PHONY: run up test examples-venv lint bench clean
+.PHONY: run up test examples-venv lint bench proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/ledger.py
+
+# The gRPC code generated from src/gpupool/rpc/protos/nodepool.proto (committed; a test checks it is current).
+proto: $(VENV)/.installed-dev
+	cd src && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+		gpupool/rpc/protos/nodepool.proto
 
 clean:
 	rm -rf $(VENV) $(EXAMPLES_VENV) .pytest_cache .mypy_cache .ruff_cache
