@@ -13,7 +13,7 @@ WORKDIR /data
 # Every state path under /data (one volume); names and defaults of all settings: .env.example.
 ENV GPUPOOL_DB_URL=sqlite:////data/gpupool.db GPUPOOL_HUB_DATA_DIR=/data/hub \
     GPUPOOL_STORAGE_PATH=/data/artifacts GPUPOOL_HUB_HOST=0.0.0.0 DATA_DIR=/data/node
-EXPOSE 8203 8080
+EXPOSE 8203 50051 8080
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["gpupool"]
 CMD ["hub"]

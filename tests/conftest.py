@@ -132,6 +132,7 @@ def settings_factory(db_url: str, tmp_path: Path) -> Callable[..., HubSettings]:
             "jwt_secret": "test-jwt-secret-0123456789abcdef0123456789",
             "argon2_time_cost": 1,
             "argon2_memory_kib": 64,
+            "grpc_enabled": False,  # the gRPC tests turn it on, on a free port
         }
         values.update(overrides)
         return HubSettings.model_validate(values)

@@ -69,6 +69,7 @@ class HubProcess(ChildProcess):
         self.db_url = db_url
         self.workdir = workdir
         self.port = port or free_port()
+        self.grpc_port = free_port()
         self.extra_env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "hub.log"
@@ -88,6 +89,7 @@ class HubProcess(ChildProcess):
             "GPUPOOL_HUB_ARGON2_TIME_COST": "1",
             "GPUPOOL_HUB_ARGON2_MEMORY_KIB": "64",
             "GPUPOOL_HUB_LOG_LEVEL": "warning",
+            "GPUPOOL_HUB_GRPC_PORT": str(self.grpc_port),  # hubs side by side must not meet on 50051
             **self.extra_env,
         }
         argv = ["hub", "--host", "127.0.0.1", "--port", str(self.port)]

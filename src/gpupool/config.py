@@ -31,7 +31,13 @@ class HubSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", validation_alias=_env("GPUPOOL_HUB_HOST"))
     port: int = Field(8203, ge=0, le=65535, validation_alias=_env("GPUPOOL_HUB_PORT"))
-    grpc_port: int = Field(50051, ge=0, le=65535, validation_alias=_env("GPUPOOL_HUB_GRPC_PORT"))
+    grpc_port: int = Field(
+        50051, ge=0, le=65535, validation_alias=_env("GPUPOOL_HUB_GRPC_PORT")
+    )  # 0: any free port, logged at start
+    grpc_enabled: bool = Field(True, validation_alias=_env("GPUPOOL_HUB_GRPC_ENABLED"))
+    grpc_default_price_micro_per_ksec: int = Field(
+        1_000_000, gt=0, le=10**15, validation_alias=_env("GPUPOOL_HUB_GRPC_DEFAULT_PRICE_MICRO_PER_KSEC")
+    )  # the price cap of a gRPC UploadTask that names none (HiveMind's requests carry no price)
     db_url: str = Field(DEFAULT_DB_URL, validation_alias=_env("GPUPOOL_DB_URL"))
     redis_url: str | None = Field(None, validation_alias=_env("GPUPOOL_REDIS_URL"))
     storage_path: Path = Field(Path("./data/artifacts"), validation_alias=_env("GPUPOOL_STORAGE_PATH"))

@@ -8,9 +8,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
+from gpupool.rpc.protos import nodepool_pb2 as pb
+from gpupool.rpc.protos import nodepool_pb2_grpc as pb_grpc
 from tests.conftest import ADMIN_PASSWORD
 from tests.factories import OWNER
 from tests.procs import HubProcess, NodeProcess
@@ -157,7 +160,7 @@ def test_gpupool_up_runs_hub_and_node_and_stops_both_on_ctrl_c(tmp_path: Path) -
     from tests.conftest import free_port
     from tests.procs import FIXTURES_GPU
 
-    hub_port, node_port = free_port(), free_port()
+    hub_port, node_port, grpc_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "GPUPOOL_NODE_FAKE_NVML": str(FIXTURES_GPU / "h100-idle"),
@@ -167,7 +170,14 @@ def test_gpupool_up_runs_hub_and_node_and_stops_both_on_ctrl_c(tmp_path: Path) -
     env.pop("GPUPOOL_ADMIN_PASSWORD", None)
     log = (tmp_path / "up.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpupool", "up", "--port", str(hub_port), "--node-port", str(node_port)],
+        [
+            sys.executable,
+            "-m",
+            "gpupool",
+            "up",
+            *("--port", str(hub_port), "--node-port", str(node_port)),
+            *("--grpc-port", str(grpc_port)),
+        ],
         cwd=tmp_path,
         env=env,
         stdout=log,
@@ -192,12 +202,19 @@ def test_gpupool_up_runs_hub_and_node_and_stops_both_on_ctrl_c(tmp_path: Path) -
         metrics = httpx.get(f"http://127.0.0.1:{node_port}/metrics").text
         assert "gpupool_node_tasks_running 0.0" in metrics
         assert 'gpupool_node_poc_state{state="IDLE"} 1.0' in metrics
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:  # SPEC §6, on the same hub
+            with pytest.raises(grpc.RpcError) as refused:
+                pb_grpc.UserServiceStub(channel).Login(
+                    pb.LoginRequest(username="admin", password="x"), timeout=10
+                )
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
     output = (tmp_path / "up.log").read_text()
     assert code == 0, output
     assert f"hub on {hub_url}" in output and "gpupool task submit" in output
+    assert f"gRPC (HiveMind nodepool) on 127.0.0.1:{grpc_port}" in output
     assert "created user 'admin' with password:" in output
     assert "session_token=gps_" not in output  # the heartbeat socket's URL is logged with its token masked
     assert not _answers(f"http://127.0.0.1:{node_port}/health")  # the node went down with it

@@ -12,20 +12,26 @@ from gpupool.api import errors
 from gpupool.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from gpupool.api.routes import auth, ledger, matching, miners, poc, registry, rewards, system, tasks
 from gpupool.hub.container import Hub
+from gpupool.rpc.server import start_grpc
 
 
 def create_app(hub: Hub) -> FastAPI:
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
         generated = await hub.start()
         if generated:
             # Printed once, to the console only: the log never carries a secret.
             print(
                 f"First start: created user 'admin' with password: {generated}", file=sys.stderr, flush=True
             )
+        grpc_server = None
         try:
+            if hub.settings.grpc_enabled:
+                grpc_server = application.state.grpc = await start_grpc(hub)
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
             await hub.stop()
 
     app = FastAPI(title="gpupool hub", version=hub.version, lifespan=lifespan)

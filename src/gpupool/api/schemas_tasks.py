@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from gpupool.api.schemas_registry import RequirementsIn
+from gpupool.hub.tasks import MAX_OUTPUT_CHUNK, NewTask
 
 
 class TaskRequirementsIn(RequirementsIn):
@@ -24,6 +25,17 @@ class TaskIn(BaseModel):
     )
     timeout_sec: float = Field(3600, gt=0, le=7 * 86400)
     max_attempts: StrictInt = Field(3, ge=1, le=20)
+
+    def to_new_task(self) -> NewTask:
+        return NewTask(
+            name=self.name,
+            command=self.command,
+            env=self.env,
+            requirements=self.requirements.model_dump(exclude_none=True),
+            price_cap_micro_per_ksec=self.max_price_token_per_ksec,
+            timeout_sec=self.timeout_sec,
+            max_attempts=self.max_attempts,
+        )
 
 
 class TaskOut(BaseModel):
@@ -80,7 +92,7 @@ class OutputIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seq: StrictInt = Field(ge=0)
     stream: Literal["stdout", "stderr"]
-    data: str = Field(max_length=1 << 20)
+    data: str = Field(max_length=MAX_OUTPUT_CHUNK)
 
 
 class OutputAck(BaseModel):

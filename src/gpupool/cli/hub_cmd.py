@@ -16,6 +16,9 @@ def hub(
         str | None, typer.Option(help="Bind address [env GPUPOOL_HUB_HOST, default 127.0.0.1]")
     ] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port [env GPUPOOL_HUB_PORT, default 8203]")] = None,
+    grpc_port: Annotated[
+        int | None, typer.Option(help="gRPC port, 0: any free one [env GPUPOOL_HUB_GRPC_PORT, default 50051]")
+    ] = None,
     db_url: Annotated[
         str | None,
         typer.Option(
@@ -25,7 +28,8 @@ def hub(
 ) -> None:
     from gpupool.main import build_app
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "db_url": db_url}.items() if v is not None}
+    given = {"host": host, "port": port, "grpc_port": grpc_port, "db_url": db_url}
+    overrides = {k: v for k, v in given.items() if v is not None}
     try:
         settings = HubSettings(**overrides)  # type: ignore[arg-type]
     except ValueError as exc:
@@ -34,9 +38,9 @@ def hub(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    typer.echo(
-        f"gpupool hub on http://{settings.host}:{settings.port}  (database: {_safe_url(settings.db_url)})"
-    )
+    grpc = f", gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_enabled else ""
+    database = _safe_url(settings.db_url)
+    typer.echo(f"gpupool hub on http://{settings.host}:{settings.port}{grpc}  (database: {database})")
     serve(build_app(settings), settings.host, settings.port, settings.log_level)
 
 

@@ -27,6 +27,12 @@ def up(
     port: Annotated[
         int, typer.Option(help="Hub port [env GPUPOOL_HUB_PORT]", envvar="GPUPOOL_HUB_PORT")
     ] = 8203,
+    grpc_port: Annotated[
+        int,
+        typer.Option(
+            help="Hub gRPC port, 0: any free one [env GPUPOOL_HUB_GRPC_PORT]", envvar="GPUPOOL_HUB_GRPC_PORT"
+        ),
+    ] = 50051,
     node_port: Annotated[int, typer.Option(help="The local node's health port")] = 8080,
     owner_address: Annotated[
         str | None,
@@ -40,7 +46,7 @@ def up(
     from gpupool.main import build_app
     from gpupool.serving import serve
 
-    settings = HubSettings(port=port, data_dir=data_dir)
+    settings = HubSettings(port=port, grpc_port=grpc_port, data_dir=data_dir)
     node_dir = data_dir / "node"
     key = crypto.load_or_create_key(node_dir / "key")
     owner = crypto.normalize_owner_address(owner_address) if owner_address else local_owner(key)
@@ -49,6 +55,8 @@ def up(
     typer.echo(
         f"gpupool up: hub on {url} (API docs {url}/docs, health {url}/v1/health), database {settings.db_url}"
     )
+    if settings.grpc_enabled:
+        typer.echo(f"gRPC (HiveMind nodepool) on {settings.host}:{grpc_port}")
     typer.echo(f"local node {key.pubkey[:16]}… (owner {owner}) health on http://127.0.0.1:{node_port}/health")
     typer.echo("submit work: gpupool login --username admin, then gpupool task submit DIR -- COMMAND …")
     try:

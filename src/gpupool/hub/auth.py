@@ -93,6 +93,17 @@ class AuthService:
             raise TokenInvalid("user no longer exists")
         return await self._issue(user, family_id=record.family_id)
 
+    async def reissue(self, principal: Principal) -> TokenPair:
+        """A new pair for the holder of a still valid access token (HiveMind's RefreshToken, gRPC).
+
+        It starts a family of its own; the user must still exist and not be disabled.
+        """
+        async with self.db.read() as conn:
+            user = await UsersRepo(conn).by_id(principal.user_id)
+        if user is None or user.disabled:
+            raise TokenInvalid("user no longer exists")
+        return await self._issue(user, family_id=secrets.token_hex(12))
+
     def authenticate(self, access_token: str) -> Principal:
         try:
             claims = jwt.decode(

@@ -7,10 +7,16 @@ uploads are streamed to disk with their size capped and their sha256 computed on
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
+import stat
+import tarfile
+import zipfile
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from gpupool.errors import InvalidInput, NotFound, PayloadTooLarge
 
@@ -66,6 +72,56 @@ class TaskFiles:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         return path.stat().st_size, digest.hexdigest()
+
+    def bundle_from_zip(self, data: bytes, target: Path) -> list[str]:
+        """Re-pack a zip upload (gRPC's ``task_zip``) as the .tar.gz bundle nodes unpack; its file names.
+
+        Every member is checked as an HTTP upload's paths are: no ``..``, no absolute path, no link; and
+        the sizes it declares are what is read, capped in total, so a zip bomb stops at the cap.
+        """
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+        except zipfile.BadZipFile as exc:
+            raise InvalidInput("task_zip is not a zip archive", field="task_zip") from exc
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        names: list[str] = []
+        total = 0
+        try:
+            with archive, tarfile.open(partial, "w:gz") as tar:
+                for info in archive.infolist():
+                    if info.is_dir():
+                        continue
+                    mode = info.external_attr >> 16
+                    if stat.S_ISLNK(mode):
+                        raise InvalidInput(f"task_zip holds a link: {info.filename!r}", field="task_zip")
+                    relative = safe_relative(info.filename).as_posix()
+                    total += info.file_size
+                    if total > self.max_bytes:
+                        raise PayloadTooLarge(
+                            f"task_zip unpacks to over {self.max_bytes} bytes",
+                            details={"limit": self.max_bytes},
+                        )
+                    member = tarfile.TarInfo(relative)
+                    member.size = info.file_size
+                    member.mode = 0o755 if mode & 0o111 else 0o644
+                    with archive.open(info) as source:
+                        tar.addfile(member, source)
+                    names.append(relative)
+            partial.replace(target)
+        except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError) as exc:
+            raise InvalidInput(f"task_zip is damaged: {exc}", field="task_zip") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        return names
+
+    def artifacts_zip(self, task_id: str, artifacts: list[dict[str, Any]]) -> bytes:
+        """The task's artifacts as one zip (gRPC's ``result_zip``), each under the path it was sent as."""
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for item in artifacts:
+                archive.write(self.artifact(task_id, item["path"]), item["path"])
+        return out.getvalue()
 
     def discard(self, task_id: str) -> None:
         shutil.rmtree(self.task_dir(task_id), ignore_errors=True)

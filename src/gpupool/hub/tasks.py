@@ -23,7 +23,15 @@ from gpupool.core import ledger, matching, scheduling
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
 from gpupool.core.scheduling import Outcome, TaskState, TaskView
-from gpupool.errors import Forbidden, GpupoolError, InvalidInput, NotFound, SignatureRejected
+from gpupool.errors import (
+    Forbidden,
+    GpupoolError,
+    IdempotencyConflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    SignatureRejected,
+)
 from gpupool.hub.channels import NodeChannels
 from gpupool.hub.files import BUNDLE, TaskFiles
 from gpupool.hub.live import LiveRegistry
@@ -37,6 +45,7 @@ from gpupool.store.rewards_repo import RewardsRepo
 from gpupool.store.tasks_repo import OutputRow, TaskRow, TasksRepo
 
 SYSTEM_ACTOR = "hub"
+MAX_OUTPUT_CHUNK = 1 << 20  # characters of one output chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,8 @@ class TaskService:
         # Kept up to date by _track/_forget, so a dispatch round never walks every live task.
         self._queue = scheduling.DispatchQueue()
         self._on_node: dict[str, set[str]] = {}
+        self._claimed: set[str] = set()  # client-chosen ids of uploads under way
+        self._appending = asyncio.Lock()
 
     async def load(self) -> None:
         """Take back the live tasks after a start; tasks on nodes that are gone are handled by expiry."""
@@ -93,10 +104,29 @@ class TaskService:
         self.wakeup.set()
 
     # -- users ------------------------------------------------------------------------------------
-    async def submit(self, principal: Principal, new: NewTask, bundle: Path | None = None) -> TaskRow:
-        """Hold the escrow and queue the task; ``bundle`` (a staged upload) becomes the task's files."""
-        submission = self._submission(principal, new, with_bundle=bundle is not None)
-        task_id = submission.row.view.task_id
+    async def submit(
+        self, principal: Principal, new: NewTask, bundle: Path | None = None, *, task_id: str | None = None
+    ) -> TaskRow:
+        """Hold the escrow and queue the task; ``bundle`` (a staged upload) becomes the task's files.
+
+        ``task_id`` is for ids a client chose (gRPC's UploadTask): one taken already, by a task of any
+        age or by an upload still under way, is refused before anything, its files included, is touched.
+        """
+        if task_id is None:
+            return await self._submit(principal, new, bundle, secrets.token_hex(16))
+        if task_id in self._claimed or task_id in self.views:
+            raise IdempotencyConflict("a task with this id exists already", code="task_id_taken")
+        self._claimed.add(task_id)
+        try:
+            async with self.db.read() as conn:
+                if await TasksRepo(conn).get(task_id) is not None:
+                    raise IdempotencyConflict("a task with this id exists already", code="task_id_taken")
+            return await self._submit(principal, new, bundle, task_id)
+        finally:
+            self._claimed.discard(task_id)
+
+    async def _submit(self, principal: Principal, new: NewTask, bundle: Path | None, task_id: str) -> TaskRow:
+        submission = self._submission(principal, new, task_id, with_bundle=bundle is not None)
         if bundle is not None:  # in place before the task exists, so no node can ask for it too early
             target = self.files.task_dir(task_id) / BUNDLE
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +141,7 @@ class TaskService:
 
     async def submit_many(self, principal: Principal, news: list[NewTask]) -> list[TaskRow | BaseException]:
         """Many tasks (no bundles) in as few transactions as fit; each one held and queued, or refused."""
-        submissions = [self._submission(principal, new) for new in news]
+        submissions = [self._submission(principal, new, secrets.token_hex(16)) for new in news]
         answers = await self._submits.submit_many(submissions)
         for submission, answer in zip(submissions, answers, strict=True):
             if not isinstance(answer, BaseException):
@@ -120,10 +150,12 @@ class TaskService:
             a if isinstance(a, BaseException) else s.row for s, a in zip(submissions, answers, strict=True)
         ]
 
-    def _submission(self, principal: Principal, new: NewTask, *, with_bundle: bool = False) -> _Submission:
+    def _submission(
+        self, principal: Principal, new: NewTask, task_id: str, *, with_bundle: bool = False
+    ) -> _Submission:
         now = self.clock.now()
         view = scheduling.new_task(
-            secrets.token_hex(16),
+            task_id,
             price_cap_micro_per_ksec=new.price_cap_micro_per_ksec,
             submitted_at=now,
             timeout_sec=new.timeout_sec,
@@ -297,6 +329,8 @@ class TaskService:
         return view
 
     async def node_output(self, miner_id: str, task_id: str, seq: int, stream: str, data: str) -> bool:
+        if len(data) > MAX_OUTPUT_CHUNK:
+            raise PayloadTooLarge(f"an output chunk holds at most {MAX_OUTPUT_CHUNK} characters")
         view = self._held_by(task_id, miner_id)
         now = self.clock.now()
         started = scheduling.start(view, now, node_id=miner_id) if view.state is TaskState.ASSIGNED else view
@@ -312,6 +346,18 @@ class TaskService:
         async with self.output_event:
             self.output_event.notify_all()
         return stored
+
+    async def node_output_appended(self, miner_id: str, task_id: str, stream: str, data: str) -> int:
+        """Output sent with no sequence number (gRPC's TaskOutputUpload): the chunk after the last one.
+
+        Such chunks are taken one at a time, so two sent together never claim the same number.
+        """
+        self._held_by(task_id, miner_id)
+        async with self._appending:
+            async with self.db.read() as conn:
+                seq = await TasksRepo(conn).last_seq(task_id) + 1
+            await self.node_output(miner_id, task_id, seq, stream, data)
+        return seq
 
     async def node_result(self, miner_id: str, raw: Any) -> TaskRow:
         """A signed (kind 21002) result: finish the task and settle it, once."""

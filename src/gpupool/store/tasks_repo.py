@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, select, union_all, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -232,8 +232,6 @@ class TasksRepo:
         return [OutputRow(r.seq, r.stream, r.data, r.ts) for r in rows]
 
     async def last_seq(self, task_id: str) -> int:
-        from sqlalchemy import func
-
         value = (
             await self.conn.execute(
                 select(func.max(task_output.c.seq)).where(task_output.c.task_id == task_id)

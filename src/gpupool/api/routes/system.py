@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gpupool.api.deps import HubDep, PrincipalDep
@@ -22,7 +22,8 @@ router = APIRouter(tags=["system"])
 
 
 @router.get("/v1/health", response_model=HealthOut)
-async def health(hub: HubDep) -> HealthOut:
+async def health(hub: HubDep, request: Request) -> HealthOut:
+    grpc_server = getattr(request.app.state, "grpc", None)
     return HealthOut(
         status="ok",
         version=hub.version,
@@ -33,6 +34,7 @@ async def health(hub: HubDep) -> HealthOut:
             "database": "sqlite" if hub.db.is_sqlite else "postgresql",
             "redis": bool(hub.settings.redis_url),
             "registry_mode": hub.settings.registry_mode,
+            "grpc_port": grpc_server.port if grpc_server is not None else None,
         },
     )
 

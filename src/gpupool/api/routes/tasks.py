@@ -31,7 +31,6 @@ from gpupool.api.schemas_tasks import (
 from gpupool.core.scheduling import TaskState
 from gpupool.errors import GpupoolError, InvalidInput, NotFound
 from gpupool.hub.container import Hub
-from gpupool.hub.tasks import NewTask
 from gpupool.store.tasks_repo import TaskRow
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -97,7 +96,7 @@ async def submit(request: Request, hub: HubDep, principal: PrincipalDep) -> Subm
     else:
         body = _task_in(await request.body())
     try:
-        row = await hub.tasks.submit(principal, _new_task(body), staged)
+        row = await hub.tasks.submit(principal, body.to_new_task(), staged)
     finally:
         if staged is not None:
             staged.unlink(missing_ok=True)
@@ -108,7 +107,7 @@ async def submit(request: Request, hub: HubDep, principal: PrincipalDep) -> Subm
 async def submit_batch(body: TaskBatchIn, hub: HubDep, principal: PrincipalDep) -> TaskBatchOut:
     """Up to 1,000 tasks (no bundles) in one request, each held and queued or refused on its own (in
     order: when the balance runs out, the later ones get 402); a parameter sweep in one round trip."""
-    answers = await hub.tasks.submit_many(principal, [_new_task(t) for t in body.tasks])
+    answers = await hub.tasks.submit_many(principal, [t.to_new_task() for t in body.tasks])
     items = []
     for answer in answers:
         if isinstance(answer, GpupoolError):
@@ -122,18 +121,6 @@ async def submit_batch(body: TaskBatchIn, hub: HubDep, principal: PrincipalDep) 
                 )
             )
     return TaskBatchOut(tasks=items)
-
-
-def _new_task(body: TaskIn) -> NewTask:
-    return NewTask(
-        name=body.name,
-        command=body.command,
-        env=body.env,
-        requirements=body.requirements.model_dump(exclude_none=True),
-        price_cap_micro_per_ksec=body.max_price_token_per_ksec,
-        timeout_sec=body.timeout_sec,
-        max_attempts=body.max_attempts,
-    )
 
 
 TaskInAdapter = TypeAdapter(TaskIn)

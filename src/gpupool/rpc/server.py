@@ -1,0 +1,60 @@
+"""The hub's gRPC server (SPEC §6): started and stopped with the HTTP app, on the same event loop.
+
+It serves HiveMind's four ``nodepool`` services plus server reflection, so ``grpcurl`` works without
+the ``.proto`` (which ships in ``gpupool/rpc/protos/`` for clients that want it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+
+from gpupool.hub.container import Hub
+from gpupool.rpc.services import add_services
+
+log = logging.getLogger("gpupool.rpc")
+
+MESSAGE_OVERHEAD = 1 << 20  # room for the fields around an upload's bytes
+STOP_GRACE_S = 5.0
+
+
+@dataclass
+class GrpcServer:
+    server: grpc.aio.Server
+    port: int
+
+    async def stop(self) -> None:
+        """Refuse new calls, give running ones ``STOP_GRACE_S`` to end, then cancel them."""
+        await self.server.stop(STOP_GRACE_S)
+
+
+async def start_grpc(hub: Hub) -> GrpcServer:
+    """Bind ``GPUPOOL_HUB_GRPC_PORT`` (0: any free one) on the hub's host and start serving.
+
+    A port that cannot be bound stops the hub's start, as a taken HTTP port does; SO_REUSEPORT is off
+    so a second hub on the same port fails instead of silently sharing its calls.
+    """
+    settings = hub.settings
+    limit = settings.max_bundle_bytes + MESSAGE_OVERHEAD
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+    )
+    names = add_services(server, hub)
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    try:
+        port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
+    except RuntimeError as exc:
+        raise OSError(f"cannot serve gRPC on {host}:{settings.grpc_port}: {exc}") from exc
+    if port == 0:  # older grpcio answers 0 instead of raising
+        raise OSError(f"cannot serve gRPC on {host}:{settings.grpc_port}: the port is taken")
+    await server.start()
+    log.info("gRPC (nodepool) on %s:%d", host, port)
+    return GrpcServer(server, port)
