@@ -514,6 +514,21 @@ async def test_health_names_the_grpc_port(hub: LiveHub, hub_client: HubClient) -
     assert (await hub_client.http.get("/v1/health")).json()["features"]["grpc_port"] is None  # turned off
 
 
+async def test_every_call_is_counted_by_method_and_code(hub: LiveHub, rpc: Stubs) -> None:
+    await hub.make_user("alice")
+    await rpc.token("alice")
+    for _ in range(2):
+        await refused(rpc.users.Login(pb.LoginRequest(username="alice", password="wrong-password")))
+    await refused(rpc.worker.ExecuteTask(pb.ExecuteTaskRequest(task_id="t")))
+    metrics = (await hub.http.get("/metrics")).text
+    login = 'method="/nodepool.UserService/Login"'
+    assert f'poolhub_grpc_requests_total{{code="OK",{login}}} 1.0' in metrics
+    assert f'poolhub_grpc_requests_total{{code="UNAUTHENTICATED",{login}}} 2.0' in metrics
+    execute = 'method="/nodepool.WorkerNodeService/ExecuteTask"'
+    assert f'poolhub_grpc_requests_total{{code="UNIMPLEMENTED",{execute}}} 1.0' in metrics
+    assert f"poolhub_grpc_request_duration_seconds_count{{{login}}} 3.0" in metrics
+
+
 async def test_reflection_lists_the_four_nodepool_services(hub: LiveHub) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port(hub)}") as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)

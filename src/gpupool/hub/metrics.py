@@ -22,6 +22,19 @@ class HubMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
+        self.grpc_requests = Counter(
+            "poolhub_grpc_requests_total",
+            "gRPC calls by method and status code",
+            ["method", "code"],
+            registry=r,
+        )
+        self.grpc_latency = Histogram(
+            "poolhub_grpc_request_duration_seconds",
+            "gRPC call latency by method",
+            ["method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
         self.postings = Counter(
             "poolhub_ledger_postings_total", "Ledger postings written, by kind", ["kind"], registry=r
         )

@@ -7,12 +7,16 @@ the ``.proto`` (which ships in ``gpupool/rpc/protos/`` for clients that want it)
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_reflection.v1alpha import reflection
 
 from gpupool.hub.container import Hub
+from gpupool.hub.metrics import HubMetrics
 from gpupool.rpc.services import add_services
 
 log = logging.getLogger("gpupool.rpc")
@@ -31,6 +35,40 @@ class GrpcServer:
         await self.server.stop(STOP_GRACE_S)
 
 
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Counts every call by method and status code and times it, as ``MetricsMiddleware`` does HTTP."""
+
+    def __init__(self, metrics: HubMetrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:  # unknown methods; reflection's stream
+            return handler
+        method, inner, metrics = details.method, handler.unary_unary, self.metrics
+
+        async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started, code = time.perf_counter(), grpc.StatusCode.OK
+            try:
+                return await inner(request, context)
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                metrics.grpc_requests.labels(method, code.name).inc()
+                metrics.grpc_latency.labels(method).observe(time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            measured,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
 async def start_grpc(hub: Hub) -> GrpcServer:
     """Bind ``GPUPOOL_HUB_GRPC_PORT`` (0: any free one) on the hub's host and start serving.
 
@@ -40,11 +78,12 @@ async def start_grpc(hub: Hub) -> GrpcServer:
     settings = hub.settings
     limit = settings.max_bundle_bytes + MESSAGE_OVERHEAD
     server = grpc.aio.server(
+        interceptors=[MetricsInterceptor(hub.metrics)],
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-        ]
+        ],
     )
     names = add_services(server, hub)
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
