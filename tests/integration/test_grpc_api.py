@@ -21,10 +21,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gpupool import crypto
 from gpupool.core.ports import FakeClock
+from gpupool.rpc import services
 from gpupool.rpc.errors import ERROR_CODE_KEY
 from gpupool.rpc.protos import nodepool_pb2 as pb
 from gpupool.rpc.protos import nodepool_pb2_grpc as pb_grpc
-from gpupool.rpc.services import hub_task_id
 from tests.conftest import ADMIN_PASSWORD, HubClient, LiveHub
 from tests.integration.test_tasks_api import balances, books_balance
 from tests.simnode import SimNode
@@ -232,7 +232,7 @@ async def test_upload_run_and_collect_a_task_with_a_hivemind_client(
         "queued",
         hold,
     )
-    task_id = hub_task_id("alice", "job-0001")
+    task_id = services.hub_task_id("alice", "job-0001")
     assert await balances(hub, "user:alice") == [(10_000_000 - hold, hold)]
 
     assign = await node.command("assign")
@@ -311,13 +311,27 @@ async def test_a_task_id_is_taken_once_even_when_uploaded_twice_at_once(hub: Liv
     assert (code, error) == (grpc.StatusCode.ALREADY_EXISTS, "task_id_taken")
     assert await balances(hub, "user:alice") == [(100_000_000 - DEFAULT_HOLD, DEFAULT_HOLD)]
     # The first upload's files are still its own.
-    with tarfile.open(hub.hub.tasks.files.bundle(hub_task_id("alice", "same"))) as tar:
+    with tarfile.open(hub.hub.tasks.files.bundle(services.hub_task_id("alice", "same"))) as tar:
         assert tar.getnames() == ["run.sh"]
     # Another user's "same" is another task.
     request.token = bob
     assert (await rpc.master.UploadTask(request)).success
     listed = await rpc.master.GetAllUserTasks(pb.GetAllUserTasksRequest(token=bob))
     assert [t.task_id for t in listed.tasks] == ["same"]
+
+
+async def test_all_user_tasks_are_listed_once_across_pages(
+    hub: LiveHub, rpc: Stubs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uploads at one instant (the test's clock stands still), read two per query: each listed once."""
+    monkeypatch.setattr(services, "ALL_TASKS_PAGE", 2)
+    await hub.make_user("alice", balance=100_000_000)
+    alice = await rpc.token("alice")
+    names = [f"job-{i}" for i in range(5)]
+    for name in names:
+        await rpc.master.UploadTask(pb.UploadTaskRequest(task_id=name, command=["true"], token=alice))
+    listed = await rpc.master.GetAllUserTasks(pb.GetAllUserTasksRequest(token=alice))
+    assert sorted(t.task_id for t in listed.tasks) == names
 
 
 @pytest.mark.parametrize(

@@ -198,12 +198,16 @@ class TaskService:
         return row
 
     async def page(
-        self, principal: Principal, limit: int, before: float | None, states: Sequence[TaskState] = ()
+        self,
+        principal: Principal,
+        limit: int,
+        before: float | None,
+        states: Sequence[TaskState] = (),
+        before_id: str | None = None,
     ) -> list[TaskRow]:
+        owner = None if principal.is_admin else principal.username
         async with self.db.read() as conn:
-            return await TasksRepo(conn).page(
-                None if principal.is_admin else principal.username, limit, before, [s.value for s in states]
-            )
+            return await TasksRepo(conn).page(owner, limit, before, [s.value for s in states], before_id)
 
     async def output(self, task_id: str, from_seq: int) -> list[OutputRow]:
         async with self.db.read() as conn:

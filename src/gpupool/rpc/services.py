@@ -49,7 +49,7 @@ S = TypeVar("S", bound="_Servicer")
 # What a zip runs when UploadTask names no command: the first of these found at the zip's top.
 DEFAULT_ENTRYPOINTS = (("run.sh", ["sh", "run.sh"]), ("main.py", ["python3", "main.py"]))
 CLIENT_TASK_ID_MAX = 128
-ALL_TASKS_PAGE = 500
+ALL_TASKS_PAGE = 500  # tasks read per query by GetAllUserTasks
 RESULT_ARTIFACT = "result.zip"
 
 
@@ -276,13 +276,13 @@ class MasterNodeService(_Servicer, pb_grpc.MasterNodeServiceServicer):
     ) -> pb.GetAllUserTasksResponse:
         principal = self.principal(request.token, context)
         answer = pb.GetAllUserTasksResponse()
-        before: float | None = None
+        before: tuple[float, str] | tuple[None, None] = (None, None)
         while True:  # newest first, a page at a time: every task, without one unbounded query
-            rows = await self.hub.tasks.page(principal, ALL_TASKS_PAGE, before)
+            rows = await self.hub.tasks.page(principal, ALL_TASKS_PAGE, before[0], before_id=before[1])
             answer.tasks.extend(self._status(row) for row in rows)
             if len(rows) < ALL_TASKS_PAGE:
                 return answer
-            before = rows[-1].view.submitted_at
+            before = (rows[-1].view.submitted_at, rows[-1].view.task_id)
 
     @_adapter
     async def StopTask(

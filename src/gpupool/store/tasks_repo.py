@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, select, union_all, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, select, tuple_, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -130,9 +130,16 @@ def _view_values(view: TaskView) -> dict[str, Any]:
 
 
 def page_query(
-    owner: str | None, limit: int, before: float | None, states: Sequence[str] = ()
+    owner: str | None,
+    limit: int,
+    before: float | None,
+    states: Sequence[str] = (),
+    before_id: str | None = None,
 ) -> Select[Any]:
     """Tasks newest first (``owner``'s, or everyone's), submitted before ``before``, in ``states``.
+
+    ``before_id``, the id of the last task seen, makes the cursor exact: tasks submitted at the same
+    instant (a batch) are ordered by id, and a page that ends among them goes on from there.
 
     Each listing reads an index in its order. With states, each state's newest ``limit`` come from
     its own index range and the page is the newest of those: sorting every task in the states instead
@@ -142,7 +149,9 @@ def page_query(
     where: list[ColumnElement[bool]] = []
     if owner is not None:
         where.append(tasks.c.owner == owner)
-    if before is not None:
+    if before is not None and before_id is not None:
+        where.append(tuple_(tasks.c.submitted_at, tasks.c.task_id) < tuple_(before, before_id))
+    elif before is not None:
         where.append(tasks.c.submitted_at < before)
     query = select(tasks).order_by(*newest).limit(limit)
     if not states:
@@ -209,9 +218,15 @@ class TasksRepo:
         return [_row(r) for r in rows]
 
     async def page(
-        self, owner: str | None, limit: int, before: float | None, states: Sequence[str] = ()
+        self,
+        owner: str | None,
+        limit: int,
+        before: float | None,
+        states: Sequence[str] = (),
+        before_id: str | None = None,
     ) -> list[TaskRow]:
-        return [_row(r) for r in await self.conn.execute(page_query(owner, limit, before, states))]
+        query = page_query(owner, limit, before, states, before_id)
+        return [_row(r) for r in await self.conn.execute(query)]
 
     async def add_output(self, task_id: str, seq: int, stream: str, data: str, ts: float) -> bool:
         """Store one output chunk; a chunk re-sent with a seq already stored changes nothing."""

@@ -151,9 +151,12 @@ async def list_tasks(
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[float | None, Query(description="submitted_at of the last task seen")] = None,
+    before_id: Annotated[
+        str | None, Query(max_length=64, description="task_id of the last task seen (with before: exact)")
+    ] = None,
     status: Annotated[list[TaskState] | None, Query(description="only tasks in these states")] = None,
 ) -> list[TaskOut]:
-    return [task_out(r) for r in await hub.tasks.page(principal, limit, before, status or [])]
+    return [task_out(r) for r in await hub.tasks.page(principal, limit, before, status or [], before_id)]
 
 
 @router.get("/{task_id}", response_model=TaskOut)
