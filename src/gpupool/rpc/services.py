@@ -23,7 +23,7 @@ import grpc
 from pydantic import ValidationError
 
 from gpupool.api.schemas_tasks import TaskIn
-from gpupool.core.model import Principal
+from gpupool.core.model import Principal, TokenPair
 from gpupool.core.scheduling import TaskState
 from gpupool.errors import (
     Forbidden,
@@ -99,6 +99,11 @@ def _client_host(context: grpc.aio.ServicerContext) -> str:
     return host.strip("[]") or peer
 
 
+def _renewal(pair: TokenPair) -> dict[str, Any]:
+    """What Login and RefreshToken add to HiveMind's answer: the refresh token and the lifetime."""
+    return {"refresh_token": pair.refresh_token, "expires_in": pair.expires_in}
+
+
 # -- users --------------------------------------------------------------------------------------------
 
 
@@ -106,13 +111,7 @@ class UserService(_Servicer, pb_grpc.UserServiceServicer):
     @_adapter
     async def Login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext) -> pb.LoginResponse:
         pair = await self.hub.auth.login(request.username, request.password, _client_host(context))
-        return pb.LoginResponse(
-            success=True,
-            message="logged in",
-            token=pair.access_token,
-            refresh_token=pair.refresh_token,
-            expires_in=pair.expires_in,
-        )
+        return pb.LoginResponse(success=True, message="logged in", token=pair.access_token, **_renewal(pair))
 
     @_adapter
     async def Transfer(
@@ -160,11 +159,7 @@ class UserService(_Servicer, pb_grpc.UserServiceServicer):
         else:
             pair = await self.hub.auth.refresh(old)
         return pb.RefreshTokenResponse(
-            success=True,
-            message="token refreshed",
-            new_token=pair.access_token,
-            refresh_token=pair.refresh_token,
-            expires_in=pair.expires_in,
+            success=True, message="token refreshed", new_token=pair.access_token, **_renewal(pair)
         )
 
 
