@@ -33,6 +33,9 @@ class SimNode:
         self.fields = {"price_token_per_ksec": PRICE, "max_parallel": 1, **fields}
         self.token = ""
         self.ws: Any = None
+        self.inbox: list[dict[str, Any]] = []  # messages read while waiting for another kind
+        self.running: dict[str, None] = {}  # tasks assigned and not reported yet, in order
+        self.lists_tasks = True  # heartbeats say which tasks run (``running_task_ids``)
 
     async def connect(self) -> None:
         body = registration(self.key, self.clock, miner_id=self.miner_id, **self.fields)
@@ -46,13 +49,38 @@ class SimNode:
         await self.beat()
 
     async def beat(self) -> None:
-        await self.ws.send(json.dumps({"ts": self.clock.now(), "queue_len": 0}))
+        body: dict[str, Any] = {"ts": self.clock.now(), "queue_len": len(self.running)}
+        if self.lists_tasks:
+            body["running_task_ids"] = list(self.running)
+        await self.ws.send(json.dumps(body))
 
     async def command(self, kind: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The next message of this kind (kept ones first); others read meanwhile are kept."""
+        for i, kept in enumerate(self.inbox):
+            if kept.get("type") == kind:
+                return self.inbox.pop(i)
         while True:
-            message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout_s))
+            message = dict(json.loads(await asyncio.wait_for(self.ws.recv(), timeout_s)))
+            for one in message.get("messages", [message]) if message.get("type") == "batch" else [message]:
+                if one.get("type") == "assign":
+                    self.running[str(one["task"]["task_id"])] = None
             if message.get("type") == kind:
-                return dict(message)
+                return message
+            self.inbox.append(message)
+
+    async def run_for(self, seconds: float, step_s: float = 10.0) -> None:
+        """Let ``seconds`` pass on the hub's clock while the node runs its tasks and keeps beating.
+
+        In steps shorter than the hub's grace period, each beat answered before the next step, so
+        the hub sees a live node that runs what it lists.
+        """
+        self.inbox = [m for m in self.inbox if m.get("type") != "ack"]
+        left = seconds
+        while left > 0:
+            self.clock.advance(min(step_s, left))
+            left -= step_s
+            await self.beat()
+            await self.command("ack")
 
     async def output(self, task_id: str, seq: int, data: str, stream: str = "stdout") -> httpx.Response:
         return await self.hub.http.post(
@@ -96,6 +124,7 @@ class SimNode:
             resp = await self.upload(task_id, path, content, digest)
             if resp.status_code == 201:
                 artifacts.append({"path": path, "size": len(content), "sha256": digest})
+        self.running.pop(task_id, None)
         body = {
             "task_id": task_id,
             "exit_code": exit_code,
@@ -106,3 +135,17 @@ class SimNode:
         return crypto.sign_body(
             key or self.key, crypto.KIND_TASK_RESULT, body, created_at=int(self.clock.now())
         )
+
+
+async def run_together(nodes: list[SimNode], seconds: float, step_s: float = 10.0) -> None:
+    """``SimNode.run_for`` for several nodes on one clock: each beats at every step."""
+    for node in nodes:
+        node.inbox = [m for m in node.inbox if m.get("type") != "ack"]
+    left = seconds
+    while left > 0:
+        nodes[0].clock.advance(min(step_s, left))
+        left -= step_s
+        for node in nodes:
+            await node.beat()
+        for node in nodes:
+            await node.command("ack")

@@ -68,6 +68,19 @@ class HubSettings(BaseSettings):
         10.0, gt=0, validation_alias=_env("GPUPOOL_HUB_HEARTBEAT_INTERVAL_SEC")
     )
     session_ttl_sec: int = Field(300, gt=0, validation_alias=_env("SESSION_TTL_SEC"))
+    # The hub enforces what it decides on tasks whatever a node does (``hub/rules.py``).
+    dispatch_timeout_sec: float = Field(
+        60.0, gt=0, validation_alias=_env("GPUPOOL_HUB_DISPATCH_TIMEOUT_SEC")
+    )  # assigned and no sign of a start (output, bundle fetch, listed running): re-queued
+    stop_grace_sec: float = Field(
+        15.0, gt=0, validation_alias=_env("GPUPOOL_HUB_STOP_GRACE_SEC")
+    )  # a user's stop the node has not confirmed: the hub ends and settles the task itself
+    timeout_grace_sec: float = Field(
+        30.0, ge=0, validation_alias=_env("GPUPOOL_HUB_TIMEOUT_GRACE_SEC")
+    )  # past timeout_sec + this since the assignment: stop pushed, task expired on the hub
+    usage_tolerance: float = Field(
+        0.02, ge=0, le=1, validation_alias=_env("GPUPOOL_HUB_USAGE_TOLERANCE")
+    )  # how far a signed usage claim may exceed the hub's own measure (core/settlement.py)
     max_clock_skew_sec: int = Field(120, gt=0, validation_alias=_env("GPUPOOL_HUB_MAX_CLOCK_SKEW_SEC"))
     flush_interval_sec: float = Field(1.0, gt=0, validation_alias=_env("GPUPOOL_HUB_FLUSH_INTERVAL_SEC"))
     maintenance_interval_sec: float = Field(

@@ -27,6 +27,7 @@ from gpupool.hub.passwords import Passwords
 from gpupool.hub.poc import PocConfig, PocService
 from gpupool.hub.registry import RegistryConfig, RegistryService
 from gpupool.hub.rewards import RewardConfig, RewardService
+from gpupool.hub.rules import TaskRules
 from gpupool.hub.sessions import SessionService
 from gpupool.hub.signatures import SignedRequests
 from gpupool.hub.tasks import TaskService
@@ -113,6 +114,12 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
             signed,
             rewards_service.epoch_of,
             TaskFiles(settings.storage_path, settings.max_bundle_bytes),
+            TaskRules(
+                dispatch_timeout_sec=settings.dispatch_timeout_sec,
+                stop_grace_sec=settings.stop_grace_sec,
+                timeout_grace_sec=settings.timeout_grace_sec,
+                usage_tolerance=settings.usage_tolerance,
+            ),
         ),
         rewards=rewards_service,
         poc=PocService(

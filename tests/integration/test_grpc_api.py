@@ -246,7 +246,7 @@ async def test_upload_run_and_collect_a_task_with_a_hivemind_client(
         assert tar.extractfile("run.sh").read() == script  # type: ignore[union-attr]
 
     before = await rpc.master.GetTaskResult(pb.GetTaskResultRequest(task_id="job-0001", token=alice))
-    assert (before.success, before.status, before.result_zip) == (False, "assigned", b"")
+    assert (before.success, before.status, before.result_zip) == (False, "running", b"")  # files fetched
 
     for text in ("hello\n", "world\n"):
         ack = await rpc.worker.TaskOutputUpload(
@@ -257,6 +257,7 @@ async def test_upload_run_and_collect_a_task_with_a_hivemind_client(
         pb.TaskOutputUploadRequest(task_id=task_id, output="hello\n", token=node.token, seq=0)
     )
     assert "seen already" in resent.message
+    await node.run_for(500)  # billed usage must have passed on the hub's clock
     result_zip = zipped({"answer.txt": b"42"})
     body = {
         "task_id": task_id,

@@ -18,10 +18,10 @@ from gpupool.errors import SignatureRejected
 from gpupool.hub.rewards import RewardService
 from tests.conftest import LiveHub
 from tests.factories import OTHER_OWNER, OWNER
-from tests.simnode import SimNode
+from tests.simnode import SimNode, run_together
 
 THIRD_OWNER = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB"
-EPOCH = 300
+EPOCH = 1000  # long enough for the three tasks of the first test to run in one
 EMISSION = 100_000_000
 
 
@@ -32,10 +32,18 @@ async def hub(live_hub_factory: Callable[..., Awaitable[LiveHub]]) -> LiveHub:
     )
 
 
-async def run_task(hub: LiveHub, user: dict[str, str], node: SimNode, gpu_seconds: float) -> str:
+async def run_task(
+    hub: LiveHub,
+    user: dict[str, str],
+    node: SimNode,
+    gpu_seconds: float,
+    everyone: list[SimNode] | None = None,
+) -> str:
+    """A task that runs ``gpu_seconds`` on the hub's clock too (``everyone`` keeps beating meanwhile)."""
     body = {"command": ["work"], "max_price_token_per_ksec": 3_000_000, "timeout_sec": 1000}
     task_id = str((await hub.http.post("/v1/tasks", json=body, headers=user)).json()["task_id"])
     assert (await node.command("assign"))["task"]["task_id"] == task_id
+    await run_together(everyone or [node], gpu_seconds)
     resp = await node.result(task_id, gpu_seconds=gpu_seconds)
     assert resp.status_code == 200 and resp.json()["status"] == "succeeded", resp.text
     return task_id
@@ -50,6 +58,7 @@ async def test_epoch_pays_owners_by_measured_usage_once_with_verifiable_receipts
         SimNode(hub, clock, "n-mid", owner=OTHER_OWNER),
         SimNode(hub, clock, "n-big", owner=THIRD_OWNER),
     ]
+    clock.advance(EPOCH - clock.now() % EPOCH)  # at the start of an epoch: all three tasks fall in it
     for node in nodes:
         await node.connect()
     for node, seconds in zip(nodes, (100.0, 200.0, 300.0), strict=True):
@@ -57,7 +66,7 @@ async def test_epoch_pays_owners_by_measured_usage_once_with_verifiable_receipts
             if other is not node:
                 await hub.http.post("/v1/miners/update", json={"session_token": other.token, "queue_len": 1})
         await hub.http.post("/v1/miners/update", json={"session_token": node.token, "queue_len": 0})
-        await run_task(hub, user, node, seconds)
+        await run_task(hub, user, node, seconds, nodes)
 
     stats = (await hub.http.get("/v1/contributions/stats?node_id=n-big", headers=user)).json()
     assert stats["contribution_count"] == 1 and stats["total_compute_seconds"] == 300.0
@@ -140,7 +149,7 @@ async def test_small_dues_are_carried_until_they_reach_the_minimum(
     await node.connect()
     await run_task(hub, user, node, 10.0)
     admin = await hub.admin_headers()
-    clock.advance(EPOCH)
+    await node.run_for(EPOCH, step_s=25)  # the node stays online into the next epoch
     first = (await hub.http.post("/v1/rewards/distribute", headers=admin)).json()
     assert first["payouts"] == []
     pending = (await hub.http.get(f"/v1/rewards/balance?address={OWNER}", headers=user)).json()

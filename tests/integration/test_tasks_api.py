@@ -23,7 +23,7 @@ from gpupool.core.ports import FakeClock
 from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, MAX_BATCH
 from tests.conftest import LiveHub
 from tests.factories import OWNER
-from tests.simnode import SimNode
+from tests.simnode import SimNode, run_together
 
 CAP = 3_000_000
 
@@ -73,6 +73,7 @@ async def test_submit_run_stream_settle_exactly_once(hub: LiveHub, clock: FakeCl
     status = (await hub.http.get(f"/v1/tasks/{task_id}", headers=user)).json()
     assert status["status"] == "running" and status["miner_id"] == "gpu-1"
 
+    await node.run_for(500)  # what the node bills must have passed on the hub's clock too
     done = await node.result(task_id, gpu_seconds=500.0)
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "succeeded" and done.json()["cost"] == 1_000_000  # 2/ksec x 500 s
@@ -170,6 +171,7 @@ async def test_node_lost_mid_task_requeues_to_another_node_and_charges_once(
     assert not hub.hub.live.nodes["first"].online
     assign = await second.command("assign")
     assert assign["task"]["task_id"] == task_id
+    await second.run_for(100)
     done = await second.result(task_id, gpu_seconds=100.0)
     assert done.json()["status"] == "succeeded" and done.json()["miner_id"] == "second"
     assert done.json()["attempts"] == 2 and done.json()["cost"] == 200_000
@@ -269,6 +271,7 @@ async def test_results_on_the_heartbeat_socket_settle_once_and_are_refused_as_ov
     first, second = [(await submit(hub, user)).json()["task_id"] for _ in range(2)]
     assert {(await node.command("assign"))["task"]["task_id"] for _ in range(2)} == {first, second}
 
+    await node.run_for(500)
     ack = await node.result_on_socket(first, gpu_seconds=500.0)
     assert ack == {
         "type": "result_ack",
@@ -284,7 +287,7 @@ async def test_results_on_the_heartbeat_socket_settle_once_and_are_refused_as_ov
     assert forged["status"] == 401 and forged["code"] == "pubkey_mismatch"
     await node.ws.send(json.dumps({"type": "result", "result": "not a signed event"}))
     assert (await node.command("result_ack"))["status"] == 422
-    assert (await hub.http.get(f"/v1/tasks/{second}", headers=user)).json()["status"] == "assigned"
+    assert (await hub.http.get(f"/v1/tasks/{second}", headers=user)).json()["status"] == "running"
     await node.beat()  # the socket still carries heartbeats
     assert (await node.command("ack"))["type"] == "ack"
 
@@ -314,6 +317,7 @@ async def test_a_node_that_batches_gets_commands_and_acks_in_envelopes_each_answ
     assert [m["type"] for m in frame["messages"]] == ["assign"] * 3
     assert {m["task"]["task_id"] for m in frame["messages"]} == set(ids)
 
+    await node.run_for(500)
     await other.connect()
     first, second, third = ids
     signed = await node.signed_result(first, gpu_seconds=500.0)
@@ -332,7 +336,7 @@ async def test_a_node_that_batches_gets_commands_and_acks_in_envelopes_each_answ
         ("result_ack", first, 200),
     ]
     assert acks[0]["cost"] == acks[3]["cost"] == 1_000_000 and acks[1]["code"] == "pubkey_mismatch"
-    for task_id, state in [(second, "assigned"), (third, "assigned")]:
+    for task_id, state in [(second, "running"), (third, "running")]:
         assert (await hub.http.get(f"/v1/tasks/{task_id}", headers=user)).json()["status"] == state
     assert await balances(hub, "user:env") == [(10_000_000 - 2 * CAP - 1_000_000, 2 * CAP)]
 
@@ -395,16 +399,19 @@ async def test_concurrent_submits_and_results_batch_without_losing_a_micro_unit(
     assert len(rich_ids) == 30 and poor_codes == [201] * 5 + [402] * 3
     assert await balances(hub, "user:poorish") == [(0, 5 * CAP)]
 
-    async def run_all(node: SimNode) -> list[dict[str, Any]]:
-        held = []
+    async def take_all(node: SimNode) -> None:
         with contextlib.suppress(TimeoutError):
             while True:
-                held.append((await node.command("assign", timeout_s=1.0))["task"]["task_id"])
-        signed = [await node.signed_result(t, gpu_seconds=100.0) for t in held]
+                await node.command("assign", timeout_s=1.0)
+
+    async def run_all(node: SimNode) -> list[dict[str, Any]]:
+        signed = [await node.signed_result(t, gpu_seconds=100.0) for t in list(node.running)]
         for body in signed:  # all sent before any answer is read: they settle side by side
             await node.ws.send(json.dumps({"type": "result", "result": body}))
         return [await node.command("result_ack") for _ in signed]
 
+    await asyncio.gather(*(take_all(n) for n in nodes))
+    await run_together(nodes, 100)
     acks = [a for per_node in await asyncio.gather(*(run_all(n) for n in nodes)) for a in per_node]
     assert len(acks) == 35 and all(a["status"] == 200 and a["cost"] == 200_000 for a in acks)
     assert await balances(hub, "user:rich", "user:poorish") == [
@@ -426,6 +433,7 @@ async def test_reports_racing_in_one_batch_are_settled_once_each(hub: LiveHub, c
     ids = [(await submit(hub, user)).json()["task_id"] for _ in range(12)]
     assert {(await node.command("assign"))["task"]["task_id"] for _ in ids} == set(ids)
 
+    await node.run_for(100)
     first = [await node.signed_result(t, gpu_seconds=100.0, files={}) for t in ids]
     bigger = [await node.signed_result(t, gpu_seconds=900.0, files={}) for t in ids[:3]]
     crowd = first + first[3:6] + bigger  # 12 reports, 3 re-sent as they were, 3 signed again
@@ -471,6 +479,7 @@ async def test_a_result_with_figures_that_are_not_numbers_is_refused_and_settles
     assert ack["status"] == 422 and ack["code"] == "invalid_input"
     assert (await hub.http.get(f"/v1/tasks/{task_id}", headers=user)).json()["status"] == "assigned"
 
+    await node.run_for(500)
     assert (await node.result_on_socket(task_id, gpu_seconds=500.0))["cost"] == 1_000_000  # then a good one
     assert await books_balance(hub)
     await node.ws.close()

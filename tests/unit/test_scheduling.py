@@ -270,33 +270,76 @@ def test_no_event_sequence_reaches_an_impossible_state(
 # --- decisions -------------------------------------------------------------------------------------
 
 
-def test_a_node_is_offline_only_after_more_than_the_grace_period() -> None:
-    seen = {"a": 100.0, "b": 70.0, "c": 69.9, "d": 130.0}
-    assert sch.expired_leases(seen, now=100.0, grace_sec=30.0) == ["c"]
-    assert sch.expired_leases({}, now=100.0, grace_sec=30.0) == []
+def test_timed_out_counts_from_the_assignment_on_the_hubs_clock_plus_grace() -> None:
+    running = in_state("running")  # assigned at 10, started at 11, timeout 60
+    assigned = replace(in_state("assigned"), task_id="t2")
+    others = [in_state("queued"), in_state("succeeded")]
+    assert sch.timed_out([running, assigned, *others], now=70.0) == []
+    assert sch.timed_out([running, assigned, *others], now=70.5) == ["t1", "t2"]
+    assert sch.timed_out([running], now=80.0, grace_sec=10.0) == []
+    assert sch.timed_out([running], now=80.1, grace_sec=10.0) == ["t1"]
 
 
-def test_timed_out_finds_running_tasks_past_their_timeout() -> None:
-    running = in_state("running")  # started at 11, timeout 60
-    others = [in_state("queued"), in_state("assigned"), in_state("succeeded")]
-    assert sch.timed_out([running, *others], now=71.0) == []
-    assert sch.timed_out([running, *others], now=71.5) == ["t1"]
+def test_a_stop_request_is_kept_once_and_overdue_after_its_grace() -> None:
+    running = in_state("running")
+    asked = sch.request_stop(running, 30.0)
+    assert asked.state is S.RUNNING and asked.stop_requested_at == 30.0
+    assert sch.request_stop(asked, 40.0) is asked  # the first request's time counts
+    assert sch.problems(asked) == []
+    assert sch.stop_overdue([asked, running], now=45.0, grace_sec=15.0) == []
+    assert sch.stop_overdue([asked, running], now=45.1, grace_sec=15.0) == ["t1"]
+    with pytest.raises(Conflict):
+        sch.request_stop(in_state("queued"), 30.0)
+    with pytest.raises(Conflict):
+        sch.request_stop(in_state("succeeded"), 30.0)
+
+
+def test_a_node_failure_after_a_stop_request_ends_stopped_not_requeued() -> None:
+    asked = sch.request_stop(in_state("running"), 30.0)
+    for ended in (
+        sch.lose_node(asked, 31.0),
+        sch.dispatch_timeout(sch.request_stop(in_state("assigned"), 30.0), 31.0),
+    ):
+        assert ended.state is S.STOPPED and ended.outcome is Outcome.STOPPED and sch.problems(ended) == []
+
+
+def test_a_stopped_report_without_a_stop_request_is_a_node_failure() -> None:
+    running = in_state("running")  # 3 attempts
+    requeued = sch.node_reported(running, "stopped", 0, 20.0, node_id="n1")
+    assert requeued.state is S.QUEUED and requeued.attempts == 1 and sch.problems(requeued) == []
+    last = replace(running, attempts=3)
+    failed = sch.node_reported(last, "stopped", 0, 20.0, node_id="n1")
+    assert failed.state is S.FAILED and failed.outcome is Outcome.NODE_FAILED
+    asked = sch.request_stop(running, 15.0)
+    assert sch.node_reported(asked, "stopped", 0, 20.0, node_id="n1").state is S.STOPPED
+
+
+def test_an_expired_report_counts_only_once_the_hub_saw_the_whole_timeout() -> None:
+    running = in_state("running")  # assigned at 10, timeout 60
+    early = sch.node_reported(running, "expired", -1, 69.9, node_id="n1")
+    assert early.state is S.QUEUED  # the node gave up early: its failure
+    ran_out = sch.node_reported(running, "expired", -1, 70.0, node_id="n1")
+    assert ran_out.state is S.EXPIRED and ran_out.outcome is Outcome.EXPIRED
+
+
+def test_other_reports_are_the_programs_exit_and_a_terminal_task_is_answered_unchanged() -> None:
+    running = in_state("running")
+    assert sch.node_reported(running, "succeeded", 0, 20.0).state is S.SUCCEEDED
+    failed = sch.node_reported(running, "failed", 3, 20.0)
+    assert failed.state is S.FAILED and failed.outcome is Outcome.TASK_FAILED and failed.exit_code == 3
+    assert sch.node_reported(failed, "stopped", 0, 21.0) is failed
+    with pytest.raises(Conflict):
+        sch.node_reported(running, "succeeded", 0, 20.0, node_id="n2")
+    with pytest.raises(InvalidInput):
+        sch.node_reported(running, "succeeded", "0", 20.0)
+    with pytest.raises(Conflict):
+        sch.node_reported(in_state("queued"), "succeeded", 0, 20.0)
 
 
 def test_dispatch_overdue_finds_assignments_never_started() -> None:
     assigned = in_state("assigned")  # assigned at 10
     assert sch.dispatch_overdue([assigned, in_state("running")], now=25.0, ack_timeout_sec=15.0) == []
     assert sch.dispatch_overdue([assigned, in_state("running")], now=25.1, ack_timeout_sec=15.0) == ["t1"]
-
-
-def test_on_nodes_finds_the_tasks_a_lost_node_held() -> None:
-    tasks = [
-        sch.assign(make_task("a"), "n1", 1.0),
-        sch.start(sch.assign(make_task("b"), "n1", 1.0), 2.0),
-        sch.assign(make_task("c"), "n2", 1.0),
-        replace(in_state("succeeded"), task_id="d"),
-    ]
-    assert sch.on_nodes(tasks, ["n1"]) == ["a", "b"]
 
 
 def test_queue_order_is_priority_then_price_then_age_then_id() -> None:

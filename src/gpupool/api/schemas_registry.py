@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 
@@ -23,6 +23,12 @@ class GpuSpecIn(BaseModel):
     compute_capability: str = Field("", max_length=16)
 
 
+RunningTaskIds = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None,
+    Field(max_length=1024, description="the tasks the node runs now; absent: not said"),
+]
+
+
 class RegisterIn(Open):
     miner_id: str | None = Field(None, min_length=1, max_length=64, pattern=NAME_PATTERN)
     pubkey: str = Field(min_length=63, max_length=100, description="64 hex characters or an npub")
@@ -37,6 +43,7 @@ class RegisterIn(Open):
     region: str | None = Field(None, max_length=64)
     tags: list[str] = Field(default_factory=list, max_length=64)
     capabilities: list[str] = Field(default_factory=list, max_length=64)
+    running_task_ids: RunningTaskIds = None
     sig_event: dict[str, Any]
 
 
@@ -137,6 +144,7 @@ class HeartbeatIn(BaseModel):
     avg_latency_ms: float | None = Field(None, ge=0)
     gpus: list[GpuTelemetryIn] = Field(default_factory=list, max_length=64)
     mem_free_gb: float | None = Field(None, ge=0)
+    running_task_ids: RunningTaskIds = None
 
 
 class LeaseOut(BaseModel):

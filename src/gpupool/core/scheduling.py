@@ -70,6 +70,7 @@ class TaskView:
     finished_at: float | None = None
     exit_code: int | None = None
     outcome: Outcome | None = None
+    stop_requested_at: float | None = None  # the user asked the node to stop it (hub's clock)
 
     @property
     def is_terminal(self) -> bool:
@@ -138,6 +139,9 @@ def _end(
 
 
 def _requeue_or_fail(task: TaskView, now: float) -> TaskView:
+    """The attempt failed with its node: stopped if the user asked for that, else retried or failed."""
+    if task.stop_requested_at is not None:
+        return _end(task, TaskState.STOPPED, Outcome.STOPPED, now)
     if task.attempts < task.max_attempts:
         return replace(task, state=TaskState.QUEUED, assigned_node=None, assigned_at=None, started_at=None)
     return _end(task, TaskState.FAILED, Outcome.NODE_FAILED, now)
@@ -194,6 +198,42 @@ def stop(task: TaskView, now: float) -> TaskView:
     return _end(task, TaskState.STOPPED, Outcome.STOPPED, now)
 
 
+def request_stop(task: TaskView, now: float) -> TaskView:
+    """The user asked the node running the task to stop it; the first request's time is kept.
+
+    The task stays live until the node reports, or until the hub's stop grace runs out
+    (``stop_overdue``): only a stop the hub asked for makes a node's ``stopped`` a paid end.
+    """
+    _require(task, "request_stop", TaskState.ASSIGNED, TaskState.RUNNING)
+    if task.stop_requested_at is not None:
+        return task
+    return replace(task, stop_requested_at=now)
+
+
+def node_reported(
+    task: TaskView, status: str, exit_code: object, now: float, *, node_id: str | None = None
+) -> TaskView:
+    """How a node's result ends the task, judged by what the hub itself caused and saw.
+
+    ``stopped`` is an end only when the user asked for a stop, ``expired`` only when the hub saw the
+    attempt run its whole timeout (``assigned_at + timeout_sec``); otherwise the node ended the task on
+    its own: a node failure, retried while attempts are left, never paid. Any other status is the
+    program's exit (``finish``).
+    """
+    if task.is_terminal:
+        return task  # a result re-sent after the end: answered with how the task ended
+    _require(task, "report", TaskState.ASSIGNED, TaskState.RUNNING)
+    _check_node(task, node_id, "report")
+    if status == "stopped" and task.stop_requested_at is not None:
+        return stop(task, now)
+    ran_out = task.assigned_at is not None and now - task.assigned_at >= task.timeout_sec
+    if status == "expired" and ran_out:
+        return expire(task, now)
+    if status in ("stopped", "expired"):
+        return _requeue_or_fail(task, now)
+    return finish(task, exit_code, now, node_id=node_id)  # type: ignore[arg-type]
+
+
 def expire(task: TaskView, now: float) -> TaskView:
     """The task ran (or waited) past its timeout; expiring it again is a no-op."""
     if task.state is TaskState.EXPIRED:
@@ -236,6 +276,8 @@ def _live_problems(task: TaskView) -> list[str]:
         problems.append("a queued task is placed")
     if task.state is TaskState.QUEUED and task.attempts >= task.max_attempts:
         problems.append("a queued task has no attempt left")
+    if task.state is TaskState.QUEUED and task.stop_requested_at is not None:
+        problems.append("a queued task has a stop request")
     if task.state is not TaskState.QUEUED and (not placed or task.attempts < 1):
         problems.append("an assigned or running task is not placed")
     if (task.state is TaskState.RUNNING) != (task.started_at is not None):
@@ -274,17 +316,18 @@ def problems(task: TaskView) -> list[str]:
 # --- decisions given `now` -------------------------------------------------------------------------
 
 
-def expired_leases(last_seen: Mapping[str, float], now: float, grace_sec: float) -> list[str]:
-    """Nodes not heard from for more than ``grace_sec`` (exactly ``grace_sec`` is still online), sorted."""
-    return sorted(node for node, seen in last_seen.items() if now - seen > grace_sec)
+def timed_out(tasks: Iterable[TaskView], now: float, grace_sec: float = 0.0) -> list[str]:
+    """Placed tasks past their timeout plus ``grace_sec``, counted on the hub's clock from assignment.
 
-
-def timed_out(tasks: Iterable[TaskView], now: float) -> list[str]:
-    """Running tasks that have run longer than their timeout (to be stopped and expired)."""
+    From the assignment, not from a start the node reports: the hub never waits on a node's word
+    to end what it holds in escrow.
+    """
     return [
         t.task_id
         for t in tasks
-        if t.state is TaskState.RUNNING and t.started_at is not None and now - t.started_at > t.timeout_sec
+        if t.state in (TaskState.ASSIGNED, TaskState.RUNNING)
+        and t.assigned_at is not None
+        and now - t.assigned_at > t.timeout_sec + grace_sec
     ]
 
 
@@ -299,13 +342,14 @@ def dispatch_overdue(tasks: Iterable[TaskView], now: float, ack_timeout_sec: flo
     ]
 
 
-def on_nodes(tasks: Iterable[TaskView], node_ids: Iterable[str]) -> list[str]:
-    """Assigned or running tasks held by any of ``node_ids`` (to requeue when those nodes are lost)."""
-    lost = set(node_ids)
+def stop_overdue(tasks: Iterable[TaskView], now: float, grace_sec: float) -> list[str]:
+    """Live tasks whose stop was asked for more than ``grace_sec`` ago: the hub ends them itself."""
     return [
         t.task_id
         for t in tasks
-        if t.state in (TaskState.ASSIGNED, TaskState.RUNNING) and t.assigned_node in lost
+        if t.state in (TaskState.ASSIGNED, TaskState.RUNNING)
+        and t.stop_requested_at is not None
+        and now - t.stop_requested_at > grace_sec
     ]
 
 

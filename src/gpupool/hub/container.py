@@ -61,6 +61,9 @@ class Hub:
             self.periodic.when(self.tasks.wakeup, 0.5, "dispatch", self.tasks.dispatch_once)
             self.periodic.every(self.settings.flush_interval_sec, "flush", self.live.flush)
             self.periodic.every(min(1.0, self.settings.heartbeat_grace_sec / 4), "expire", self.expire)
+            rules = self.tasks.rules
+            tick = min(1.0, rules.dispatch_timeout_sec / 4, rules.stop_grace_sec / 4)
+            self.periodic.every(tick, "enforce", self.tasks.enforce)
             self.periodic.every(
                 self.settings.maintenance_interval_sec,
                 "maintenance",

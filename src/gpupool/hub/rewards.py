@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gpupool import crypto, receipts
-from gpupool.core import ledger, rewards
+from gpupool.core import ledger, rewards, settlement
 from gpupool.core.ledger import Entry, Posting, PostingKind
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
@@ -74,13 +75,32 @@ class _Laps:
 
 
 def contribution_from_usage(
-    node: MinerRecord, ref: str, usage: dict[str, Any], start: float, end: float, epoch: int
+    node: MinerRecord,
+    ref: str,
+    usage: Mapping[str, Any],
+    settled: settlement.Settlement | None,
+    start: float,
+    end: float,
+    epoch: int,
 ) -> dict[str, Any]:
-    """The contribution of one accepted task, scored from what the node measured and signed."""
+    """The contribution of one settled task, scored from the figure it was billed for (``core/settlement``).
+
+    What the node measured is kept for display; the score and the duration are the hub's verified ones,
+    so an inflated report earns no more than it is paid. ``settled`` None: an admin's entry, no task.
+    """
     gpus = node.spec.get("gpus") or []
     gpu_name = str(gpus[0]["name"]) if gpus else None
-    gpu_seconds = float(usage.get("gpu_seconds") or 0.0) if gpus else 0.0
-    cpu_seconds = float(usage.get("cpu_seconds") or 0.0)
+    score = 0
+    duration = 0.0
+    if settled is not None:
+        cpu_claimed = usage.get("cpu_seconds")
+        score = settlement.contribution_score(
+            settled.billable_sec,
+            gpu_name,
+            float(cpu_claimed) if isinstance(cpu_claimed, int | float) else 0.0,
+            int(node.spec.get("cpu_cores") or 0),
+        )
+        duration = settled.observed_sec
     return {
         "node_id": node.miner_id,
         "owner": node.owner,
@@ -89,13 +109,13 @@ def contribution_from_usage(
         "epoch": epoch,
         "start_timestamp": start,
         "end_timestamp": end,
-        "duration_seconds": float(usage.get("duration_sec") or max(0.0, end - start)),
+        "duration_seconds": duration,
         "avg_gpu_usage_percent": usage.get("gpu_util_avg"),
         "gpu_memory_used_mb": usage.get("vram_peak_mb"),
         "avg_cpu_usage_percent": None,
         "memory_used_mb": usage.get("ram_peak_mb"),
         "samples_processed": 0,
-        "compute_score": rewards.usage_score(gpu_seconds, gpu_name, cpu_seconds),
+        "compute_score": score,
         "recorded_by": "hub",
         "reason": None,
     }
@@ -134,7 +154,7 @@ class RewardService:
                 raise NotFound(f"no miner {node_id}")
             values = {
                 **contribution_from_usage(
-                    node, f"admin:{int(now * 1000)}:{node_id}", {}, now, now, self.epoch_now()
+                    node, f"admin:{int(now * 1000)}:{node_id}", {}, None, now, now, self.epoch_now()
                 ),
                 "source": "admin",
                 "compute_score": compute_score,

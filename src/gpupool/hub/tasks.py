@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gpupool import crypto
-from gpupool.core import ledger, matching, scheduling
+from gpupool.core import ledger, matching, scheduling, settlement
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
 from gpupool.core.scheduling import Outcome, TaskState, TaskView
@@ -37,6 +37,7 @@ from gpupool.hub.files import BUNDLE, TaskFiles
 from gpupool.hub.live import LiveRegistry
 from gpupool.hub.postings import post_many_in
 from gpupool.hub.rewards import contribution_from_usage
+from gpupool.hub.rules import TaskRules
 from gpupool.hub.signatures import SignedRequests
 from gpupool.store.batches import WriteBatcher
 from gpupool.store.db import Database
@@ -60,7 +61,7 @@ class NewTask:
 
     @property
     def gpu_count(self) -> int:
-        return int(self.requirements.get("gpu_count") or (1 if self.requirements.get("min_vram_gb") else 0))
+        return settlement.requested_gpus(self.requirements)
 
 
 class TaskService:
@@ -73,8 +74,10 @@ class TaskService:
         signed: SignedRequests,
         epoch_of: Callable[[float], int],
         files: TaskFiles,
+        rules: TaskRules | None = None,
     ) -> None:
         self.db = db
+        self.rules = rules or TaskRules()
         self.clock = clock
         self.live = live
         self.channels = channels
@@ -167,7 +170,8 @@ class TaskService:
             "requirements": new.requirements,
             "bundle": with_bundle,
         }
-        hold = scheduling.hold_amount(new.price_cap_micro_per_ksec, new.timeout_sec, max(new.gpu_count, 1))
+        units = settlement.billing_units(new.requirements)
+        hold = scheduling.hold_amount(new.price_cap_micro_per_ksec, new.timeout_sec, units)
         return _Submission(
             TaskRow.new(view, principal.username, new.name, spec, hold), spec, principal.account
         )
@@ -220,9 +224,13 @@ class TaskService:
             return view
         if view.state is TaskState.QUEUED:
             return (await self._finish(scheduling.stop(view, self.clock.now()), usage=None)).view
-        # Running somewhere: the node kills it and reports what ran; that report settles it.
+        # Running somewhere: the node kills it and reports what ran; that report settles it, or the
+        # hub ends it itself once the stop grace has passed (``enforce``).
+        asked = scheduling.request_stop(view, self.clock.now())
+        if asked is not view:
+            await self._save(asked)
         await self.channels.send(view.assigned_node or "", {"type": "stop", "task_id": task_id})
-        return view
+        return asked
 
     # -- dispatch ---------------------------------------------------------------------------------
     async def dispatch_once(self) -> int:
@@ -281,7 +289,8 @@ class TaskService:
             held = self.held[task_id]
             held.row = replace(held.row, price_micro_per_ksec=price)
             spec = held.spec
-            gpus = int(spec["requirements"].get("gpu_count") or (1 if node.record.spec.get("gpus") else 0))
+            has_gpus = bool(node.record.spec.get("gpus"))
+            gpus = settlement.requested_gpus(spec["requirements"]) or (1 if has_gpus else 0)
             task = {
                 "task_id": task_id,
                 "command": spec["command"],
@@ -408,15 +417,25 @@ class TaskService:
             return row
         view = self._held_by(task_id, miner_id)
         now = self.clock.now()
-        status = str(raw.get("status", "succeeded"))
-        if status == "stopped":
-            ended = scheduling.stop(view, now)
-        elif status == "expired":
-            ended = scheduling.expire(view, now)
-        else:
-            ended = scheduling.finish(view, raw.get("exit_code", 1), now, node_id=miner_id)
         usage = scheduling.check_usage(raw.get("usage"))
+        status = str(raw.get("status", "succeeded"))
+        ended = scheduling.node_reported(view, status, raw.get("exit_code", 1), now, node_id=miner_id)
+        if not ended.is_terminal:  # ended by the node on its own: retried, and never paid
+            return await self._node_failed(ended, event)
         return _Finish(ended, usage, self._verified_artifacts(task_id, raw.get("artifacts")), event)
+
+    async def _node_failed(self, view: TaskView, event: Mapping[str, Any]) -> TaskRow:
+        """Requeue a task its node gave up on; the result's event is claimed, so a replay does nothing."""
+
+        async def work(conn: AsyncConnection) -> None:
+            if not await RegistryRepo(conn).claim_event(str(event["id"]), self.signed.expires_at(event)):
+                raise SignatureRejected("event already accepted once (replay)", code="replayed_event")
+            await TasksRepo(conn).save(view)
+
+        await self.db.run(work)
+        self._track(view)
+        self.wakeup.set()
+        return replace(self.held[view.task_id].row, view=view)
 
     def _verified_artifacts(self, task_id: str, claimed: Any) -> list[dict[str, Any]]:
         """The claimed artifacts whose uploaded file has the claimed size and sha256; others are dropped."""
@@ -433,17 +452,84 @@ class TaskService:
     def assigned_to(self, task_id: str, miner_id: str) -> TaskView:
         return self._held_by(task_id, miner_id)
 
+    async def node_fetched_bundle(self, miner_id: str, task_id: str) -> None:
+        """The node asked for the task's files: a sign it started the task."""
+        await self.node_running(miner_id, [self._held_by(task_id, miner_id).task_id])
+
+    async def node_running(self, miner_id: str, task_ids: Sequence[str]) -> None:
+        """The node says it runs these: those it was assigned and had not shown a start of, started."""
+        now = self.clock.now()
+        for task_id in dict.fromkeys(task_ids):
+            view = self.views.get(task_id)
+            if view is not None and view.assigned_node == miner_id and view.state is TaskState.ASSIGNED:
+                await self._save(scheduling.start(view, now, node_id=miner_id))
+
+    def on_node(self, miner_id: str) -> frozenset[str]:
+        """The tasks the hub has assigned to, or running on, this node now."""
+        return frozenset(self._on_node.get(miner_id, ()))
+
+    async def reconcile(
+        self, miner_id: str, running: Sequence[str], held_before: frozenset[str] | None = None
+    ) -> list[str]:
+        """A node (re)starting says what it runs: what the hub gave it and it does not run is requeued.
+
+        ``held_before``: the node's tasks when its session began, so that a task pushed on the new
+        session after the node wrote its list is not taken away from it. Returns the requeued ids.
+        """
+        listed = set(running)
+        before = self.on_node(miner_id) if held_before is None else held_before
+        gone = sorted(t for t in before - listed if t in self._on_node.get(miner_id, ()))
+        now = self.clock.now()
+        for task_id in gone:
+            await self._lose(scheduling.lose_node(self.views[task_id], now, node_id=miner_id))
+        await self.node_running(miner_id, [t for t in running if t in self._on_node.get(miner_id, ())])
+        self.wakeup.set()
+        return gone
+
     async def lose_nodes(self, miner_ids: list[str]) -> None:
         """Nodes went silent: their tasks go back to the queue, or fail when out of attempts."""
-        gone = set(miner_ids)
-        for view in list(self.views.values()):
-            if view.assigned_node in gone and view.state in (TaskState.ASSIGNED, TaskState.RUNNING):
-                lost = scheduling.lose_node(view, self.clock.now(), node_id=view.assigned_node)
-                if lost.is_terminal:
-                    await self._finish(lost, usage=None)
-                else:
-                    await self._save(lost)
+        now = self.clock.now()
+        for miner_id in miner_ids:
+            for task_id in sorted(self.on_node(miner_id)):
+                await self._lose(scheduling.lose_node(self.views[task_id], now, node_id=miner_id))
         self.wakeup.set()
+
+    async def _lose(self, lost: TaskView) -> None:
+        if lost.is_terminal:
+            await self._finish(lost, usage=None)
+        else:
+            await self._save(lost)
+
+    # -- the hub's own decisions ----------------------------------------------------------------
+    async def enforce(self) -> int:
+        """End what the hub decided to end, whatever the nodes do; returns how many tasks it acted on.
+
+        A stop asked for and not confirmed within the stop grace ends ``stopped``; a task past its
+        timeout (plus grace, from its assignment) ends ``expired``; an assignment with no sign of a
+        start within the dispatch timeout goes back to the queue. Each is settled from what the hub
+        saw (``core/settlement``): a node that reported nothing is paid nothing.
+        """
+        now, rules = self.clock.now(), self.rules
+        views = list(self.views.values())
+        decided = [
+            *((t, scheduling.stop) for t in scheduling.stop_overdue(views, now, rules.stop_grace_sec)),
+            *((t, scheduling.expire) for t in scheduling.timed_out(views, now, rules.timeout_grace_sec)),
+            *(
+                (t, scheduling.dispatch_timeout)
+                for t in scheduling.dispatch_overdue(views, now, rules.dispatch_timeout_sec)
+            ),
+        ]
+        acted = 0
+        for task_id, decide in decided:
+            view = self.views.get(task_id)
+            if view is None or view.is_terminal or view.assigned_node is None:
+                continue  # ended by an earlier decision of this round
+            await self.channels.send(view.assigned_node, {"type": "stop", "task_id": task_id})
+            await self._lose(decide(view, now))
+            acted += 1
+        if acted:
+            self.wakeup.set()
+        return acted
 
     # -- settlement -------------------------------------------------------------------------------
     async def _finish(self, view: TaskView, *, usage: Any) -> TaskRow:
@@ -533,29 +619,38 @@ class TaskService:
             row, view = rows[task_id], item.view
             if item.event is not None:
                 claims.append((str(item.event["id"]), self.signed.expires_at(item.event)))
-            usage = item.usage or {}
-            gpu_seconds = float(usage.get("gpu_seconds", 0) or usage.get("duration_sec", 0) or 0)
-            charge = scheduling.charge_for_usage(row.price_micro_per_ksec or 0, gpu_seconds)
-            pay, _refund = scheduling.settle(scheduling.settlement_outcome(view), row.hold_micro, charge)
             node = nodes.get(view.assigned_node or "")
-            owner = node.owner if node else None
-            paid = pay if owner else 0
-            user = ledger.username_account(row.owner)
-            posting = ledger.settlement(user, row.hold_micro, owner if owner and paid else user, paid)
-            postings.append((posting, f"settle:{task_id}", SYSTEM_ACTOR))
+            usage = item.usage or {}
+            terms = settlement.Terms(
+                account=ledger.username_account(row.owner),
+                hold_micro=row.hold_micro,
+                price_micro_per_ksec=row.price_micro_per_ksec or 0,
+                units=settlement.billing_units(self.held[task_id].spec["requirements"])
+                if task_id in self.held
+                else settlement.billing_units(row.spec["requirements"]),
+                owner=node.owner if node else None,
+                tolerance=self.rules.usage_tolerance,
+                stop_grace_sec=self.rules.stop_grace_sec,
+            )
+            settled_as = settlement.settle_task(view, terms, usage)
+            if settled_as.posting is not None:
+                postings.append((settled_as.posting, f"settle:{task_id}", SYSTEM_ACTOR))
+            paid = settled_as.charge_micro
             saves.append((view, {"charge_micro": paid, "usage": item.usage, "artifacts": item.artifacts}))
             settled[task_id] = replace(
                 row, view=view, charge_micro=paid, usage=item.usage, artifacts=item.artifacts
             )
             if node is not None and item.usage and view.outcome in (Outcome.SUCCEEDED, Outcome.TASK_FAILED):
-                start = view.started_at or view.assigned_at or now
                 contributions.append(
-                    contribution_from_usage(node, task_id, dict(usage), start, now, self.epoch_of(now))
+                    contribution_from_usage(
+                        node, task_id, usage, settled_as, view.assigned_at or now, now, self.epoch_of(now)
+                    )
                 )
         registry = RegistryRepo(conn)
         if claims:
             await registry.claim_events(claims)
-        await post_many_in(conn, postings, now)
+        if postings:
+            await post_many_in(conn, postings, now)
         await TasksRepo(conn).save_many(saves)
         await RewardsRepo(conn).add_contributions(contributions)
         return settled

@@ -182,6 +182,7 @@ tasks = Table(
     Column("finished_at", Float, nullable=True),
     Column("exit_code", Integer, nullable=True),
     Column("outcome", String(16), nullable=True),
+    Column("stop_requested_at", Float, nullable=True),  # a user's stop the node has not confirmed yet
     Column("price_micro_per_ksec", BigInteger, nullable=True),  # the node's price when assigned
     Column("hold_micro", BigInteger, nullable=False),
     Column("charge_micro", BigInteger, nullable=True),

@@ -65,6 +65,7 @@ def _row(r: Any) -> TaskRow:
         finished_at=r.finished_at,
         exit_code=r.exit_code,
         outcome=Outcome(r.outcome) if r.outcome else None,
+        stop_requested_at=r.stop_requested_at,
     )
     return TaskRow(
         view=view,
@@ -88,6 +89,7 @@ _VIEW_COLUMNS = (
     "finished_at",
     "exit_code",
     "outcome",
+    "stop_requested_at",
 )
 _INSERT = Prepared.insert(
     tasks,
@@ -126,6 +128,7 @@ def _view_values(view: TaskView) -> dict[str, Any]:
         "finished_at": view.finished_at,
         "exit_code": view.exit_code,
         "outcome": view.outcome.value if view.outcome else None,
+        "stop_requested_at": view.stop_requested_at,
     }
 
 

@@ -93,6 +93,8 @@ async def register(
 ) -> RegisterOut:
     """Signed (kind 21000) by the node's key; the body is verified exactly as sent."""
     registration = await hub.registry.register_miner(await request.json(), _spec(body), api_key)
+    if body.running_task_ids is not None:  # a node starting over: what it no longer runs is requeued
+        await hub.tasks.reconcile(registration.miner_id, body.running_task_ids)
     return RegisterOut(**{k: getattr(registration, k) for k in registration.__slots__})
 
 
@@ -134,6 +136,7 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
         return
     ack = {"type": "ack", "next_heartbeat_sec": hub.settings.heartbeat_interval_sec}
     sender = websocket.send_json
+    held_before: frozenset[str] | None = hub.tasks.on_node(miner_id)  # until the node lists its tasks
     hub.channels.attach(miner_id, sender, batching=batching)
     hub.tasks.wakeup.set()  # a node that can take work is here: queued tasks need not wait
     reports: set[asyncio.Task[None]] = set()
@@ -159,10 +162,17 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
                 )
                 continue
             try:
-                await hub.sessions.beat(session_token, beat.queue_len, beat.model_dump(exclude_none=True))
+                telemetry = beat.model_dump(exclude_none=True, exclude={"running_task_ids"})
+                await hub.sessions.beat(session_token, beat.queue_len, telemetry)
             except GpupoolError as exc:
                 await websocket.close(code=ws_close_code(exc), reason=exc.code)
                 return
+            if beat.running_task_ids is not None:  # the first list reconciles, the others show starts
+                if held_before is not None:
+                    await hub.tasks.reconcile(miner_id, beat.running_task_ids, held_before)
+                    held_before = None
+                else:
+                    await hub.tasks.node_running(miner_id, beat.running_task_ids)
             await websocket.send_json(ack)
     except WebSocketDisconnect:
         log.debug("heartbeat socket of %s closed", miner_id)

@@ -254,7 +254,7 @@ async def node_result(task_id: str, request: Request, hub: HubDep, session_token
 async def node_bundle(task_id: str, hub: HubDep, session_token: SessionHeader) -> FileResponse:
     """The task's files, for the node it is assigned to only."""
     miner_id = await hub.sessions.resolve(session_token)
-    hub.tasks.assigned_to(task_id, miner_id)
+    await hub.tasks.node_fetched_bundle(miner_id, task_id)
     return FileResponse(hub.tasks.files.bundle(task_id), media_type="application/gzip")
 
 
