@@ -204,7 +204,7 @@ def test_no_settlement_pays_more_than_the_hub_saw_and_every_one_balances(
     if how == "node_failed" or owner is None:
         assert done.charge_micro == 0
     if done.posting is not None:
-        assert ledger.is_balanced([done.posting])
+        assert sum(done.posting.deltas().values()) == 0
         assert done.posting.deltas()[ledger.hold_account(USER)] == -hold
         assert done.posting.deltas().get(USER, 0) == done.refund_micro
         assert done.posting.deltas().get(owner or "", 0) == done.charge_micro

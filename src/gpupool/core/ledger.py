@@ -1,8 +1,10 @@
 """Double-entry ledger rules: accounts, postings and how they may move balances.
 
 A posting is a set of entries whose amounts sum to zero; a balance is the sum of an account's entries.
-Every amount is an integer number of micro-units (1 token = 1,000,000). Only system accounts
-(issuance) may go negative; every other account's balance stays >= 0 after every posting.
+Every amount is an integer number of micro-units (1 token = 1,000,000). Only ``system:issuance`` may go
+negative; every other account's balance stays >= 0 after every posting. The store enforces that in
+the same statement that moves the balances (the accounts' CHECK constraint), so a posting that would
+overdraw is refused whole, whatever runs beside it.
 
 Account names:
     user:<username>        a user's spendable balance
@@ -16,12 +18,11 @@ Account names:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from gpupool.errors import InvalidInput, PaymentRequired
+from gpupool.errors import InvalidInput
 
 MICRO_PER_TOKEN = 1_000_000
 
@@ -111,10 +112,6 @@ def account_type(account: str) -> AccountType:
     raise InvalidInput(f"not an account name: {account!r}", field="account")
 
 
-def may_go_negative(account: str) -> bool:
-    return account == ISSUANCE
-
-
 def check_amount(amount_micro: int, max_micro: int) -> int:
     # bool is an int subclass; True must not move one micro-unit.
     if isinstance(amount_micro, bool) or not isinstance(amount_micro, int):
@@ -153,21 +150,3 @@ def settlement(account: str, held_micro: int, payee: str, charge_micro: int, fee
         Entry(account, held_micro - charge_micro),
     ]
     return Posting(PostingKind.SETTLEMENT, tuple(e for e in legs if e.amount_micro != 0))
-
-
-def apply(balances: Mapping[str, int], posting: Posting) -> dict[str, int]:
-    """Return the balances after ``posting``, or raise PaymentRequired if one would go below zero."""
-    after = dict(balances)
-    for entry in posting.entries:
-        new = after.get(entry.account, 0) + entry.amount_micro
-        if new < 0 and not may_go_negative(entry.account):
-            raise PaymentRequired(
-                f"insufficient funds in {entry.account}",
-                details={"account": entry.account, "available": after.get(entry.account, 0)},
-            )
-        after[entry.account] = new
-    return after
-
-
-def is_balanced(postings: Iterable[Posting]) -> bool:
-    return sum(e.amount_micro for p in postings for e in p.entries) == 0

@@ -1,14 +1,13 @@
 """Ledger use cases: transfers, mints, balances, history and the trial balance.
 
-Every movement goes through ``post``: one transaction claims the idempotency key, moves the balances
-(the database refuses an overdraft atomically) and writes the entries. The same key with the same
-request returns the first result and moves nothing; with a different request it is a conflict.
+Every movement goes through ``hub/postings.post`` (the one posting path): one transaction claims the
+idempotency key, moves the balances (the database refuses an overdraft atomically) and writes the
+entries. The same key with the same request returns the first result and moves nothing; with a
+different request it is a conflict.
 """
 
 from __future__ import annotations
 
-import hashlib
-import operator
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -19,9 +18,12 @@ from gpupool.core.ledger import AccountType, Posting, PostingKind
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
 from gpupool.crypto import normalize_owner_address
-from gpupool.errors import Forbidden, IdempotencyConflict, InvalidInput, NotFound
+from gpupool.errors import Forbidden, InvalidInput, NotFound
+from gpupool.hub import postings
+from gpupool.hub.postings import PostResult as PostResult  # what the ledger routes answer with
+from gpupool.hub.postings import new_posting
 from gpupool.store.db import Database
-from gpupool.store.ledger_repo import LedgerRepo, NewPosting, PostingRecord
+from gpupool.store.ledger_repo import LedgerRepo, PostingRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +31,6 @@ class Balance:
     account: str
     available: int
     held: int
-
-
-@dataclass(frozen=True, slots=True)
-class PostResult:
-    record: PostingRecord
-    replayed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,35 +91,10 @@ class LedgerService:
         self, posting: Posting, *, scope: str, key: str | None, actor: str, memo: str | None = None
     ) -> PostResult:
         """Write ``posting`` once per ``(scope, key)``; a repeat returns the first record."""
-        debits = [e for e in posting.entries if e.amount_micro < 0]
-        credits = [e for e in posting.entries if e.amount_micro > 0]
-        new = NewPosting(
-            posting=posting,
-            scope=scope,
-            idempotency_key=key,
-            request_hash=request_hash(posting, memo),
-            source=debits[0].account if len(debits) == 1 else None,
-            destination=credits[0].account if len(credits) == 1 else None,
-            amount_micro=sum(e.amount_micro for e in credits),
-            actor=actor,
-            created_at=self.clock.now(),
-            memo=memo,
-        )
+        new = new_posting(posting, scope=scope, key=key, actor=actor, now=self.clock.now(), memo=memo)
 
         async def work(conn: AsyncConnection) -> PostResult:
-            repo = LedgerRepo(conn)
-            posting_id = await repo.claim(new)
-            if posting_id is None:
-                assert key is not None
-                existing = await repo.find(scope, key)
-                assert existing is not None
-                if existing.request_hash != new.request_hash:
-                    raise IdempotencyConflict(
-                        "idempotency key already used for a different request", details={"key": key}
-                    )
-                return PostResult(existing, replayed=True)
-            await repo.apply(posting_id, posting)
-            return PostResult(_record(posting_id, new), replayed=False)
+            return await postings.post(conn, new)
 
         return await self.db.run(work)
 
@@ -159,27 +130,3 @@ class LedgerService:
             accounts=listed,
             totals_by_type=dict(by_type),
         )
-
-
-_by_account = operator.attrgetter("account")
-
-
-def request_hash(posting: Posting, memo: str | None) -> str:
-    legs = "|".join(f"{e.account}:{e.amount_micro}" for e in sorted(posting.entries, key=_by_account))
-    return hashlib.sha256(f"{posting.kind}|{legs}|{memo or ''}".encode()).hexdigest()
-
-
-def _record(posting_id: int, new: NewPosting) -> PostingRecord:
-    return PostingRecord(
-        id=posting_id,
-        kind=new.posting.kind.value,
-        scope=new.scope,
-        idempotency_key=new.idempotency_key,
-        request_hash=new.request_hash,
-        source=new.source,
-        destination=new.destination,
-        amount_micro=new.amount_micro,
-        actor=new.actor,
-        memo=new.memo,
-        created_at=new.created_at,
-    )
