@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpupool.core import rewards
+from gpupool.core import rewards, settlement
 from gpupool.errors import InvalidInput
 
 OWNERS = [f"0x{i:040x}" for i in range(6)]
@@ -68,8 +68,9 @@ def test_gpu_score_is_h100_milliseconds_weighted_by_class() -> None:
 def test_cpu_node_earns_a_small_score_and_gpu_time_is_not_counted_twice() -> None:
     assert rewards.cpu_score(1000) == 1000 * rewards.CPU_CORE_PERMILLE
     assert rewards.cpu_score(1000) < rewards.gpu_score(1000, "Tesla T4")
-    assert rewards.usage_score(0, None, 500) == rewards.cpu_score(500)
-    assert rewards.usage_score(5, "NVIDIA H100 80GB HBM3", 500) == 5000
+    # A GPU node is scored on its billed GPU-seconds only (core/settlement.contribution_score).
+    assert settlement.contribution_score(5, "NVIDIA H100 80GB HBM3", 500, 8) == 5000
+    assert settlement.contribution_score(500, None, 500, 8) == rewards.cpu_score(500)
 
 
 def test_poc_score_uses_the_exchange_rate() -> None:

@@ -119,16 +119,6 @@ def cpu_score(cpu_seconds: float, permille: int = CPU_CORE_PERMILLE) -> int:
     return exact.floor_mul(_seconds(cpu_seconds, "cpu_seconds"), _count(permille, "permille"))
 
 
-def usage_score(gpu_seconds: float, gpu_name: str | None, cpu_seconds: float) -> int:
-    """Score of one task's usage report.
-
-    CPU time counts only when no GPU time was used: on a GPU node the CPU feeds the GPU and is already
-    paid for by the GPU score, so counting both would pay the same work twice.
-    """
-    gpu = gpu_score(gpu_seconds, gpu_name or "")
-    return gpu if gpu_seconds > 0 else cpu_score(cpu_seconds)
-
-
 def poc_score(valid_nonces: int, units_per_nonce: int = POC_UNITS_PER_VALID_NONCE) -> int:
     """Score of a verified PoC batch from its number of unique valid nonces."""
     return _count(valid_nonces, "valid_nonces") * _count(units_per_nonce, "units_per_nonce")
