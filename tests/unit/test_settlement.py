@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 from hypothesis import given, settings
@@ -49,6 +49,8 @@ def terms(**over: object) -> Terms:
         "price_micro_per_ksec": 2_000_000,
         "units": 1,
         "owner": OWNER,
+        "tolerance": settlement.USAGE_TOLERANCE,
+        "stop_grace_sec": 0.0,
     }
     values.update(over)
     return Terms(**values)  # type: ignore[arg-type]
@@ -124,13 +126,39 @@ def test_nothing_held_makes_no_posting_and_live_tasks_are_not_settled() -> None:
     )
     with pytest.raises(Exception, match="settle"):
         settlement.settle_task(live, terms(), None)
-    with pytest.raises(InvalidInput):
-        settlement.billable_seconds(1.0, 0, 1.0, 0.02)
+    for units, observed, tolerance in ((0, 1.0, 0.02), (1, -1.0, 0.02), (1, 1.0, -0.01)):
+        with pytest.raises(InvalidInput):
+            settlement.billable_seconds(1.0, units, observed, tolerance, bills_from_report=True)
+    assert settlement.billable_seconds(1.0, 1, 0.0, 0.0, bills_from_report=True) == 0.0
+
+
+def test_a_task_that_never_ran_was_seen_running_for_no_time() -> None:
+    queued = scheduling.new_task("q", price_cap_micro_per_ksec=1, submitted_at=0.0, timeout_sec=10.0)
+    assert settlement.observed_seconds(scheduling.stop(queued, 5.0), 15.0) == 0.0  # stopped in the queue
+    assigned = scheduling.assign(queued, "n", 1.0)
+    assert settlement.observed_seconds(assigned, 15.0) == 0.0  # not finished
+    assert settlement.observed_seconds(scheduling.expire(assigned, 0.5), 15.0) == 0.0  # clocks never go back
+
+
+def test_settlement_terms_and_results_cannot_be_changed_after_the_fact() -> None:
+    done = settlement.settle_task(ended(), terms(), {"gpu_seconds": 1.0})
+    with pytest.raises(FrozenInstanceError):
+        done.charge_micro = 10**9  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        terms().owner = "0x" + "00" * 20  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
     ("requirements", "gpus", "units"),
-    [({}, 0, 1), ({"gpu_count": 2}, 2, 2), ({"min_vram_gb": 40}, 1, 1), ({"gpu_count": True}, 0, 1)],
+    [
+        ({}, 0, 1),
+        ({"gpu_count": 1}, 1, 1),
+        ({"gpu_count": 2}, 2, 2),
+        ({"min_vram_gb": 40}, 1, 1),
+        ({"gpu_count": 0, "min_vram_gb": 40}, 1, 1),
+        ({"gpu_count": True}, 0, 1),
+        ({"gpu_count": "2"}, 0, 1),
+    ],
 )
 def test_gpu_count_and_billing_units(requirements: dict[str, object], gpus: int, units: int) -> None:
     assert settlement.requested_gpus(requirements) == gpus and settlement.billing_units(requirements) == units
@@ -141,6 +169,8 @@ def test_the_score_is_of_the_billed_figure() -> None:
     assert settlement.contribution_score(500.0, h100, 1e9, 32) == 500_000
     assert settlement.contribution_score(100.0, None, 1e9, 4) == 800  # 4 cores x 100 s x 0.002
     assert settlement.contribution_score(100.0, None, 50.0, 4) == 100
+    assert settlement.contribution_score(100.0, None, -5.0, 4) == 0
+    assert settlement.contribution_score(10.0, None, 1e9, 0) == 20  # no cores told: counted as one
 
 
 seconds = st.floats(0, 1e5, allow_nan=False, allow_infinity=False)

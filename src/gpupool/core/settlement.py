@@ -48,7 +48,7 @@ def billing_units(requirements: Mapping[str, object]) -> int:
     return max(requested_gpus(requirements), 1)
 
 
-def observed_seconds(task: TaskView, stop_grace_sec: float = 0.0) -> float:
+def observed_seconds(task: TaskView, stop_grace_sec: float) -> float:
     """Seconds the hub saw the task's last attempt run: assignment to end, capped as the module says."""
     if task.assigned_at is None or task.finished_at is None:
         return 0.0
@@ -73,7 +73,7 @@ def claimed_seconds(usage: Mapping[str, object] | None) -> float:
 
 
 def billable_seconds(
-    claimed: float, units: int, observed: float, tolerance: float, *, bills_from_report: bool = True
+    claimed: float, units: int, observed: float, tolerance: float, *, bills_from_report: bool
 ) -> float:
     """Unit-seconds to bill: the claim within what the hub saw, or the hub's clock alone."""
     if units < 1 or observed < 0 or tolerance < 0:
@@ -93,9 +93,9 @@ class Terms:
     price_micro_per_ksec: int
     units: int
     owner: str | None  # the node's owner; None: nobody to pay
-    tolerance: float = USAGE_TOLERANCE
-    stop_grace_sec: float = 0.0
-    bills_from_report: bool = True
+    tolerance: float
+    stop_grace_sec: float
+    bills_from_report: bool = True  # False: an account-bound node, billed from the hub's clock only
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +127,8 @@ def settle_task(task: TaskView, terms: Terms, usage: Mapping[str, object] | None
     if not terms.owner:
         pay, refund = 0, terms.hold_micro
     posting = None
-    if terms.hold_micro:
-        payee = terms.owner if pay and terms.owner else terms.account
-        posting = ledger.settlement(terms.account, terms.hold_micro, payee, pay)
+    if terms.hold_micro:  # with nothing to pay the payee takes no leg: the hold goes back whole
+        posting = ledger.settlement(terms.account, terms.hold_micro, terms.owner or terms.account, pay)
     return Settlement(billable, observed, pay, refund, posting)
 
 
