@@ -66,8 +66,17 @@ class Mutant:
     source: str
 
 
+EQUIVALENT_KEYWORDS = ("slots", "maxsize", "typed")
+"""Arguments whose change no caller can see (a class's memory layout, a cache's size): not mutated."""
+
+
 def _docstring_ids(tree: ast.AST) -> set[int]:
-    ids = set()
+    """Docstrings, and the values of ``EQUIVALENT_KEYWORDS``: left alone."""
+    ids = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.keyword) and node.arg in EQUIVALENT_KEYWORDS
+    }
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         first = body[0] if isinstance(body, list) and body else None

@@ -28,3 +28,7 @@ def test_the_classic_float_traps_are_not_rounded_away() -> None:
     # 0.1 s is a little more than a tenth: at 10,000 per ksec that is just over 1 micro-unit.
     assert (exact.floor_mul(0.1, 10_000, 1000), exact.ceil_mul(0.1, 10_000, 1000)) == (1, 2)
     assert exact.floor_mul(0.5, 3, 1) == 1 and exact.ceil_mul(0.5, 3, 1) == 2
+
+
+def test_without_a_denominator_the_product_is_rounded_as_it_is() -> None:
+    assert exact.floor_mul(2.5, 3) == 7 and exact.ceil_mul(2.5, 3) == 8

@@ -5,6 +5,8 @@ That no sequence of postings overdraws is a property of the store that enforces 
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
 import pytest
 
 from gpupool.core import ledger
@@ -33,6 +35,8 @@ def test_check_amount_refuses_non_positive_non_integer_and_huge(amount: object) 
     ("name", "kind"),
     [
         ("user:alice", ledger.AccountType.USER),
+        ("user:ab", ledger.AccountType.USER),  # the shortest username
+        ("hold:user:ab", ledger.AccountType.HOLD),
         ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", ledger.AccountType.OWNER),
         ("hold:user:alice", ledger.AccountType.HOLD),
         ("system:fees", ledger.AccountType.SYSTEM),
@@ -96,3 +100,9 @@ def test_names_of_accounts() -> None:
     for bad in ("B", "a", "-bob", "x" * 65):
         with pytest.raises(InvalidInput):
             ledger.validate_username(bad)
+
+
+def test_a_posting_cannot_be_changed_once_made() -> None:
+    posting = ledger.transfer("user:a1", "user:b1", 7)
+    with pytest.raises(FrozenInstanceError):
+        posting.entries = (ledger.Entry("user:a1", -700), ledger.Entry("user:b1", 700))  # type: ignore[misc]

@@ -24,8 +24,6 @@ from typing import NamedTuple
 
 from gpupool.errors import InvalidInput
 
-MICRO_PER_TOKEN = 1_000_000
-
 ISSUANCE = "system:issuance"
 FEES = "system:fees"
 REWARD_POOL = "system:rewards"
