@@ -68,6 +68,7 @@ async def _three_assigned(hub: LiveHub, commands: list[dict[str, Any]]) -> list[
             break
         await asyncio.sleep(0.01)
     assert sorted(c["task"]["task_id"] for c in commands) == sorted(ids)
+    hub.hub.clock.advance(1.0)  # type: ignore[attr-defined]  # they ran 1 s on the hub's (fake) clock
     return ids
 
 
