@@ -418,6 +418,7 @@ def judge_sample(
     """
     if len(received) != len(computed):
         raise InvalidInput("received and computed distances differ in length", field="dist")
-    n_invalid = sum(1 for got, fresh in zip(received, computed) if not (fresh <= r_target and got < r_target))
+    pairs = zip(received, computed, strict=True)
+    n_invalid = sum(1 for got, fresh in pairs if not (fresh <= r_target and got < r_target))
     p_value = binomial_p_value(n_invalid, len(computed), p_mismatch) if computed else 1.0
     return n_invalid, p_value, p_value < fraud_threshold

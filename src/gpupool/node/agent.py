@@ -349,7 +349,9 @@ async def serve(settings: NodeSettings) -> int:
             serve_foreign=settings.mlnode_api,
         )
         if settings.mlnode_api:
-            log.info("MLNode API on: PoC for other keys, callers from %s", ",".join(settings.mlnode_allow_cidrs))
+            log.info(
+                "MLNode API on: PoC for other keys, callers from %s", ",".join(settings.mlnode_allow_cidrs)
+            )
         if pow_service.delegation_mode:
             log.info("DELEGATION mode: PoC generation goes to %s", pow_service.delegation_url)
         worker = TaskWorker(agent, http, settings.data_dir / "tasks")

@@ -59,11 +59,12 @@ async def _json(request: Request) -> dict[str, Any]:
 def parse_init(service: PowService, data: dict[str, Any]) -> tuple[PowRound, str | None, bool]:
     """Gonka's ``PowInitRequestUrl``: the round, its ``url``, and whether node_id/node_count were set.
 
-    Gonka leaves node_id and node_count at -1 when unset, and its own client omits ``public_key`` for
+    Gonka leaves node_id and node_count at -1 when unset (``init/generate`` refuses that with 400, and
+    ``phase/generate`` needs them from ``init``); its own client omits ``public_key`` for
     ``init`` and ``init/validate`` (the batches to validate carry theirs); then this node's key stands in.
     """
-    node_id, node_count = data.get("node_id", -1), data.get("node_count", -1)
-    given = node_id != -1 and node_count != -1
+    node_id, node_count = data.get("node_id"), data.get("node_count")
+    given = node_id not in (None, -1) and node_count not in (None, -1)
     fields = dict(data) if given else {**data, "node_id": 0, "node_count": 1}
     if not fields.get("public_key"):
         fields["public_key"] = service.key.pubkey
@@ -92,102 +93,104 @@ class Guard:
 
 def pow_routes(service: PowService, allow_cidrs: Sequence[str] = DEFAULT_ALLOW_CIDRS) -> list[Route]:
     """Routes to mount on the node's health app; ``service`` holds the state."""
-    guard = Guard(service.serve_foreign, allow_cidrs)
+    api = MlnodeApi(service, Guard(service.serve_foreign, allow_cidrs))
+    table: list[tuple[str, Handler, str]] = [
+        (f"{PREFIX}/init", api.init, "POST"),
+        (f"{PREFIX}/init/generate", api.init_generate, "POST"),
+        (f"{PREFIX}/init/validate", api.init_validate, "POST"),
+        (f"{PREFIX}/phase/generate", api.phase_generate, "POST"),
+        (f"{PREFIX}/phase/validate", api.phase_validate, "POST"),
+        (f"{PREFIX}/validate", api.validate, "POST"),
+        (f"{PREFIX}/status", api.status, "GET"),
+        (f"{PREFIX}/stop", api.stop, "POST"),
+        (f"{API}/state", api.state, "GET"),
+        (f"{API}/stop", api.stop_all, "POST"),
+    ]
+    return [Route(path, api.guarded(handler), methods=[method]) for path, handler, method in table]
 
-    def ok() -> JSONResponse:
-        return JSONResponse({"status": "OK", "pow_status": service.status()})
 
-    def refuse_in_delegation() -> None:
-        if service.delegation_mode:
-            raise Conflict(VALIDATION_REFUSED, code="delegation_mode")
+class MlnodeApi:
+    """One handler per route: parse, call the service, answer in the ML node's shapes."""
 
-    async def init(request: Request) -> JSONResponse:
-        pow_round, url, given = parse_init(service, await _json(request))
-        await service.init(pow_round, url, given)
-        return ok()
+    def __init__(self, service: PowService, guard: Guard) -> None:
+        self.service, self.guard = service, guard
 
-    async def init_generate(request: Request) -> JSONResponse:
-        pow_round, url, given = parse_init(service, await _json(request))
-        if not given:
-            raise Conflict(NODE_IDS_UNSET, code="node_not_set")
-        await service.start(pow_round, url)
-        return ok()
-
-    async def init_validate(request: Request) -> JSONResponse:
-        refuse_in_delegation()
-        pow_round, url, _given = parse_init(service, await _json(request))
-        await service.phase_validate(pow_round, url if service.serve_foreign else None)
-        return JSONResponse(
-            {
-                "status": "OK",
-                "pow_status": service.status(),
-                "block_hash": pow_round.block_hash,
-                "block_height": pow_round.block_height,
-            }
-        )
-
-    async def phase_generate(_request: Request) -> JSONResponse:
-        await service.phase_generate()
-        return ok()
-
-    async def phase_validate(_request: Request) -> JSONResponse:
-        refuse_in_delegation()
-        await service.phase_validate()
-        return ok()
-
-    async def validate(request: Request) -> JSONResponse:
-        refuse_in_delegation()
-        data = await _json(request)
-        batch = Batch.from_dict(data)
-        crypto.poc_public_key(batch.public_key, field="public_key")
-        validator = service.validator
-        if validator is None:
-            known = service.init_request[0] if service.init_request else None
-            return JSONResponse(await _validate_now(service, known, batch, data))
-        if batch.block_hash != validator.vround.block_hash:
-            raise Conflict("call /api/v1/pow/init/validate for this block_hash first", code="no_round")
-        validator.submit(batch)
-        return JSONResponse({"status": "OK"})
-
-    async def status(_request: Request) -> JSONResponse:
-        return JSONResponse(service.status())
-
-    async def stop(_request: Request) -> JSONResponse:
-        if not service.running and service.state not in ("LOADING", "GENERATING", "VALIDATING"):
-            return JSONResponse({"status": "OK", "pow_status": "PoW is not running"})
-        await service.stop()
-        return ok()
-
-    async def state(_request: Request) -> JSONResponse:
-        return JSONResponse({"state": "POW" if service.running else "STOPPED"})
-
-    async def stop_all(_request: Request) -> JSONResponse:
-        await service.stop()
-        return JSONResponse({"status": "OK"})
-
-    def guarded(handler: Handler) -> Handler:
+    def guarded(self, handler: Handler) -> Handler:
         async def wrapped(request: Request) -> JSONResponse:
             try:
-                guard.check(request)
+                self.guard.check(request)
                 return await handler(request)
             except GpupoolError as exc:
                 return _error(exc)
 
         return wrapped
 
-    table: list[tuple[str, Handler, str]] = [
-        (f"{PREFIX}/init", init, "POST"),
-        (f"{PREFIX}/init/generate", init_generate, "POST"),
-        (f"{PREFIX}/init/validate", init_validate, "POST"),
-        (f"{PREFIX}/phase/generate", phase_generate, "POST"),
-        (f"{PREFIX}/phase/validate", phase_validate, "POST"),
-        (f"{PREFIX}/validate", validate, "POST"),
-        (f"{PREFIX}/status", status, "GET"),
-        (f"{PREFIX}/stop", stop, "POST"),
-        (f"{API}/state", state, "GET"),
-        (f"{API}/stop", stop_all, "POST"),
-    ]
-    return [Route(path, guarded(handler), methods=[method]) for path, handler, method in table]
+    def ok(self) -> JSONResponse:
+        return JSONResponse({"status": "OK", "pow_status": self.service.status()})
+
+    def refuse_in_delegation(self) -> None:
+        if self.service.delegation_mode:
+            raise Conflict(VALIDATION_REFUSED, code="delegation_mode")
+
+    async def init(self, request: Request) -> JSONResponse:
+        pow_round, url, given = parse_init(self.service, await _json(request))
+        await self.service.init(pow_round, url, given)
+        return self.ok()
+
+    async def init_generate(self, request: Request) -> JSONResponse:
+        data = await _json(request)
+        if -1 in (data.get("node_id"), data.get("node_count")):
+            raise Conflict(NODE_IDS_UNSET, code="node_not_set")
+        pow_round, url, _given = parse_init(self.service, data)  # absent: node 0 of 1, as before Gonka's wire
+        await self.service.start(pow_round, url)
+        return self.ok()
+
+    async def init_validate(self, request: Request) -> JSONResponse:
+        self.refuse_in_delegation()
+        pow_round, url, _given = parse_init(self.service, await _json(request))
+        await self.service.phase_validate(pow_round, url if self.service.serve_foreign else None)
+        body = {"block_hash": pow_round.block_hash, "block_height": pow_round.block_height}
+        return JSONResponse({"status": "OK", "pow_status": self.service.status(), **body})
+
+    async def phase_generate(self, _request: Request) -> JSONResponse:
+        await self.service.phase_generate()
+        return self.ok()
+
+    async def phase_validate(self, _request: Request) -> JSONResponse:
+        self.refuse_in_delegation()
+        await self.service.phase_validate()
+        return self.ok()
+
+    async def validate(self, request: Request) -> JSONResponse:
+        self.refuse_in_delegation()
+        data = await _json(request)
+        batch = Batch.from_dict(data)
+        crypto.poc_public_key(batch.public_key, field="public_key")
+        validator = self.service.validator
+        if validator is None:
+            known = self.service.init_request[0] if self.service.init_request else None
+            return JSONResponse(await _validate_now(self.service, known, batch, data))
+        if batch.block_hash != validator.vround.block_hash:
+            raise Conflict("call /api/v1/pow/init/validate for this block_hash first", code="no_round")
+        validator.submit(batch)
+        return JSONResponse({"status": "OK"})
+
+    async def status(self, _request: Request) -> JSONResponse:
+        return JSONResponse(self.service.status())
+
+    async def stop(self, _request: Request) -> JSONResponse:
+        service = self.service
+        if not service.running and service.state not in ("LOADING", "GENERATING", "VALIDATING"):
+            return JSONResponse({"status": "OK", "pow_status": "PoW is not running"})
+        await service.stop()
+        return self.ok()
+
+    async def state(self, _request: Request) -> JSONResponse:
+        return JSONResponse({"state": "POW" if self.service.running else "STOPPED"})
+
+    async def stop_all(self, _request: Request) -> JSONResponse:
+        await self.service.stop()
+        return JSONResponse({"status": "OK"})
 
 
 async def _validate_now(

@@ -44,11 +44,11 @@ async def post_once(http: httpx.AsyncClient, base: str, path: str, body: dict[st
     try:
         resp = await http.post(f"{base}/{path}", json=body)
     except httpx.HTTPError as exc:
-        raise Unavailable(f"callback {base}/{path} unreachable: {exc!r}", code="callback_unreachable") from exc
-    if not 200 <= resp.status_code < 300:
         raise Unavailable(
-            f"callback {base}/{path} answered {resp.status_code}", code="callback_refused"
-        )
+            f"callback {base}/{path} unreachable: {exc!r}", code="callback_unreachable"
+        ) from exc
+    if not 200 <= resp.status_code < 300:
+        raise Unavailable(f"callback {base}/{path} answered {resp.status_code}", code="callback_refused")
 
 
 async def deliver(

@@ -195,7 +195,9 @@ class PowService:
             if current != wanted:
                 await self._halt_validation()
                 if wanted is not None:
-                    self.validator = Validator(wanted, compute=self._compute, backoff_max_s=self.backoff_max_s)
+                    self.validator = Validator(
+                        wanted, compute=self._compute, backoff_max_s=self.backoff_max_s
+                    )
             self.state = "VALIDATING"
 
     async def start(self, pow_round: PowRound, url: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Gonka's validation phase on the node (SPEC §8.3): ``ProofBatch`` in, ``ValidatedBatch`` to ``{url}/validated``.
+"""Gonka's validation phase (SPEC §8.3): ``ProofBatch`` in, ``ValidatedBatch`` out to ``{url}/validated``.
 
 Gonka's decentralized-api samples a participant's nonces itself and posts the sample to the ML node's
 ``/api/v1/pow/validate``; the ML node recomputes every nonce it was sent and posts a ``ValidatedBatch``
@@ -51,7 +51,10 @@ def numpy_or_torch_distances(
 
     model = PocModel.build(block_hash, params)
     if poc_torch.cuda_device_count():
-        return [float(d) for d in poc_torch.TorchPocModel(model, "cuda:0", "float16").distances(public_key, nonces)]
+        return [
+            float(d)
+            for d in poc_torch.TorchPocModel(model, "cuda:0", "float16").distances(public_key, nonces)
+        ]
     return [float(d) for d in model.distances(public_key, nonces)]
 
 
@@ -79,7 +82,9 @@ def validated_batch(batch: Batch, computed: Sequence[float], vround: ValidationR
 class Validator:
     """Judges queued batches in arrival order and delivers each verdict to the round's callback."""
 
-    def __init__(self, vround: ValidationRound, *, compute: Compute | None = None, backoff_max_s: float = 30.0):
+    def __init__(
+        self, vround: ValidationRound, *, compute: Compute | None = None, backoff_max_s: float = 30.0
+    ):
         self.vround = vround
         self._compute = compute or numpy_or_torch_distances
         self._backoff = Backoff(max_s=backoff_max_s)
@@ -94,7 +99,9 @@ class Validator:
         if len(batch) > MAX_VALIDATE_NONCES:
             raise InvalidInput(f"at most {MAX_VALIDATE_NONCES} nonces per batch to validate", field="nonces")
         if self._queue.qsize() >= MAX_QUEUED:
-            raise RateLimited("too many batches waiting for validation", retry_after_s=5, code="validation_backlog")
+            raise RateLimited(
+                "too many batches waiting for validation", retry_after_s=5, code="validation_backlog"
+            )
         self.received += 1
         self._queue.put_nowait(batch)
         if self._task is None:
@@ -128,7 +135,9 @@ class Validator:
                     body = validated_batch(batch, computed, vround)
                 except Exception as exc:  # a batch that cannot be judged must not stop the ones behind it
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.error("validation of a batch for block %s failed: %s", batch.block_height, self.last_error)
+                    log.error(
+                        "validation of a batch for block %s failed: %s", batch.block_height, self.last_error
+                    )
                     self.delivered += 1
                     continue
                 if await deliver(http, vround.url, VALIDATED, body, self._stop, self._backoff):
