@@ -109,3 +109,34 @@ async def test_delegation_start_takes_each_form_and_its_batches_carry_that_strin
             assert b["dist"] == model.distances(form, b["nonces"]).tolist()
     resp = await client.post("/start", json=start_body("02" + "00" * 32))
     assert resp.status_code == 422 and "66 hex" in resp.json()["detail"]
+
+
+async def test_validation_recomputes_each_form_as_its_own_string() -> None:
+    """A batch honest for one form is fraud when claimed under another form of the same key."""
+    from gpupool.core.poc import Batch
+    from gpupool.node.health import create_health_app
+    from gpupool.pow.api import pow_routes
+    from gpupool.pow.service import PowService
+
+    node = crypto.KeyPair.generate()
+
+    def no_inventory() -> Any:
+        raise OSError("not needed here")
+
+    service = PowService(node, "http://127.0.0.1:9")
+    app = create_health_app(node.pubkey, "127.0.0.1", no_inventory, pow_routes(service))
+    model = PocModel.build(BLOCK_HASH, PARAMS_TINY)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as client:
+        init = {"block_hash": BLOCK_HASH, "block_height": 7, "params": PARAMS_TINY.to_dict()}
+        assert (await client.post("/api/v1/pow/init/validate", json=init)).status_code == 200
+        forms = list(FORMS.values())
+        for form, other in zip(forms, [*forms[1:], forms[0]], strict=True):
+            dist = model.distances(form, range(64))
+            keep = [n for n in range(64) if dist[n] < 1.4013564660458173]
+            honest = Batch(form, BLOCK_HASH, 7, tuple(keep), tuple(float(dist[n]) for n in keep))
+            verdict = (await client.post("/api/v1/pow/validate", json=honest.to_dict())).json()
+            assert verdict["public_key"] == form and verdict["fraud_detected"] is False, form
+            moved = Batch(other, BLOCK_HASH, 7, honest.nonces, honest.dist)
+            verdict = (await client.post("/api/v1/pow/validate", json=moved.to_dict())).json()
+            assert verdict["fraud_detected"] is True, (form, other)
+    await service.stop()
