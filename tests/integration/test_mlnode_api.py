@@ -262,3 +262,21 @@ async def test_foreign_keys_need_the_mlnode_api_a_url_and_an_allowed_caller(
     # Without the MLNode API nothing is fenced: the node's own key works as before.
     resp = await off.post(f"{P}/init/generate", json=init_dto(callback.url, public_key=NODE.pubkey))
     assert resp.status_code == 200
+
+
+def test_the_switch_is_off_by_default_and_the_networks_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from gpupool.config import NodeSettings
+
+    monkeypatch.delenv("GPUPOOL_NODE_MLNODE_API", raising=False)
+    monkeypatch.delenv("GPUPOOL_NODE_MLNODE_ALLOW_CIDRS", raising=False)
+    default = NodeSettings(_env_file=None)  # type: ignore[call-arg]
+    assert default.mlnode_api is False and default.mlnode_allow_cidrs == ["127.0.0.0/8", "::1/128"]
+    monkeypatch.setenv("GPUPOOL_NODE_MLNODE_API", "true")
+    monkeypatch.setenv("GPUPOOL_NODE_MLNODE_ALLOW_CIDRS", "10.1.0.0/16, fd00::/8")
+    on = NodeSettings(_env_file=None)  # type: ignore[call-arg]
+    assert on.mlnode_api is True and on.mlnode_allow_cidrs == ["10.1.0.0/16", "fd00::/8"]
+    monkeypatch.setenv("GPUPOOL_NODE_MLNODE_ALLOW_CIDRS", "10.1.0.0/16,everyone")
+    with pytest.raises(ValidationError):
+        NodeSettings(_env_file=None)  # type: ignore[call-arg]
