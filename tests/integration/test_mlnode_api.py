@@ -235,6 +235,8 @@ async def test_the_forks_own_client_calls_and_its_400s(node_api: Make, callback:
     assert factory.made[0].pow_round.public_key == FOREIGN
     resp = await client.post(f"{P}/phase/validate")
     assert resp.status_code == 200 and resp.json()["pow_status"]["status"] == "VALIDATING"
+    resp = await client.post(f"{P}/init/validate", json=fork_init)  # PowClient.init_validate: no key
+    assert resp.status_code == 200 and resp.json()["pow_status"]["status"] == "VALIDATING"
     resp = await client.post(f"{P}/stop")
     assert resp.status_code == 200 and resp.json()["pow_status"]["status"] == "STOPPED"
 
