@@ -191,7 +191,7 @@ class PowService:
             if self.init_request is None or self.init_request[:2] != (pow_round, url):
                 self.init_request = (pow_round, url, False)
             current = self.validator.vround if self.validator else None
-            wanted = _validation_round(pow_round, base) if base else None
+            wanted = ValidationRound.of(pow_round, base) if base else None
             if current != wanted:
                 await self._halt_validation()
                 if wanted is not None:
@@ -389,17 +389,6 @@ class PowService:
                 ended_because=tally.ended_because,
             )
         return body
-
-
-def _validation_round(pow_round: PowRound, url: str) -> ValidationRound:
-    return ValidationRound(
-        pow_round.block_hash,
-        pow_round.block_height,
-        pow_round.params,
-        pow_round.r_target,
-        pow_round.fraud_threshold,
-        url,
-    )
 
 
 def _error_code(resp: httpx.Response) -> str:

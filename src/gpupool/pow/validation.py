@@ -21,6 +21,7 @@ import httpx
 from gpupool.core.poc_batch import Batch, ModelParams
 from gpupool.errors import InvalidInput, RateLimited
 from gpupool.pow.callback import VALIDATED, Backoff, deliver
+from gpupool.pow.rounds import PowRound
 
 log = logging.getLogger("gpupool.pow")
 
@@ -40,6 +41,11 @@ class ValidationRound:
     r_target: float
     fraud_threshold: float
     url: str
+
+    @classmethod
+    def of(cls, pow_round: PowRound, url: str) -> ValidationRound:
+        r = pow_round
+        return cls(r.block_hash, r.block_height, r.params, r.r_target, r.fraud_threshold, url)
 
 
 def numpy_or_torch_distances(
