@@ -255,6 +255,11 @@ async def test_foreign_keys_need_the_mlnode_api_a_url_and_an_allowed_caller(
         resp = await on.post(f"{P}/init/generate", json=init_dto(callback.url, public_key=bad_key))
         assert resp.status_code == 422 and resp.json()["error"]["details"]["field"] == "public_key"
     assert factory.made == []
+    assert (await on.post(f"{P}/init/validate", json=init_dto(callback.url))).status_code == 200
+    huge = {"public_key": FOREIGN, "block_hash": BLOCK_HASH, "block_height": 7, "node_id": 0,
+            "nonces": list(range(10_001)), "dist": [1.0] * 10_001}  # fmt: skip
+    resp = await on.post(f"{P}/validate", json=huge)
+    assert resp.status_code == 422 and resp.json()["error"]["details"]["field"] == "nonces"
 
     fenced, _, _ = await node_api(allow=("10.0.0.0/8", "fd00::/8"))
     for method, path in (("GET", f"{P}/status"), ("POST", f"{P}/init/generate"), ("GET", "/api/v1/state"),

@@ -26,6 +26,7 @@ from gpupool.core.poc_batch import Batch
 from gpupool.errors import Conflict, Forbidden, GpupoolError, InvalidInput
 from gpupool.pow.rounds import PowRound
 from gpupool.pow.service import PowService
+from gpupool.pow.validation import MAX_VALIDATE_NONCES
 
 API = "/api/v1"
 PREFIX = f"{API}/pow"
@@ -166,6 +167,8 @@ class MlnodeApi:
         data = await _json(request)
         batch = Batch.from_dict(data)
         crypto.poc_public_key(batch.public_key, field="public_key")
+        if len(batch) > MAX_VALIDATE_NONCES:
+            raise InvalidInput(f"at most {MAX_VALIDATE_NONCES} nonces per batch to validate", field="nonces")
         validator = self.service.validator
         if validator is None:
             known = self.service.init_request[0] if self.service.init_request else None
