@@ -39,7 +39,7 @@
     ["nodes online", "", (p) => p.nodes_online],
     ["GPUs online", "", (p) => p.gpus_online],
     ["tasks settled", "per s", (p) => p.tasks_per_s],
-    ["match latency", "ms", (p) => p.match_latency_ms],
+    ["match latency", "ms", (p) => p.match_latency_ms, "no /v1/match calls"],
   ];
 
   GP.pages.pool = async function pool(view) {
@@ -61,7 +61,7 @@
     nodesBox.id = "nodes-card";
     view.replaceChildren(GP.card("Pool", stats, charts, el("p.dim", {}, "last hour, one point every " + history.interval_sec + " s")),
       nodesBox, GP.card("GPUs by model", GP.table(["model", "count"], modelRows, "no GPU online", "GPUs by model")));
-    const plots = FIGURES.map(([label, unit, read]) => GP.chart(charts, label, unit, [{ label }], GP.columns(history.points, [read])));
+    const plots = FIGURES.map(([label, unit, read, none]) => GP.chart(charts, label, unit, [{ label }], GP.columns(history.points, [read]), { none }));
     GP.every(5000, async () => {
       try {
         const [now, hist] = await Promise.all([GP.json("/v1/pool"), GP.json("/v1/pool/history")]);
@@ -105,7 +105,7 @@
     if (!n.gpus.length) return;
     const series = n.gpus.map((g) => ({ label: "GPU " + g.index }));
     const plots = GPU_FIGURES.map(([title, unit, , , range], i) =>
-      GP.chart(charts, title, unit, series, gpuColumns(n)[i], { yRange: range || undefined, legend: true }));
+      GP.chart(charts, title, unit, series, gpuColumns(n)[i], { yRange: range || undefined }));
     GP.every(5000, async () => {
       try {
         const next = await GP.json("/v1/pool/nodes/" + encodeURIComponent(minerId));

@@ -97,7 +97,7 @@
     }
   }
 
-  async function taskDetail(box, taskId) {
+  async function taskDetail(box, taskId, onChange) {
     const t = await GP.json("/v1/tasks/" + encodeURIComponent(taskId));
     const out = el("pre.output", { id: "output", tabindex: 0, "aria-label": "live output", "aria-live": "polite" });
     const facts = el("p", { id: "task-facts" });
@@ -119,7 +119,9 @@
     stop.addEventListener("click", async () => { try { render(await GP.post("/v1/tasks/" + encodeURIComponent(taskId) + "/stop")); } catch (e) { facts.appendChild(GP.errorBox(e)); } });
     render(t);
     box.replaceChildren(GP.card("Task " + taskId, facts, stop, out, el("h3", {}, "Artifacts"), artifacts));
-    const onEnd = async () => { try { render(await GP.json("/v1/tasks/" + encodeURIComponent(taskId))); await showArtifacts(); } catch (_) { /* shown on next visit */ } };
+    const onEnd = async () => {
+      try { render(await GP.json("/v1/tasks/" + encodeURIComponent(taskId))); await showArtifacts(); await onChange(); } catch (_) { /* shown on next visit */ }
+    };
     watch(taskId, out, onEnd);
   }
 
@@ -149,6 +151,6 @@
     balance.draw();
     await refresh();
     GP.every(3000, () => refresh().catch(() => {}));
-    if (taskId) await taskDetail(detail, taskId);
+    if (taskId) await taskDetail(detail, taskId, refresh);
   };
 })();
