@@ -22,7 +22,8 @@
     if (typeof window.uPlot !== "function") { plotBox.textContent = "charts unavailable"; return { update: showLatest }; }
     // A time axis spans at least five minutes, so a young pool's few points sit at the right end.
     // Counted x (epochs): one step of room either side, whole numbers on the axis.
-    const xRange = opts.time === false ? (u, min, max) => [min - 1, max + 1] : (u, min, max) => [Math.min(min, max - 300), max];
+    const counted = (u) => { const xs = u.data[0]; return xs.length ? [xs[0] - 1, xs[xs.length - 1] + 1] : [0, 1]; };
+    const xRange = opts.time === false ? counted : (u, min, max) => [Math.min(min, max - 300), max];
     const axis = { stroke: "#aab2bf", grid: { stroke: "#262a33" }, ticks: { stroke: "#262a33" } };
     const options = {
       width: Math.max(200, plotBox.clientWidth || box.clientWidth || 300),
