@@ -104,6 +104,7 @@ def admin_headers(hub: HubProcess) -> dict[str, str]:
     return {"Authorization": f"Bearer {resp.json()['access_token']}"}
 
 
+@pytest.mark.timeout(300)  # real processes on a busy 2-core machine; about 15 s alone
 def test_a_person_signs_in_runs_a_task_checks_a_receipt_and_approves_a_worker(
     pool: tuple[HubProcess, NodeProcess, Path], browser: Any, tmp_path: Path
 ) -> None:
@@ -150,6 +151,8 @@ def test_a_person_signs_in_runs_a_task_checks_a_receipt_and_approves_a_worker(
     got.value.save_as(saved)
     assert saved.read_text() == "result\n"
     shoot(page, shots, "task")
+    page.goto(f"{hub.url}/#node/h100-replay")  # the node's page lists the task it ran
+    page.wait_for_selector("section:has-text('Tasks on this node') .s-succeeded")
 
     # The owner's receipt: close the epoch the task ran in, download the receipt, verify it offline.
     (task,) = httpx.get(f"{hub.url}/v1/tasks", headers=admin).json()

@@ -144,6 +144,7 @@ def test_the_readme_block_is_found_and_names_every_step() -> None:
     assert pattern(["a … c"]).fullmatch("a b b c") and not pattern(["a … c"]).fullmatch("a b\nc")
 
 
+@pytest.mark.timeout(400)  # some twenty CLI processes, each a Python start; about 60 s alone
 def test_every_command_of_the_first_hour_prints_what_the_readme_says(
     pool: tuple[int, dict[str, str]], tmp_path: Path
 ) -> None:

@@ -100,8 +100,13 @@
     const gpus = GP.table(["#", "GPU", "VRAM"], n.gpus.map((g) => [String(g.index), g.name, g.vram_gb + " GB"]),
       "a CPU node (" + n.cpu_cores + " cores): no GPU readings", "GPUs");
     const charts = el("div.grid4");
+    const mine = (await GP.json("/v1/tasks?limit=200")).filter((t) => t.miner_id === n.miner_id);
+    const whose = GP.me && GP.me.role === "admin" ? "Tasks on this node" : "Your tasks on this node";
+    const tasks = GP.card(whose, GP.table(["task", "status", "exit", "submitted", "cost"], mine.map((t) => [
+      el("a", { href: "#tasks/" + t.task_id, text: t.task_id.slice(0, 12) }), el("span.s-" + t.status, {}, t.status),
+      GP.dash(t.exit_code), GP.when(t.submitted_at), GP.tokens(t.cost)]), "none of the last 200", "tasks on this node"));
     view.replaceChildren(el("p", {}, el("a", { href: "#pool" }, "← pool")),
-      GP.card("Node " + n.miner_id, facts, gpus), n.gpus.length ? GP.card("GPUs, last hour", charts) : "");
+      GP.card("Node " + n.miner_id, facts, gpus), n.gpus.length ? GP.card("GPUs, last hour", charts) : "", tasks);
     if (!n.gpus.length) return;
     const series = n.gpus.map((g) => ({ label: "GPU " + g.index }));
     const plots = GPU_FIGURES.map(([title, unit, , , range], i) =>
