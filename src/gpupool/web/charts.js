@@ -23,7 +23,12 @@
     // A time axis spans at least five minutes, so a young pool's few points sit at the right end.
     // Counted x (epochs): one step of room either side, whole numbers on the axis.
     const counted = (u) => { const xs = u.data[0]; return xs.length ? [xs[0] - 1, xs[xs.length - 1] + 1] : [0, 1]; };
-    const xRange = opts.time === false ? counted : (u, min, max) => [Math.min(min, max - 300), max];
+    const recent = (u) => {  // read from the data itself: uPlot's own min/max pads a single point by years
+      const xs = u.data[0].filter((x) => x !== null);
+      const hi = xs.length ? xs[xs.length - 1] : Date.now() / 1000;
+      return [Math.min(xs.length ? xs[0] : hi, hi - 300), hi];
+    };
+    const xRange = opts.time === false ? counted : recent;
     const axis = { stroke: "#aab2bf", grid: { stroke: "#262a33" }, ticks: { stroke: "#262a33" } };
     const options = {
       width: Math.max(200, plotBox.clientWidth || box.clientWidth || 300),
