@@ -23,6 +23,7 @@ from gpupool.hub.rewards import RewardService
 from gpupool.hub.sessions import SessionService
 from gpupool.hub.tasks import TaskService
 from gpupool.hub.throttle import Budget
+from gpupool.hub.users import UserAdmin
 from gpupool.store.db import Database
 from gpupool.store.registry_repo import RegistryRepo
 
@@ -34,6 +35,7 @@ class Hub:
     db: Database
     metrics: HubMetrics
     auth: AuthService
+    user_admin: UserAdmin
     ledger: LedgerService
     live: LiveRegistry
     sessions: SessionService

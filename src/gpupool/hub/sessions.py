@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gpupool.core.ports import Clock
 from gpupool.errors import Forbidden, TokenInvalid
 from gpupool.hub.live import LiveRegistry
+from gpupool.hub.throttle import Budget
 from gpupool.store.db import Database
 from gpupool.store.registry_repo import RegistryRepo
 
@@ -32,8 +33,16 @@ class _Session:
 
 
 class SessionService:
-    def __init__(self, db: Database, clock: Clock, live: LiveRegistry, ttl_s: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        live: LiveRegistry,
+        ttl_s: int,
+        failures_by_client: Budget | None = None,
+    ) -> None:
         self.db = db
+        self._failures_by_client = failures_by_client
         self.clock = clock
         self.live = live
         self.ttl_s = ttl_s
@@ -55,8 +64,25 @@ class SessionService:
             if not keys:
                 self._by_miner.pop(session.miner_id, None)
 
-    async def resolve(self, token: str, claimed_miner_id: str | None = None) -> str:
-        """The node a token belongs to; refuses unknown, expired, revoked and borrowed tokens."""
+    async def resolve(
+        self, token: str, claimed_miner_id: str | None = None, client: str | None = None
+    ) -> str:
+        """The node a token belongs to; refuses unknown, expired, revoked and borrowed tokens.
+
+        With ``client`` (the caller's address), a client that keeps presenting bad tokens is refused
+        with 429 before its next guess reaches the database.
+        """
+        if client is None or self._failures_by_client is None:
+            return await self._resolve(token, claimed_miner_id)
+        message = "too many requests with unknown or expired session tokens; register again later"
+        await self._failures_by_client.check(client, message)
+        try:
+            return await self._resolve(token, claimed_miner_id)
+        except TokenInvalid:
+            await self._failures_by_client.hit(client, message)
+            raise
+
+    async def _resolve(self, token: str, claimed_miner_id: str | None) -> str:
         key = token_hash(token)
         session = self._cache.get(key)
         if session is None:
@@ -97,9 +123,10 @@ class SessionService:
         queue_len: int,
         telemetry: dict[str, Any] | None,
         claimed_miner_id: str | None = None,
+        client: str | None = None,
     ) -> str:
         """One heartbeat: memory only (session renewal and telemetry are written behind)."""
-        miner_id = await self.resolve(token, claimed_miner_id)
+        miner_id = await self.resolve(token, claimed_miner_id, client)
         key = token_hash(token)
         now = self.clock.now()
         self._put(key, miner_id, now + self.ttl_s)
@@ -112,9 +139,9 @@ class SessionService:
         self.live.heartbeat(miner_id, now, queue_len, telemetry)
         return miner_id
 
-    async def logout(self, token: str) -> str:
+    async def logout(self, token: str, client: str | None = None) -> str:
         """End every session of the token's node and take the node offline now."""
-        miner_id = await self.resolve(token)
+        miner_id = await self.resolve(token, client=client)
 
         async def work(conn: AsyncConnection) -> None:
             repo = RegistryRepo(conn)
