@@ -12,8 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gpupool import crypto
 from gpupool.api.proxies import client_behind
 from tests.conftest import ADMIN_PASSWORD, HubClient
+from tests.factories import registration
 from tests.procs import running_hub
 
 PROXIES = [ip_network("10.0.0.0/8"), ip_network("fd00::/8")]
@@ -103,6 +105,24 @@ async def test_bogus_lease_renewals_are_limited_with_retry_after(hub_client_fact
         headers={"X-Forwarded-For": "198.51.100.7"},
     )
     assert other.status_code == 401
+
+
+async def test_a_live_nodes_renewals_never_spend_the_bad_session_budget(hub_client_factory, clock) -> None:
+    """The node's token is in memory: its renewals are not lookups, so a client address that other
+    bad tokens exhausted (a shared NAT) still renews its own live sessions."""
+    hub = await hub_client_factory(session_failure_limit="3/minute")
+    resp = await hub.http.post("/v1/miners/register", json=registration(crypto.KeyPair.generate(), clock))
+    assert resp.status_code == 200, resp.text
+    token = resp.json()["session_token"]
+    for i in range(3):
+        bogus = await hub.http.get("/v1/miners/lease/renew", params={"session_token": f"bogus-{i}"})
+        assert bogus.status_code == 401
+    assert (
+        await hub.http.get("/v1/miners/lease/renew", params={"session_token": "bogus"})
+    ).status_code == 429
+    for _ in range(5):
+        renewed = await hub.http.get("/v1/miners/lease/renew", params={"session_token": token})
+        assert renewed.status_code == 200, renewed.text
 
 
 def test_a_hub_process_takes_no_forwarded_address_from_a_local_client(tmp_path: Path) -> None:

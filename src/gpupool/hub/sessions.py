@@ -69,35 +69,36 @@ class SessionService:
     ) -> str:
         """The node a token belongs to; refuses unknown, expired, revoked and borrowed tokens.
 
-        With ``client`` (the caller's address), a client that keeps presenting bad tokens is refused
-        with 429 before its next guess reaches the database.
+        A token this hub does not hold in memory is looked up in the database; with ``client`` (the
+        caller's address), a client whose lookups keep failing gets 429 before its next one is made.
+        A live node's token is in memory, so its heartbeats never spend that budget.
         """
-        if client is None or self._failures_by_client is None:
-            return await self._resolve(token, claimed_miner_id)
-        message = "too many requests with unknown or expired session tokens; register again later"
-        await self._failures_by_client.check(client, message)
-        try:
-            return await self._resolve(token, claimed_miner_id)
-        except TokenInvalid:
-            await self._failures_by_client.hit(client, message)
-            raise
-
-    async def _resolve(self, token: str, claimed_miner_id: str | None) -> str:
         key = token_hash(token)
         session = self._cache.get(key)
         if session is None:
-            async with self.db.read() as conn:
-                row = await RegistryRepo(conn).session(key)
-            if row is None or row[2]:
-                raise TokenInvalid("unknown or revoked session; register again", code="session_invalid")
-            self._put(key, row[0], row[1])
-            session = self._cache[key]
+            session = await self._load(key, client)
         if session.expires_at < self.clock.now():
             self._drop(key)
             raise TokenInvalid("session expired; register again", code="session_expired")
         if claimed_miner_id is not None and claimed_miner_id != session.miner_id:
             raise Forbidden("this session belongs to another node", code="session_mismatch")
         return session.miner_id
+
+    async def _load(self, key: str, client: str | None) -> _Session:
+        budget = self._failures_by_client if client is not None else None
+        message = "too many unknown or expired session tokens from this address; try again later"
+        if budget is not None and client is not None:
+            await budget.check(client, message)
+        async with self.db.read() as conn:
+            row = await RegistryRepo(conn).session(key)
+        if row is None or row[2] or row[1] < self.clock.now():
+            if budget is not None and client is not None:
+                await budget.hit(client, message)
+            if row is None or row[2]:
+                raise TokenInvalid("unknown or revoked session; register again", code="session_invalid")
+            raise TokenInvalid("session expired; register again", code="session_expired")
+        self._put(key, row[0], row[1])
+        return self._cache[key]
 
     def cached_miner(self, token: str) -> str | None:
         session = self._cache.get(token_hash(token))
