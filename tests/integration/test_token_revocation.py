@@ -189,3 +189,20 @@ async def test_another_replica_refuses_a_disabled_users_token_within_the_cache_t
     assert (await one.http.get("/v1/me", headers=victim)).status_code == 401
     clock.advance(5)
     assert (await two.http.get("/v1/me", headers=victim)).status_code == 401
+
+
+@pytest.mark.parametrize("name", ["Bad%20Name", "nul%00byte", "x"])
+async def test_user_management_refuses_impossible_names_as_bad_input(
+    hub_client: HubClient, name: str
+) -> None:
+    admin = await hub_client.admin_headers()
+    resp = await hub_client.http.post(f"/v1/admin/users/{name}/disable", headers=admin)
+    assert resp.status_code == 422
+    assert resp.json()["error"]["details"]["field"] == "username"
+
+
+@pytest.mark.parametrize("token", ["nul\u0000byte.secret", "0" * 24 + "\u0000.x", "a" * 24 + ".wrong"])
+async def test_junk_refresh_tokens_are_401_on_every_backend(hub_client: HubClient, token: str) -> None:
+    resp = await refresh(hub_client.http, token)
+    assert resp.status_code == 401
+    assert resp.json()["error"]["code"] == "invalid_token"

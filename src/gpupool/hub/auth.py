@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from gpupool.store.ledger_repo import LedgerRepo
 from gpupool.store.users_repo import FamilyRecord, RefreshRecord, UserRecord, UsersRepo
 
 JWT_ALGORITHM = "HS256"
+_TOKEN_ID = re.compile(r"[0-9a-f]{24}")  # secrets.token_hex(12), the id part of a refresh token
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,8 @@ class AuthService:
         the user, including the tokens the first one was just given.
         """
         token_id, _, secret = refresh_token.partition(".")
+        if not _TOKEN_ID.fullmatch(token_id):  # junk never reaches the database (NUL bytes fail there)
+            raise TokenInvalid("invalid refresh token")
         now = self.clock.now()
         async with self.db.read() as conn:
             record = await UsersRepo(conn).refresh_by_id(token_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gpupool.core.ledger import hold_account, username_account
+from gpupool.core.ledger import hold_account, username_account, validate_username
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
 from gpupool.errors import Conflict, Forbidden, NotFound
@@ -84,6 +84,7 @@ def _require_admin(actor: Principal) -> None:
 
 
 async def _target(repo: UsersRepo, actor: Principal, username: str, allow_self: bool = False) -> UserRecord:
+    validate_username(username)  # 422 naming the field; also keeps NUL bytes away from PostgreSQL
     user = await repo.by_username(username)
     if user is None or user.deleted_at is not None:
         raise NotFound(f"no user {username!r}", code="user_not_found")
