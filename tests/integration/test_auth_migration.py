@@ -17,6 +17,7 @@ from gpupool.store.db import Database, _alembic_config
 from tests.conftest import HubClient
 
 BEFORE_AUTH = "0008"
+LIVE, REVOKED = "a" * 24, "c" * 24  # token ids as the hub makes them: 24 hex digits
 
 
 def _digest(secret: str) -> str:
@@ -42,9 +43,9 @@ async def test_existing_refresh_families_survive_the_upgrade(
             {"now": now},
         )
         rows = [
-            ("live1", "famlive", _digest("s1"), None, False),
-            ("spent", "famgone", _digest("s2"), now, True),
-            ("next2", "famgone", _digest("s3"), None, True),
+            (LIVE, "famlive", _digest("s1"), None, False),
+            ("b" * 24, "famgone", _digest("s2"), now, True),
+            (REVOKED, "famgone", _digest("s3"), None, True),
         ]
         for token_id, family, secret_hash, used_at, revoked in rows:
             await conn.execute(
@@ -65,9 +66,10 @@ async def test_existing_refresh_families_survive_the_upgrade(
     await old.dispose()
 
     hub: HubClient = await hub_client_factory()  # starts with the upgrade to head
-    live = await hub.http.post("/v1/auth/refresh", json={"refresh_token": "live1.s1"})
+    live = await hub.http.post("/v1/auth/refresh", json={"refresh_token": f"{LIVE}.s1"})
     assert live.status_code == 200, live.text
     me = await hub.http.get("/v1/me", headers={"Authorization": f"Bearer {live.json()['access_token']}"})
     assert me.json()["username"] == "olduser"
-    gone = await hub.http.post("/v1/auth/refresh", json={"refresh_token": "next2.s3"})
+    gone = await hub.http.post("/v1/auth/refresh", json={"refresh_token": f"{REVOKED}.s3"})
     assert gone.status_code == 401
+    assert gone.json()["error"]["code"] == "token_revoked"  # its family came over revoked
