@@ -205,6 +205,15 @@ class Client:
         body = {"username": username, "password": password, "role": role}
         return _parse(_user, self._call("POST", "/v1/users", json=body))
 
+    def manage_user(self, username: str, action: str) -> User:
+        """``disable``, ``enable`` or ``revoke-sessions`` a user (admin)."""
+        path = f"/v1/admin/users/{quote(username, safe='')}/{action}"
+        return _parse(_user, self._call("POST", path, idempotent=True))
+
+    def delete_user(self, username: str) -> None:
+        """Delete a user whose accounts are empty (admin)."""
+        self._call("DELETE", f"/v1/admin/users/{quote(username, safe='')}", idempotent=True)
+
     # -- ledger -----------------------------------------------------------------------------------
 
     def balance(self) -> Balance:
@@ -463,6 +472,8 @@ def _code(response: httpx.Response) -> str | None:
 
 
 def _decode(response: httpx.Response) -> Any:
+    if response.status_code == 204:
+        return None
     if response.is_success:
         try:
             return response.json()

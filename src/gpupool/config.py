@@ -8,6 +8,7 @@ a laptop; unsafe defaults are refused outside dev mode.
 from __future__ import annotations
 
 import ipaddress
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -96,8 +97,24 @@ class HubSettings(BaseSettings):
     )
     poc_round_sec: int = Field(600, gt=0, validation_alias=_env("GPUPOOL_HUB_POC_ROUND_SEC", "POC_ROUND_SEC"))
     rate_limit: str = Field("50/second", validation_alias=_env("GPUPOOL_HUB_RATE_LIMIT", "RATE_LIMIT"))
+    session_failure_limit: str = Field(
+        "20/minute", validation_alias=_env("GPUPOOL_HUB_SESSION_FAILURE_LIMIT")
+    )  # unknown or expired node session tokens per client address, before 429
+    user_cache_sec: float = Field(
+        5.0, ge=0, le=300, validation_alias=_env("GPUPOOL_HUB_USER_CACHE_SEC")
+    )  # how stale a replica's view of a disabled/deleted user may be (0: read it on every request)
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("GPUPOOL_HUB_TRUSTED_PROXIES")
+    )  # CIDRs whose X-Forwarded-For / Forwarded headers name the client; empty: trust none
 
     log_level: str = Field("info", validation_alias=_env("GPUPOOL_HUB_LOG_LEVEL", "LOG_LEVEL"))
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _cidr_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [ip_network(v.strip(), strict=False) for v in value.split(",") if v.strip()]
+        return value
 
     @field_validator("db_url")
     @classmethod

@@ -32,6 +32,8 @@ from gpupool.hub.sessions import SessionService
 from gpupool.hub.signatures import SignedRequests
 from gpupool.hub.tasks import TaskService
 from gpupool.hub.throttle import Budget, make_storage
+from gpupool.hub.user_state import UserStateCache
+from gpupool.hub.users import UserAdmin
 from gpupool.store.db import Database
 
 
@@ -54,6 +56,7 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
     metrics = HubMetrics()
     storage = make_storage(settings.redis_url)
     window = f"{settings.login_max_failures}/{settings.login_lockout_sec} seconds"
+    users = UserStateCache(db, clock, settings.user_cache_sec)
     jwt_secret = (
         settings.jwt_secret.get_secret_value()
         if settings.jwt_secret
@@ -70,11 +73,18 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         ),
         failures_by_user=Budget(storage, "login-user", window),
         failures_by_client=Budget(storage, "login-client", window),
+        users=users,
     )
     ledger = LedgerService(db, clock, settings.max_amount_micro)
     live = LiveRegistry(db, metrics, matching.Weights.parse(settings.default_weights))
     metrics.registry.register(GpuTelemetryCollector(live))
-    sessions = SessionService(db, clock, live, settings.session_ttl_sec)
+    sessions = SessionService(
+        db,
+        clock,
+        live,
+        settings.session_ttl_sec,
+        failures_by_client=Budget(storage, "session-client", settings.session_failure_limit),
+    )
     signed = SignedRequests(clock, settings.max_clock_skew_sec)
     rewards_service = RewardService(
         db,
@@ -99,6 +109,7 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         db=db,
         metrics=metrics,
         auth=auth,
+        user_admin=UserAdmin(db, clock, users),
         ledger=ledger,
         live=live,
         sessions=sessions,

@@ -64,6 +64,9 @@ def serve(app: Any, host: str, port: int, log_level: str = "info", **config: Any
     # Heartbeat sockets carry small JSON messages: per-message deflate would cost CPU on both ends
     # for a few bytes saved.
     config.setdefault("ws_per_message_deflate", False)
+    # uvicorn would take X-Forwarded-For from any 127.0.0.1 peer; the hub reads it from the proxies
+    # it is told to trust only (api/proxies.py).
+    config.setdefault("proxy_headers", False)
     server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), **config))
     redact_server_logs()
     tune_gc_for_serving()

@@ -170,7 +170,7 @@ async def test_transfer_moves_money_once_per_key_and_never_overdraws(hub: LiveHu
     assert await books_balance(hub)
 
 
-async def test_refresh_rotates_refresh_tokens_and_exchanges_live_access_tokens(
+async def test_refresh_rotates_refresh_tokens_and_a_reuse_ends_every_session(
     hub: LiveHub, rpc: Stubs, clock: FakeClock
 ) -> None:
     await hub.make_user("alice", balance=7)
@@ -183,20 +183,72 @@ async def test_refresh_rotates_refresh_tokens_and_exchanges_live_access_tokens(
         rpc.users.RefreshToken(pb.RefreshTokenRequest(old_token=login.refresh_token))
     )
     assert (code, error) == (grpc.StatusCode.UNAUTHENTICATED, "refresh_token_reused")
-    # The reuse revoked the family: the rotated refresh token is dead too.
+    # The reuse revoked the family and every session of the user: refresh and access tokens alike.
     code, _, _ = await refused(
         rpc.users.RefreshToken(pb.RefreshTokenRequest(old_token=rotated.refresh_token))
     )
     assert code is grpc.StatusCode.UNAUTHENTICATED
-
-    # HiveMind's clients send their access token: exchanged while it is valid, refused once expired.
-    exchanged = await rpc.users.RefreshToken(pb.RefreshTokenRequest(old_token=login.token))
-    assert (await rpc.users.GetBalance(pb.GetBalanceRequest(token=exchanged.new_token))).balance == 7
-    clock.advance(3601)
-    code, _, error = await refused(rpc.users.RefreshToken(pb.RefreshTokenRequest(old_token=login.token)))
-    assert (code, error) == (grpc.StatusCode.UNAUTHENTICATED, "token_expired")
+    for token in (login.token, rotated.new_token):
+        code, _, error = await refused(rpc.users.GetBalance(pb.GetBalanceRequest(token=token)))
+        assert (code, error) == (grpc.StatusCode.UNAUTHENTICATED, "token_revoked")
     code, _, _ = await refused(rpc.users.RefreshToken(pb.RefreshTokenRequest(old_token="")))
     assert code is grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_access_token_is_exchanged_for_access_tokens_only_and_not_past_its_session(
+    live_hub_factory: Callable[..., Awaitable[LiveHub]], clock: FakeClock
+) -> None:
+    """HiveMind's clients send their access token to RefreshToken: they get another access token,
+    never a refresh token, and a chain of exchanges ends when the login's session would have."""
+    hub = await live_hub_factory(grpc_enabled=True, grpc_port=0, refresh_expiry_days=1)
+    await hub.make_user("alice", balance=7)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port(hub)}") as channel:
+        rpc = Stubs(channel)
+        login = await rpc.users.Login(pb.LoginRequest(username="alice", password="pw-alice-secret"))
+        session_end = clock.now() + 86400
+        token, exchanges = login.token, 0
+        while True:
+            clock.advance(3000)  # each access token is exchanged before its hour is over
+            try:
+                answer = await rpc.users.RefreshToken(pb.RefreshTokenRequest(old_token=token))
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() is grpc.StatusCode.UNAUTHENTICATED
+                assert dict(exc.trailing_metadata() or ())[ERROR_CODE_KEY] == "token_expired"
+                break
+            exchanges += 1
+            assert answer.refresh_token == ""  # never a refresh family from an access token
+            assert clock.now() + answer.expires_in <= session_end
+            assert (await rpc.users.GetBalance(pb.GetBalanceRequest(token=answer.new_token))).balance == 7
+            token = answer.new_token
+        assert exchanges == 86400 // 3000  # the chain stops with the session, not before
+        assert clock.now() >= session_end
+        # HTTP refresh does not take an access token either.
+        resp = await hub.http.post("/v1/auth/refresh", json={"refresh_token": login.token})
+        assert resp.status_code in (401, 422)
+
+
+async def test_a_disabled_or_deleted_users_token_is_refused_over_grpc(hub: LiveHub, rpc: Stubs) -> None:
+    await hub.make_user("alice", balance=7)
+    await hub.make_user("bob")
+    token = await rpc.token("alice")
+    admin = await hub.admin_headers()
+    assert (await hub.http.post("/v1/admin/users/alice/disable", headers=admin)).status_code == 200
+    for call in (
+        rpc.users.GetBalance(pb.GetBalanceRequest(token=token)),
+        rpc.users.Transfer(pb.TransferRequest(token=token, receiver_username="bob", amount=1)),
+        rpc.users.RefreshToken(pb.RefreshTokenRequest(old_token=token)),
+    ):
+        code, _, error = await refused(call)
+        assert (code, error) == (grpc.StatusCode.UNAUTHENTICATED, "token_revoked")
+    code, _, _ = await refused(rpc.users.Login(pb.LoginRequest(username="alice", password="pw-alice-secret")))
+    assert code is grpc.StatusCode.UNAUTHENTICATED
+
+    bob = await rpc.token("bob")
+    assert (await hub.http.delete("/v1/admin/users/bob", headers=admin)).status_code == 204
+    await hub.make_user("bob", balance=5)
+    code, _, error = await refused(rpc.users.GetBalance(pb.GetBalanceRequest(token=bob)))
+    assert (code, error) == (grpc.StatusCode.UNAUTHENTICATED, "token_revoked")
+    assert (await rpc.users.GetBalance(pb.GetBalanceRequest(token=await rpc.token("bob")))).balance == 5
 
 
 # -- tasks ------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from gpupool.api import errors
 from gpupool.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from gpupool.api.proxies import TrustedProxyMiddleware
 from gpupool.api.routes import (
     auth,
     dashboard,
@@ -21,6 +22,7 @@ from gpupool.api.routes import (
     rewards,
     system,
     tasks,
+    users,
 )
 from gpupool.hub.container import Hub
 from gpupool.rpc.server import start_grpc
@@ -52,10 +54,11 @@ def create_app(hub: Hub) -> FastAPI:
     errors.install(app)
     # Busiest first: FastAPI tries the routers in this order, at 15-25 µs each on a 2-core machine,
     # so a task or node request no longer walks seven routers before it finds its own.
-    for module in (tasks, miners, auth, ledger, registry, matching, rewards, poc, system, dashboard):
+    for module in (tasks, miners, auth, ledger, registry, matching, rewards, poc, system, users, dashboard):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=hub.metrics)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=hub.settings.max_body_bytes, upload_bytes=hub.settings.max_bundle_bytes
     )
+    app.add_middleware(TrustedProxyMiddleware, trusted=hub.settings.trusted_proxies)  # outermost
     return app

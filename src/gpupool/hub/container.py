@@ -24,6 +24,7 @@ from gpupool.hub.rewards import RewardService
 from gpupool.hub.sessions import SessionService
 from gpupool.hub.tasks import TaskService
 from gpupool.hub.throttle import Budget
+from gpupool.hub.users import UserAdmin
 from gpupool.store.db import Database
 from gpupool.store.registry_repo import RegistryRepo
 
@@ -35,6 +36,7 @@ class Hub:
     db: Database
     metrics: HubMetrics
     auth: AuthService
+    user_admin: UserAdmin
     ledger: LedgerService
     live: LiveRegistry
     sessions: SessionService

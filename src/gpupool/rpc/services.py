@@ -80,7 +80,7 @@ class _Servicer:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
-    def principal(self, token: str, context: grpc.aio.ServicerContext) -> Principal:
+    async def principal(self, token: str, context: grpc.aio.ServicerContext) -> Principal:
         """The user behind the request's ``token`` field, or behind ``authorization: Bearer``."""
         if not token:
             for key, value in context.invocation_metadata() or ():
@@ -88,7 +88,7 @@ class _Servicer:
                     token = str(value)[7:].strip()
         if not token:
             raise Unauthenticated("missing token")
-        return self.hub.auth.authenticate(token)
+        return await self.hub.auth.authenticate(token)
 
 
 def _client_host(context: grpc.aio.ServicerContext) -> str:
@@ -117,7 +117,7 @@ class UserService(_Servicer, pb_grpc.UserServiceServicer):
     async def Transfer(
         self, request: pb.TransferRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransferResponse:
-        principal = self.principal(request.token, context)
+        principal = await self.principal(request.token, context)
         if not request.receiver_username:
             raise InvalidInput("receiver_username is required", field="receiver_username")
         key = request.idempotency_key or f"grpc-{uuid.uuid4().hex}"
@@ -134,7 +134,7 @@ class UserService(_Servicer, pb_grpc.UserServiceServicer):
     async def GetBalance(
         self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetBalanceResponse:
-        principal = self.principal(request.token, context)
+        principal = await self.principal(request.token, context)
         account = principal.account
         if request.username and request.username != principal.username:
             if not principal.is_admin:
@@ -150,12 +150,13 @@ class UserService(_Servicer, pb_grpc.UserServiceServicer):
         self, request: pb.RefreshTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.RefreshTokenResponse:
         """A refresh token rotates as over HTTP; HiveMind's clients send their access token instead,
-        which is exchanged only while it is still valid (so a leaked one is not made to live forever)."""
+        which is exchanged for another access token only, ending no later than the session it came
+        from: never for a refresh token, so a leaked access token is not made to live forever."""
         old = request.old_token
         if not old:
             raise TokenInvalid("old_token is required")
         if old.count(".") == 2:  # a JWT: header.claims.signature
-            pair = await self.hub.auth.reissue(self.hub.auth.authenticate(old))
+            pair = await self.hub.auth.exchange(old)
         else:
             pair = await self.hub.auth.refresh(old)
         return pb.RefreshTokenResponse(
@@ -189,7 +190,7 @@ class NodeManagerService(_Servicer, pb_grpc.NodeManagerServiceServicer):
         if request.running_tasks < 0:
             raise InvalidInput("running_tasks must be >= 0", field="running_tasks")
         await self.hub.sessions.beat(
-            request.session_token, request.running_tasks, None, request.node_id or None
+            request.session_token, request.running_tasks, None, request.node_id or None, _client_host(context)
         )
         return pb.ReportStatusResponse(success=True, message="status recorded")
 
@@ -208,7 +209,7 @@ class MasterNodeService(_Servicer, pb_grpc.MasterNodeServiceServicer):
     async def UploadTask(
         self, request: pb.UploadTaskRequest, context: grpc.aio.ServicerContext
     ) -> pb.UploadTaskResponse:
-        principal = self.principal(request.token, context)
+        principal = await self.principal(request.token, context)
         client_id = request.task_id or uuid.uuid4().hex
         if len(client_id) > CLIENT_TASK_ID_MAX or not client_id.isprintable():
             raise InvalidInput(
@@ -269,7 +270,7 @@ class MasterNodeService(_Servicer, pb_grpc.MasterNodeServiceServicer):
     async def GetAllUserTasks(
         self, request: pb.GetAllUserTasksRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetAllUserTasksResponse:
-        principal = self.principal(request.token, context)
+        principal = await self.principal(request.token, context)
         answer = pb.GetAllUserTasksResponse()
         before: tuple[float, str] | tuple[None, None] = (None, None)
         while True:  # newest first, a page at a time: every task, without one unbounded query
@@ -304,7 +305,7 @@ class MasterNodeService(_Servicer, pb_grpc.MasterNodeServiceServicer):
         self, task_id: str, token: str, context: grpc.aio.ServicerContext
     ) -> tuple[Principal, TaskRow]:
         """The caller's task by the id they uploaded it with, or by the hub's own id."""
-        principal = self.principal(token, context)
+        principal = await self.principal(token, context)
         if not task_id:
             raise InvalidInput("task_id is required", field="task_id")
         try:
@@ -397,7 +398,7 @@ class WorkerNodeService(_Servicer, pb_grpc.WorkerNodeServiceServicer):
     async def TaskOutputUpload(
         self, request: pb.TaskOutputUploadRequest, context: grpc.aio.ServicerContext
     ) -> pb.WorkerResponse:
-        miner_id = await self._node(request.token)
+        miner_id = await self._node(request.token, context)
         stream = request.stream or "stdout"
         if stream not in ("stdout", "stderr"):
             raise InvalidInput("stream must be stdout or stderr", field="stream")
@@ -419,7 +420,7 @@ class WorkerNodeService(_Servicer, pb_grpc.WorkerNodeServiceServicer):
     ) -> pb.WorkerResponse:
         """Keeps ``result_zip`` as the artifact ``result.zip``; settles the task when ``signed_result``
         (kind 21002, the body ``POST /v1/tasks/{id}/result`` takes) comes with it, as over HTTP."""
-        miner_id = await self._node(request.token)
+        miner_id = await self._node(request.token, context)
         if not request.result_zip and not request.signed_result:
             raise InvalidInput("send result_zip, signed_result or both", field="signed_result")
         files = self.hub.tasks.files
@@ -453,7 +454,7 @@ class WorkerNodeService(_Servicer, pb_grpc.WorkerNodeServiceServicer):
         self, request: pb.TaskUsageRequest, context: grpc.aio.ServicerContext
     ) -> pb.WorkerResponse:
         """Refused: what a node bills must be signed by its key, so usage travels in the signed result."""
-        await self._node(request.token)
+        await self._node(request.token, context)
         raise InvalidInput(
             "usage is billed from the signed result only: send it in TaskResultUpload.signed_result "
             "(kind 21002)",
@@ -461,10 +462,10 @@ class WorkerNodeService(_Servicer, pb_grpc.WorkerNodeServiceServicer):
             code="signature_required",
         )
 
-    async def _node(self, token: str) -> str:
+    async def _node(self, token: str, context: grpc.aio.ServicerContext) -> str:
         if not token:
             raise Unauthenticated("token (the node's session token) is required", code="session_invalid")
-        return await self.hub.sessions.resolve(token)
+        return await self.hub.sessions.resolve(token, client=_client_host(context))
 
 
 _ADDERS: tuple[tuple[Callable[[Any, grpc.aio.Server], None], type[_Servicer]], ...] = (

@@ -44,6 +44,21 @@ users = Table(
     Column("role", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
+    # Every token names the generation it was issued under; disabling, deleting or "revoke all
+    # sessions" bumps it, so older tokens stop working. A deleted user stays as a renamed tombstone so
+    # that its id is never handed out again (SQLite would reuse the highest rowid).
+    Column("generation", Integer, nullable=False, default=0),
+    Column("deleted_at", Float, nullable=True),
+)
+
+refresh_families = Table(
+    "refresh_families",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("generation", Integer, nullable=False),
+    Column("auth_time", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
 )
 
 refresh_tokens = Table(

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect, status
 from pydantic import ValidationError
 
-from gpupool.api.deps import AdminDep, HubDep, PrincipalDep, RateLimitDep
+from gpupool.api.deps import AdminDep, ClientDep, HubDep, PrincipalDep, RateLimitDep
 from gpupool.api.errors import status_for, ws_close_code
 from gpupool.api.schemas_registry import (
     GpuOut,
@@ -96,24 +96,26 @@ async def register(
     return RegisterOut(**{k: getattr(registration, k) for k in registration.__slots__})
 
 
-@router.post("/update", response_model=LeaseOut)
-async def update(body: UpdateIn, hub: HubDep) -> LeaseOut:
-    miner_id = await hub.sessions.beat(body.session_token, body.queue_len, None, body.miner_id)
+@router.post("/update", response_model=LeaseOut, dependencies=[RateLimitDep])
+async def update(body: UpdateIn, hub: HubDep, client: ClientDep) -> LeaseOut:
+    miner_id = await hub.sessions.beat(body.session_token, body.queue_len, None, body.miner_id, client)
     if body.price_token_per_ksec is not None:
         await hub.registry.set_price(miner_id, body.price_token_per_ksec)
     return await _lease(hub, body.session_token)
 
 
-@router.get("/lease/renew", response_model=LeaseOut)
-async def renew(hub: HubDep, session_token: Annotated[str, Query(min_length=1, max_length=128)]) -> LeaseOut:
+@router.get("/lease/renew", response_model=LeaseOut, dependencies=[RateLimitDep])
+async def renew(
+    hub: HubDep, client: ClientDep, session_token: Annotated[str, Query(min_length=1, max_length=128)]
+) -> LeaseOut:
     """The HTTP fallback of the heartbeat socket: keeps the session and the node alive."""
-    await hub.sessions.beat(session_token, _queue_len(hub, session_token), None)
+    await hub.sessions.beat(session_token, _queue_len(hub, session_token), None, client=client)
     return await _lease(hub, session_token)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(body: SessionIn, hub: HubDep) -> None:
-    miner_id = await hub.sessions.logout(body.session_token)
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, dependencies=[RateLimitDep])
+async def logout(body: SessionIn, hub: HubDep, client: ClientDep) -> None:
+    miner_id = await hub.sessions.logout(body.session_token, client)
     await hub.tasks.lose_nodes([miner_id])
 
 
@@ -127,8 +129,9 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
     hub: Hub = websocket.app.state.hub
     batching = BATCH_SUBPROTOCOL in websocket.scope.get("subprotocols", ())
     await websocket.accept(subprotocol=BATCH_SUBPROTOCOL if batching else None)
+    client = websocket.client.host if websocket.client else "unknown"
     try:
-        miner_id = await hub.sessions.beat(session_token, _queue_len(hub, session_token), None)
+        miner_id = await hub.sessions.beat(session_token, _queue_len(hub, session_token), None, client=client)
     except GpupoolError as exc:
         await websocket.close(code=ws_close_code(exc), reason=exc.code)
         return

@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
-from gpupool.api.deps import HubDep, PrincipalDep
+from gpupool.api.deps import ClientDep, HubDep, PrincipalDep
 from gpupool.api.errors import error_body
 from gpupool.api.schemas_tasks import (
     BatchItemOut,
@@ -241,17 +241,21 @@ async def download_artifact(task_id: str, path: str, hub: HubDep, principal: Pri
 
 
 @router.post("/{task_id}/output", response_model=OutputAck)
-async def node_output(task_id: str, body: OutputIn, hub: HubDep, session_token: SessionHeader) -> OutputAck:
+async def node_output(
+    task_id: str, body: OutputIn, hub: HubDep, session_token: SessionHeader, client: ClientDep
+) -> OutputAck:
     """Idempotent by ``seq``: a chunk re-sent after a reconnect is acknowledged and not stored twice."""
-    miner_id = await hub.sessions.resolve(session_token)
+    miner_id = await hub.sessions.resolve(session_token, client=client)
     stored = await hub.tasks.node_output(miner_id, task_id, body.seq, body.stream, body.data)
     return OutputAck(task_id=task_id, seq=body.seq, stored=stored)
 
 
 @router.post("/{task_id}/result", response_model=TaskOut)
-async def node_result(task_id: str, request: Request, hub: HubDep, session_token: SessionHeader) -> TaskOut:
+async def node_result(
+    task_id: str, request: Request, hub: HubDep, session_token: SessionHeader, client: ClientDep
+) -> TaskOut:
     """Signed (kind 21002) by the node: exit code, status, usage, artifact digests; settles the task."""
-    miner_id = await hub.sessions.resolve(session_token)
+    miner_id = await hub.sessions.resolve(session_token, client=client)
     raw = await request.json()
     if not isinstance(raw, dict) or raw.get("task_id") != task_id:
         raise InvalidInput("the body's task_id must be the task in the path", field="task_id")
@@ -259,9 +263,11 @@ async def node_result(task_id: str, request: Request, hub: HubDep, session_token
 
 
 @router.get("/{task_id}/bundle")
-async def node_bundle(task_id: str, hub: HubDep, session_token: SessionHeader) -> FileResponse:
+async def node_bundle(
+    task_id: str, hub: HubDep, session_token: SessionHeader, client: ClientDep
+) -> FileResponse:
     """The task's files, for the node it is assigned to only."""
-    miner_id = await hub.sessions.resolve(session_token)
+    miner_id = await hub.sessions.resolve(session_token, client=client)
     hub.tasks.assigned_to(task_id, miner_id)
     return FileResponse(hub.tasks.files.bundle(task_id), media_type="application/gzip")
 
@@ -273,10 +279,11 @@ async def node_artifact(
     request: Request,
     hub: HubDep,
     session_token: SessionHeader,
+    client: ClientDep,
     sha256: Annotated[str, Header(alias="X-Content-SHA256", pattern="^[0-9a-f]{64}$")],
 ) -> dict[str, object]:
     """One file the task wrote under ``output/``; kept only when its sha256 is the one announced."""
-    miner_id = await hub.sessions.resolve(session_token)
+    miner_id = await hub.sessions.resolve(session_token, client=client)
     hub.tasks.assigned_to(task_id, miner_id)
     target = hub.tasks.files.artifact(task_id, path)
     size, digest = await hub.tasks.files.save(target, _request_chunks(request))
