@@ -7,6 +7,7 @@ a laptop; unsafe defaults are refused outside dev mode.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -38,6 +39,9 @@ class HubSettings(BaseSettings):
     grpc_default_price_micro_per_ksec: int = Field(
         1_000_000, gt=0, le=10**15, validation_alias=_env("GPUPOOL_HUB_GRPC_DEFAULT_PRICE_MICRO_PER_KSEC")
     )  # the price cap of a gRPC UploadTask that names none (HiveMind's requests carry no price)
+    worker_dial_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("GPUPOOL_HUB_WORKER_DIAL_CIDRS")
+    )  # networks (comma-separated CIDRs) where the hub may dial a worker other than at its own peer IP
     db_url: str = Field(DEFAULT_DB_URL, validation_alias=_env("GPUPOOL_DB_URL"))
     redis_url: str | None = Field(None, validation_alias=_env("GPUPOOL_REDIS_URL"))
     storage_path: Path = Field(Path("./data/artifacts"), validation_alias=_env("GPUPOOL_STORAGE_PATH"))
@@ -97,6 +101,16 @@ class HubSettings(BaseSettings):
     rate_limit: str = Field("50/second", validation_alias=_env("GPUPOOL_HUB_RATE_LIMIT", "RATE_LIMIT"))
 
     log_level: str = Field("info", validation_alias=_env("GPUPOOL_HUB_LOG_LEVEL", "LOG_LEVEL"))
+
+    @field_validator("worker_dial_cidrs", mode="before")
+    @classmethod
+    def _cidr_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            for cidr in value:
+                ipaddress.ip_network(str(cidr), strict=False)  # a bad one stops the start, named
+        return value
 
     @field_validator("db_url")
     @classmethod

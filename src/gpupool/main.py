@@ -17,6 +17,7 @@ from gpupool.hub.auth import AuthConfig, AuthService
 from gpupool.hub.background import Periodic
 from gpupool.hub.channels import NodeChannels
 from gpupool.hub.container import Hub
+from gpupool.hub.dialout import DialOut, parse_networks
 from gpupool.hub.files import TaskFiles
 from gpupool.hub.gpu_metrics import GpuTelemetryCollector
 from gpupool.hub.ledger import LedgerService
@@ -92,6 +93,18 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         ledger,
         metrics,
     )
+    files = TaskFiles(settings.storage_path, settings.max_bundle_bytes)
+    tasks = TaskService(db, clock, live, channels, signed, rewards_service.epoch_of, files)
+    dialout = DialOut(
+        clock,
+        registry,
+        live,
+        channels,
+        tasks,
+        files,
+        parse_networks(settings.worker_dial_cidrs),
+        settings.grpc_default_price_micro_per_ksec,
+    )
     return Hub(
         settings=settings,
         clock=clock,
@@ -105,15 +118,7 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         matchmaking=MatchService(db, clock, live, metrics),
         rate_limit=Budget(storage, "api", settings.rate_limit),
         channels=channels,
-        tasks=TaskService(
-            db,
-            clock,
-            live,
-            channels,
-            signed,
-            rewards_service.epoch_of,
-            TaskFiles(settings.storage_path, settings.max_bundle_bytes),
-        ),
+        tasks=tasks,
         rewards=rewards_service,
         poc=PocService(
             db,
@@ -126,6 +131,7 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         ),
         periodic=Periodic(metrics.registry),
         version=__version__,
+        dialout=dialout,
     )
 
 

@@ -13,6 +13,7 @@ from gpupool.core.ports import Clock
 from gpupool.hub.auth import AuthService
 from gpupool.hub.background import Periodic
 from gpupool.hub.channels import NodeChannels
+from gpupool.hub.dialout import DialOut
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry
 from gpupool.hub.matchmaking import MatchService
@@ -46,6 +47,7 @@ class Hub:
     poc: PocService
     periodic: Periodic
     version: str
+    dialout: DialOut  # nodes the hub dials (HiveMind's workers)
 
     async def start(self) -> str | None:
         """Migrate, create the first admin, reload live nodes and start the loops.

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gpupool import crypto
 from gpupool.core import ledger, matching, scheduling
-from gpupool.core.model import Principal
+from gpupool.core.model import Identity, Principal
 from gpupool.core.ports import Clock
 from gpupool.core.scheduling import Outcome, TaskState, TaskView
 from gpupool.errors import (
@@ -60,7 +60,11 @@ class NewTask:
 
     @property
     def gpu_count(self) -> int:
-        return int(self.requirements.get("gpu_count") or (1 if self.requirements.get("min_vram_gb") else 0))
+        return self.gpus_of(self.requirements)
+
+    @staticmethod
+    def gpus_of(requirements: Mapping[str, Any]) -> int:
+        return int(requirements.get("gpu_count") or (1 if requirements.get("min_vram_gb") else 0))
 
 
 class TaskService:
@@ -222,6 +226,9 @@ class TaskService:
             return (await self._finish(scheduling.stop(view, self.clock.now()), usage=None)).view
         # Running somewhere: the node kills it and reports what ran; that report settles it.
         await self.channels.send(view.assigned_node or "", {"type": "stop", "task_id": task_id})
+        if self.bills_by_clock(view.assigned_node):  # it reports nothing the hub would bill from
+            now = self.clock.now()
+            return (await self._finish(scheduling.stop(view, now), usage=self._clock_usage(view, now))).view
         return view
 
     # -- dispatch ---------------------------------------------------------------------------------
@@ -433,6 +440,53 @@ class TaskService:
     def assigned_to(self, task_id: str, miner_id: str) -> TaskView:
         return self._held_by(task_id, miner_id)
 
+    # -- account-bound nodes: they sign nothing, so the hub bills them from its own clock ----------
+    def bills_by_clock(self, miner_id: str | None) -> bool:
+        node = self.live.nodes.get(miner_id or "")
+        return node is not None and node.record.identity != Identity.SIGNED.value
+
+    def holder(self, task_id: str) -> str | None:
+        """The node a live task is assigned to, if any."""
+        view = self.views.get(task_id)
+        return view.assigned_node if view is not None else None
+
+    def requirements_of(self, task_id: str) -> dict[str, Any]:
+        held = self.held.get(task_id)
+        return dict(held.spec["requirements"]) if held else {}
+
+    async def node_started(self, miner_id: str, task_id: str) -> None:
+        """The node took the task (a dialed node answered the call): it runs from now."""
+        view = self._held_by(task_id, miner_id)
+        if view.state is TaskState.ASSIGNED:
+            await self._save(scheduling.start(view, self.clock.now(), node_id=miner_id))
+
+    def bound_usage(self, miner_id: str, task_id: str, figures: dict[str, float]) -> None:
+        """What an account-bound node says its task used: kept with the task, never billed from."""
+        self._held_by(task_id, miner_id)
+        self.held[task_id].reported = figures
+
+    async def bound_result(
+        self, miner_id: str, task_id: str, exit_code: int, artifacts: list[dict[str, Any]]
+    ) -> TaskRow:
+        """An account-bound node's result: settled once, for what the hub's clock measured."""
+        if not self.bills_by_clock(miner_id):
+            raise Forbidden("a signed node sends a signed result", code="signature_required")
+        view = self._held_by(task_id, miner_id)
+        now = self.clock.now()
+        ended = scheduling.finish(view, exit_code, now, node_id=miner_id)
+        return _only(await self._finish_many([_Finish(ended, self._clock_usage(view, now), artifacts, None)]))
+
+    def _clock_usage(self, view: TaskView, now: float) -> dict[str, Any]:
+        """From assignment to now by the hub's clock, times the GPUs the task holds; what the node
+        reported rides along, shown only."""
+        held = self.held.get(view.task_id)
+        seconds = max(0.0, now - (view.assigned_at or now))
+        gpus = max(1, NewTask.gpus_of(held.spec["requirements"]) if held else 1)
+        usage: dict[str, Any] = {"duration_sec": seconds, "gpu_seconds": seconds * gpus, "measured_by": "hub"}
+        if held is not None and held.reported:
+            usage["reported"] = held.reported
+        return usage
+
     async def lose_nodes(self, miner_ids: list[str]) -> None:
         """Nodes went silent: their tasks go back to the queue, or fail when out of attempts."""
         gone = set(miner_ids)
@@ -579,6 +633,7 @@ class _Held:
 
     row: TaskRow
     spec: dict[str, Any]
+    reported: dict[str, float] | None = None  # an account-bound node's own figures, shown only
 
 
 @dataclass(frozen=True, slots=True)
