@@ -178,7 +178,7 @@ def runtimes(gpu_names: Sequence[str], tags: Sequence[str]) -> set[str]:
     ``cuda`` tag, ``rocm`` likewise for AMD, ``cpu`` for a node without GPUs."""
     names = [n.lower() for n in gpu_names]
     lowered = {t.lower() for t in tags}
-    out = {r for r in ("cuda", "rocm") if r in lowered}
+    out: set[str] = {r for r in ("cuda", "rocm") if r in lowered}
     if any(_NVIDIA.search(n) for n in names):
         out.add("cuda")
     if any(_AMD.search(n) for n in names):
