@@ -157,8 +157,9 @@ class GpuOut(BaseModel):
 
 class MinerOut(BaseModel):
     miner_id: str
-    pubkey: str
+    pubkey: str | None = Field(description="none for an account-bound node")
     owner: str
+    identity: Literal["signed", "api_key", "user_token"]
     status: str
     addr: str | None
     proto: str

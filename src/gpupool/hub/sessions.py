@@ -107,7 +107,7 @@ class SessionService:
         if miner_id not in self.live.nodes:  # silent past the grace period across a hub restart
             async with self.db.read() as conn:
                 record = await RegistryRepo(conn).miner(miner_id)
-            if record is not None:
+            if record is not None and record.status != "pending":  # pending: stored, not matched
                 self.live.upsert(record, now)
         self.live.heartbeat(miner_id, now, queue_len, telemetry)
         return miner_id

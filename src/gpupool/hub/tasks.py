@@ -34,7 +34,7 @@ from gpupool.errors import (
 )
 from gpupool.hub.channels import NodeChannels
 from gpupool.hub.files import BUNDLE, TaskFiles
-from gpupool.hub.live import LiveRegistry
+from gpupool.hub.live import LiveRegistry, spec_price_micro
 from gpupool.hub.postings import post_many_in
 from gpupool.hub.rewards import contribution_from_usage
 from gpupool.hub.signatures import SignedRequests
@@ -283,7 +283,7 @@ class TaskService:
         for task_id, miner_id in plan:
             view = scheduling.assign(self.views[task_id], miner_id, now)
             node = self.live.nodes[miner_id]
-            price = int(node.record.spec.get("price_token_per_ksec", 0))
+            price = spec_price_micro(node.record.spec)
             changes.append((view, {"price_micro_per_ksec": price}))
             held = self.held[task_id]
             held.row = replace(held.row, price_micro_per_ksec=price)
@@ -392,12 +392,14 @@ class TaskService:
 
     async def _pubkey(self, miner_id: str) -> str:
         node = self.live.nodes.get(miner_id)
-        if node is not None:
-            return node.record.pubkey
-        async with self.db.read() as conn:  # a result can come before the socket, after a hub restart
-            record = await RegistryRepo(conn).miner(miner_id)
+        record = node.record if node is not None else None
+        if record is None:
+            async with self.db.read() as conn:  # a result can come before the socket, after a hub restart
+                record = await RegistryRepo(conn).miner(miner_id)
         if record is None:
             raise NotFound(f"no miner {miner_id}")
+        if record.pubkey is None:  # account-bound: it has no key to sign a result with
+            raise Forbidden("this node is account-bound and cannot sign results", code="unsigned_node")
         return record.pubkey
 
     async def _ended(self, miner_id: str, pubkey: str, raw: Any) -> _Finish | TaskRow:

@@ -42,6 +42,7 @@ def miner_out(record: MinerRecord) -> MinerOut:
         miner_id=record.miner_id,
         pubkey=record.pubkey,
         owner=record.owner,
+        identity=record.identity,
         status=record.status,
         addr=spec.addr,
         proto=spec.proto,
@@ -209,7 +210,7 @@ async def _take_results(hub: Hub, miner_id: str, messages: list[Any], send: Send
 async def list_miners(
     hub: HubDep,
     _admin: AdminDep,
-    status_: Annotated[str | None, Query(alias="status", pattern="^(online|offline)$")] = None,
+    status_: Annotated[str | None, Query(alias="status", pattern="^(online|offline|pending)$")] = None,
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MinerPage:

@@ -7,11 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from gpupool.api.deps import AdminDep, HubDep
+from gpupool.api.routes.miners import miner_out
 from gpupool.api.schemas_registry import (
     AllowIn,
     AllowOut,
     ApiKeyIn,
     ApiKeyOut,
+    MinerOut,
     PermissionsOut,
     WorkerIn,
     WorkerOut,
@@ -54,6 +56,12 @@ async def list_workers(
 @router.post("/v1/admin/workers/{pubkey}/approve", response_model=WorkerOut)
 async def approve_worker(pubkey: str, hub: HubDep, _admin: AdminDep) -> WorkerOut:
     return _worker(await hub.registry.approve_worker(pubkey))
+
+
+@router.post("/v1/admin/miners/{miner_id}/approve", response_model=MinerOut)
+async def approve_miner(miner_id: str, hub: HubDep, _admin: AdminDep) -> MinerOut:
+    """Admit a pending account-bound node (registry mode ``allowlist``): it is matched from now on."""
+    return miner_out(await hub.registry.approve_miner(miner_id))
 
 
 @router.get("/v1/admin/allowlist", response_model=list[AllowOut])
