@@ -109,10 +109,14 @@ class Worker(pb_grpc.WorkerNodeServiceServicer):
         with self.lock:
             process = self.running.get(request.task_id)
             if process is None:
-                return pb.StopTaskExecutionResponse(success=False, message=f"Task {request.task_id} not running")
+                return pb.StopTaskExecutionResponse(
+                    success=False, message=f"Task {request.task_id} not running"
+                )
             self.stopped.add(request.task_id)
         os.killpg(process.pid, signal.SIGKILL)
-        return pb.StopTaskExecutionResponse(success=True, message=f"Stop signal sent to task {request.task_id}")
+        return pb.StopTaskExecutionResponse(
+            success=True, message=f"Stop signal sent to task {request.task_id}"
+        )
 
     # -- running a task --------------------------------------------------------------------------------
     def _execute(self, task_id: str, task_zip: bytes) -> None:
@@ -132,13 +136,21 @@ class Worker(pb_grpc.WorkerNodeServiceServicer):
         assert process.stdout is not None
         for line in iter(process.stdout.readline, ""):
             if line.strip():
-                self._upload("TaskOutputUpload", pb.TaskOutputUploadRequest(
-                    task_id=task_id, output=line.strip(), token=self.token
-                ))
-                self._upload("TaskUsage", pb.TaskUsageRequest(
-                    task_id=task_id, cpu_usage=100, memory_usage=99_999, gpu_usage=100,
-                    gpu_memory_usage=99_999, token=self.token,
-                ))
+                self._upload(
+                    "TaskOutputUpload",
+                    pb.TaskOutputUploadRequest(task_id=task_id, output=line.strip(), token=self.token),
+                )
+                self._upload(
+                    "TaskUsage",
+                    pb.TaskUsageRequest(
+                        task_id=task_id,
+                        cpu_usage=100,
+                        memory_usage=99_999,
+                        gpu_usage=100,
+                        gpu_memory_usage=99_999,
+                        token=self.token,
+                    ),
+                )
         code = process.wait()
         with self.lock:
             self.running.pop(task_id, None)
@@ -150,9 +162,10 @@ class Worker(pb_grpc.WorkerNodeServiceServicer):
             for path in sorted(workspace.rglob("*")):
                 if path.is_file():
                     archive.write(path, path.relative_to(workspace).as_posix())
-        self._upload("TaskResultUpload", pb.TaskResultUploadRequest(
-            task_id=task_id, result_zip=out.getvalue(), token=self.token
-        ))
+        self._upload(
+            "TaskResultUpload",
+            pb.TaskResultUploadRequest(task_id=task_id, result_zip=out.getvalue(), token=self.token),
+        )
 
     def _upload(self, method: str, request: Any) -> None:
         try:

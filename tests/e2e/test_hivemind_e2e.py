@@ -7,6 +7,7 @@ reports, once per task whatever dies or is stopped on the way; the books balance
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import sys
@@ -67,10 +68,8 @@ class WorkerProcess:
         except psutil.NoSuchProcess:
             family = []
         for process in family:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
-            except psutil.NoSuchProcess:
-                pass
         self.proc.wait(10)
         self.log.close()
 
@@ -85,7 +84,9 @@ class Pool:
         self.master = pb_grpc.MasterNodeServiceStub(self.channel)
 
     def login(self, username: str, password: str) -> dict[str, str]:
-        answer = httpx.post(f"{self.hub.url}/v1/auth/login", json={"username": username, "password": password})
+        answer = httpx.post(
+            f"{self.hub.url}/v1/auth/login", json={"username": username, "password": password}
+        )
         return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
     def add_user(self, username: str, balance: int) -> None:
@@ -96,7 +97,9 @@ class Pool:
             assert httpx.post(f"{self.hub.url}/v1/admin/mint", json=mint, headers=self.admin).is_success
 
     def token(self, username: str) -> str:
-        return str(self.users.Login(pb.LoginRequest(username=username, password=f"{username}-password")).token)
+        return str(
+            self.users.Login(pb.LoginRequest(username=username, password=f"{username}-password")).token
+        )
 
     def start_worker(self) -> WorkerProcess:
         worker = WorkerProcess(self.hub, self.tmp_path / f"worker-{len(self.workers)}")

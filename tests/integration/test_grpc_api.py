@@ -133,10 +133,14 @@ async def test_transfer_moves_money_once_per_key_and_never_overdraws(hub: LiveHu
     alice = await rpc.token("alice")
 
     first = await rpc.users.Transfer(
-        pb.TransferRequest(token=alice, receiver_username="bob", amount_micro=250_000, idempotency_key="rent-1")
+        pb.TransferRequest(
+            token=alice, receiver_username="bob", amount_micro=250_000, idempotency_key="rent-1"
+        )
     )
     again = await rpc.users.Transfer(
-        pb.TransferRequest(token=alice, receiver_username="bob", amount_micro=250_000, idempotency_key="rent-1")
+        pb.TransferRequest(
+            token=alice, receiver_username="bob", amount_micro=250_000, idempotency_key="rent-1"
+        )
     )
     assert first.success and not first.replayed and again.replayed and again.transfer_id == first.transfer_id
     assert await balances(hub, "user:alice", "user:bob") == [(750_000, 0), (250_000, 0)]
@@ -293,7 +297,12 @@ async def test_upload_run_and_collect_a_task_with_a_hivemind_client(
     assert log.log == "hello\nworld\n"
     listed = await rpc.master.GetAllUserTasks(pb.GetAllUserTasksRequest(token=alice))
     [row] = listed.tasks
-    assert (row.task_id, row.status, row.state, row.cost_micro) == ("job-0001", "COMPLETED", "succeeded", 1_000_000)
+    assert (row.task_id, row.status, row.state, row.cost_micro) == (
+        "job-0001",
+        "COMPLETED",
+        "succeeded",
+        1_000_000,
+    )
     assert row.worker_ip == "10.0.0.7"  # the node registered addr 10.0.0.7:8080
     assert row.cpu_usage == 50  # 250 cpu-seconds in 500 s
     result = await rpc.master.GetTaskResult(pb.GetTaskResultRequest(task_id="job-0001", token=alice))

@@ -244,4 +244,3 @@ def _unmapped(address: IpAddress) -> IpAddress:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
-

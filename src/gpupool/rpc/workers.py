@@ -71,7 +71,9 @@ class NodeManagerService(Servicer, pb_grpc.NodeManagerServiceServicer):
             registration = await self.hub.dialout.admit(principal, node, client_host(context))
             status = "pending an admin's approval" if registration.status == "pending" else "registered"
             return pb.StatusResponse(
-                success=True, message=f"worker {status} as {registration.miner_id}", miner_id=registration.miner_id
+                success=True,
+                message=f"worker {status} as {registration.miner_id}",
+                miner_id=registration.miner_id,
             )
         if not node.name:
             raise Unauthenticated("register with authorization: Bearer <user token>")
@@ -153,7 +155,9 @@ class WorkerNodeService(Servicer, pb_grpc.WorkerNodeServiceServicer):
         if bound:
             exit_code = await asyncio.to_thread(hivemind.exit_code_of_result, request.result_zip)
             row = await tasks.bound_result(miner_id, request.task_id, exit_code or 0, artifacts)
-            return pb.TaskResultUploadResponse(success=True, message=f"task {hivemind.status_of(row.view.state)}")
+            return pb.TaskResultUploadResponse(
+                success=True, message=f"task {hivemind.status_of(row.view.state)}"
+            )
         message = [f"{RESULT_ARTIFACT}: {a['size']} bytes, sha256 {a['sha256']}" for a in artifacts]
         if request.signed_result:
             row = await tasks.node_result(miner_id, _signed(request))
@@ -197,7 +201,9 @@ class WorkerNodeService(Servicer, pb_grpc.WorkerNodeServiceServicer):
     async def _keep(self, task_id: str, result_zip: bytes) -> dict[str, Any]:
         files = self.hub.tasks.files
         if len(result_zip) > files.max_bytes:
-            raise PayloadTooLarge(f"result_zip over {files.max_bytes} bytes", details={"limit": files.max_bytes})
+            raise PayloadTooLarge(
+                f"result_zip over {files.max_bytes} bytes", details={"limit": files.max_bytes}
+            )
 
         async def one() -> AsyncIterator[bytes]:
             yield result_zip
@@ -249,7 +255,7 @@ class HiveMindDialer:
         channel = self._channels.get(address)
         if channel is None:
             channel = self._channels[address] = grpc.aio.insecure_channel(address, options=self.options)
-        return pb_grpc.WorkerNodeServiceStub(channel)
+        return pb_grpc.WorkerNodeServiceStub(channel)  # type: ignore[no-untyped-call]
 
     async def execute(self, address: str, dispatch: Dispatch) -> None:
         extra, renames = entrypoint(dispatch)
