@@ -396,3 +396,17 @@ async def test_a_signed_node_and_a_users_worker_share_one_pool(
         )
     )
     assert code is grpc.StatusCode.PERMISSION_DENIED  # a session speaks for its own node's tasks only
+
+
+async def test_a_worker_that_cannot_be_reached_holds_nothing(hub: LiveHub, rpc: Stubs) -> None:
+    """Registered, then gone before its refresh lapses: the dial fails, the task waits for another."""
+    await hub.make_user("alice", balance=10_000_000)
+    await hub.make_user("bob")
+    miner_id = await admitted(rpc, await rpc.token("bob"), free_port())  # nothing listens there
+    await upload(rpc, await rpc.token("alice"), "job")
+    task_id = hub_task_id("alice", "job")
+    await until(lambda: hub.hub.tasks.views[task_id].attempts == 1)  # assigned, the call under way
+    await until(lambda: hub.hub.tasks.views[task_id].state.value == "queued")
+    view = hub.hub.tasks.views[task_id]
+    assert (view.attempts, view.assigned_node, hub.hub.channels.connected(miner_id)) == (0, None, False)
+    assert await balances(hub, "user:bob") == [(0, 0)]

@@ -31,6 +31,7 @@ log = logging.getLogger("gpupool.rpc")
 NAME_MAX, TEXT_MAX = 64, 128
 MB = 2**20
 STOP_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
 _OWN_ENTRYPOINTS = {("sh", "run.sh"), ("bash", "run.sh"), ("python3", "main.py")}  # a worker finds these
 TASK_SCRIPT = "task-run.sh"  # where the task's own run.sh goes when the hub writes run.sh
 
@@ -251,10 +252,18 @@ class HiveMindDialer:
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
 
-    def _stub(self, address: str) -> pb_grpc.WorkerNodeServiceStub:
+    async def _stub(self, address: str) -> pb_grpc.WorkerNodeServiceStub:
+        """A stub on the worker's channel, once it connects: a worker that cannot be reached within
+        ``CONNECT_TIMEOUT_S`` (as HiveMind's pool waits) holds up no dispatch round for longer."""
         channel = self._channels.get(address)
         if channel is None:
             channel = self._channels[address] = grpc.aio.insecure_channel(address, options=self.options)
+        try:
+            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise Unavailable(
+                f"worker {address} unreachable: no connection within {CONNECT_TIMEOUT_S} s"
+            ) from exc
         return pb_grpc.WorkerNodeServiceStub(channel)  # type: ignore[no-untyped-call]
 
     async def execute(self, address: str, dispatch: Dispatch) -> None:
@@ -270,7 +279,7 @@ class HiveMindDialer:
         # As HiveMind's pool: 30 s, plus 2 s per MB (at least 10), at most 120 s.
         timeout = min(30 + max(len(task_zip) / MB * 2, 10), 120)
         try:
-            answer = await self._stub(address).ExecuteTask(request, timeout=timeout)
+            answer = await (await self._stub(address)).ExecuteTask(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise Unavailable(f"worker {address} unreachable: {exc.code().name}") from exc
         if not answer.success:
@@ -278,7 +287,7 @@ class HiveMindDialer:
 
     async def stop(self, address: str, task_id: str) -> None:
         try:
-            answer = await self._stub(address).StopTaskExecution(
+            answer = await (await self._stub(address)).StopTaskExecution(
                 pb.StopTaskExecutionRequest(task_id=task_id), timeout=STOP_TIMEOUT_S
             )
         except grpc.aio.AioRpcError as exc:
