@@ -250,8 +250,13 @@ def test_stop_mid_run_calls_the_workers_stop_and_settles_once(pool: Pool) -> Non
     assert pool.task(alice, "job-3").status == "STOPPED"
     cost = assert_paid_once_from_the_hubs_clock(pool, "job-3")
 
-    # The worker's late result (a zip saying it was stopped) moves no money.
-    wait_for(lambda: f"TaskResultUpload {hub_id}" in worker.calls(), "the worker's late result")
+    # The worker's late result (a zip saying it was stopped) is kept, as HiveMind keeps partial
+    # results, and moves no money.
+    wait_for(lambda: f"TaskResultUpload {hub_id} -> True" in worker.calls(), "the worker's late result")
+    result = pool.master.GetTaskResult(pb.GetTaskResultRequest(task_id="job-3", token=alice))
+    assert (result.success, result.status) == (True, "STOPPED")
+    with zipfile.ZipFile(io.BytesIO(result.result_zip)) as archive:
+        assert b"Status: Stopped by user" in archive.read("execution_log.txt")
     again = pool.master.StopTask(pb.StopTaskRequest(task_id="job-3", token=alice))
     assert again.status == "STOPPED"
     assert pool.account("user:alice") == (START - cost, 0) and pool.account("user:bob") == (cost, 0)

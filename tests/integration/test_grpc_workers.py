@@ -32,6 +32,7 @@ class FakeWorker(pb_grpc.WorkerNodeServiceServicer):
         self.port = free_port()
         self.calls: list[tuple[str, Any]] = []
         self.accept = True
+        self.on_stop: Callable[[], Awaitable[object]] | None = None
         self.called = asyncio.Event()
         self.server = grpc.aio.server()
         pb_grpc.add_WorkerNodeServiceServicer_to_server(self, self.server)
@@ -47,6 +48,8 @@ class FakeWorker(pb_grpc.WorkerNodeServiceServicer):
     ) -> pb.StopTaskExecutionResponse:
         self.calls.append(("StopTaskExecution", request))
         self.called.set()
+        if self.on_stop is not None:  # what the worker does before it answers
+            await self.on_stop()
         return pb.StopTaskExecutionResponse(success=True, message="stopped")
 
     async def next_call(self) -> tuple[str, Any]:
@@ -367,6 +370,33 @@ async def test_stop_dials_the_worker_and_the_hub_settles_at_once(
     assert await balances(hub, "user:alice", "user:bob") == [(10_000_000 - 30_000, 0), (30_000, 0)]
     assert await books_balance(hub)
 
+    # What the worker sends back afterwards is kept once, from that worker's user only, and pays nothing.
+    task_id, partial = (
+        hub_task_id("alice", "job"),
+        zipped({"execution_log.txt": b"Status: Stopped by user\n"}),
+    )
+    await hub.make_user("mallory")
+    code, _, _ = await refused(
+        rpc.worker.TaskResultUpload(
+            pb.TaskResultUploadRequest(task_id=task_id, result_zip=partial, token=await rpc.token("mallory"))
+        )
+    )
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    bob = await rpc.token("bob")
+    kept = await rpc.worker.TaskResultUpload(
+        pb.TaskResultUploadRequest(task_id=task_id, result_zip=partial, token=bob)
+    )
+    assert kept.success
+    code, _, error = await refused(
+        rpc.worker.TaskResultUpload(
+            pb.TaskResultUploadRequest(task_id=task_id, result_zip=partial, token=bob)
+        )
+    )
+    assert (code, error) == (grpc.StatusCode.ALREADY_EXISTS, "result_sent")
+    got = await rpc.master.GetTaskResult(pb.GetTaskResultRequest(task_id="job", token=alice))
+    assert (got.success, got.status, got.result_zip) == (True, "STOPPED", partial)
+    assert await balances(hub, "user:alice", "user:bob") == [(10_000_000 - 30_000, 0), (30_000, 0)]
+
 
 async def test_a_signed_node_and_a_users_worker_share_one_pool(
     hub: LiveHub, rpc: Stubs, worker: FakeWorker, clock: FakeClock
@@ -410,3 +440,34 @@ async def test_a_worker_that_cannot_be_reached_holds_nothing(hub: LiveHub, rpc: 
     view = hub.hub.tasks.views[task_id]
     assert (view.attempts, view.assigned_node, hub.hub.channels.connected(miner_id)) == (0, None, False)
     assert await balances(hub, "user:bob") == [(0, 0)]
+
+
+async def test_a_result_that_races_the_stop_is_kept_and_the_task_paid_once(
+    hub: LiveHub, rpc: Stubs, worker: FakeWorker, clock: FakeClock
+) -> None:
+    """HiveMind's worker uploads its stopped task's zip while the hub's StopTaskExecution is in flight."""
+    await hub.make_user("alice", balance=10_000_000)
+    await hub.make_user("bob")
+    bob = await rpc.token("bob")
+    await admitted(rpc, bob, worker.port)
+    alice = await rpc.token("alice")
+    await upload(rpc, alice, "job")
+    await worker.next_call()
+    task_id, partial = (
+        hub_task_id("alice", "job"),
+        zipped({"execution_log.txt": b"Status: Stopped by user\n"}),
+    )
+    answers: list[object] = []
+
+    async def upload_first() -> None:
+        request = pb.TaskResultUploadRequest(task_id=task_id, result_zip=partial, token=bob)
+        answers.append(await rpc.worker.TaskResultUpload(request))
+
+    worker.on_stop = upload_first
+    clock.advance(10)
+    stopped = await rpc.master.StopTask(pb.StopTaskRequest(task_id="job", token=alice))
+    assert answers and stopped.status in ("STOPPED", "COMPLETED")
+    got = await rpc.master.GetTaskResult(pb.GetTaskResultRequest(task_id="job", token=alice))
+    assert (got.success, got.result_zip) == (True, partial)
+    assert await balances(hub, "user:alice", "user:bob") == [(10_000_000 - 10_000, 0), (10_000, 0)]
+    assert await books_balance(hub)

@@ -147,9 +147,9 @@ class DialOut:
         self._attach(miner_id, address)
         return miner_id
 
-    def bound_node(self, principal: Principal, task_id: str) -> str:
-        """The node holding ``task_id``, when it is a node this user's token admitted."""
-        miner_id = self.tasks.holder(task_id)
+    async def bound_node(self, principal: Principal, task_id: str) -> str:
+        """The node ``task_id`` is (or was last) assigned to, when this user's token admitted it."""
+        miner_id = self.tasks.holder(task_id) or await self.tasks.last_node(task_id)
         node = self.live.nodes.get(miner_id or "")
         if (
             miner_id is None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -476,7 +476,42 @@ class TaskService:
         view = self._held_by(task_id, miner_id)
         now = self.clock.now()
         ended = scheduling.finish(view, exit_code, now, node_id=miner_id)
-        return _only(await self._finish_many([_Finish(ended, self._clock_usage(view, now), artifacts, None)]))
+        row = _only(await self._finish_many([_Finish(ended, self._clock_usage(view, now), artifacts, None)]))
+        if row.view.state is TaskState.STOPPED and artifacts and not row.artifacts:  # the stop came first
+
+            async def kept() -> list[dict[str, Any]]:
+                return artifacts
+
+            row = await self.late_artifacts(miner_id, task_id, kept)
+        return row
+
+    async def last_node(self, task_id: str) -> str | None:
+        """The node a task ran on last, live or finished."""
+        view = self.views.get(task_id)
+        if view is not None:
+            return view.assigned_node
+        async with self.db.read() as conn:
+            row = await TasksRepo(conn).get(task_id)
+        return row.view.assigned_node if row is not None else None
+
+    async def late_artifacts(
+        self, miner_id: str, task_id: str, keep: Callable[[], Awaitable[list[dict[str, Any]]]]
+    ) -> TaskRow:
+        """What a node sends back of a task the hub stopped and settled already: ``keep`` writes the
+        files (once the node is known to have run it), the task lists them; they move no money."""
+        async with self.db.read() as conn:
+            row = await TasksRepo(conn).get(task_id)
+        if row is None or row.view.assigned_node != miner_id or row.view.state is not TaskState.STOPPED:
+            raise Forbidden("this task is not a stopped task of this node", code="not_assigned_node")
+        if row.artifacts:
+            raise IdempotencyConflict("this task's files were sent already", code="result_sent")
+        artifacts = await keep()
+
+        async def work(conn: AsyncConnection) -> None:
+            await TasksRepo(conn).save(row.view, artifacts=artifacts)
+
+        await self.db.run(work)
+        return replace(row, artifacts=artifacts)
 
     def _clock_usage(self, view: TaskView, now: float) -> dict[str, Any]:
         """From assignment to now by the hub's clock, times the GPUs the task holds; what the node

@@ -2,7 +2,7 @@
 the master's side here, the workers' side in ``rpc/workers.py``.
 
 Each method reads its request, calls the same service the HTTP route calls and writes the answer in
-HiveMind's units and words (``hivemind.py``); ``_adapter`` turns a ``GpupoolError`` into the gRPC status
+HiveMind's units and words (``hivemind.py``); ``adapter`` turns a ``GpupoolError`` into the gRPC status
 of ``rpc/errors.py``. Authentication is the HTTP API's: a user's JWT access token (request field
 ``token`` or ``authorization: Bearer``), or a node's session token for a signed node's calls.
 """

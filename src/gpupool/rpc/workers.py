@@ -149,6 +149,8 @@ class WorkerNodeService(Servicer, pb_grpc.WorkerNodeServiceServicer):
             raise InvalidInput("send result_zip, signed_result or both", field="signed_result")
         tasks = self.hub.tasks
         bound = tasks.bills_by_clock(miner_id)
+        if bound and request.result_zip and tasks.holder(request.task_id) is None:
+            return await self._late(miner_id, request)
         artifacts = []
         if request.result_zip:
             tasks.assigned_to(request.task_id, miner_id)
@@ -196,8 +198,18 @@ class WorkerNodeService(Servicer, pb_grpc.WorkerNodeServiceServicer):
             raise Unauthenticated("token (the worker's user token, or a node's session token) is required")
         if token.count(".") == 2:  # a JWT: a user's worker
             principal = self.hub.auth.authenticate(token)
-            return self.hub.dialout.bound_node(principal, task_id)
+            return await self.hub.dialout.bound_node(principal, task_id)
         return await self.hub.sessions.resolve(token)
+
+    async def _late(self, miner_id: str, request: pb.TaskResultUploadRequest) -> pb.TaskResultUploadResponse:
+        """The result zip of a task the hub stopped (and settled) on the user's word: kept, as
+        HiveMind's pool keeps a stopped task's partial results."""
+
+        async def keep() -> list[dict[str, Any]]:
+            return [await self._keep(request.task_id, request.result_zip)]
+
+        await self.hub.tasks.late_artifacts(miner_id, request.task_id, keep)
+        return pb.TaskResultUploadResponse(success=True, message="result kept; the task was stopped")
 
     async def _keep(self, task_id: str, result_zip: bytes) -> dict[str, Any]:
         files = self.hub.tasks.files
