@@ -102,7 +102,8 @@ class PoolNodeOut(BaseModel):
     region: str | None
     gpus: list[PoolGpuOut]
     cpu_cores: int
-    price_token_per_ksec: int
+    price_token_per_ksec: float
+    price_micro_per_ksec: int
     queue_len: int
     max_parallel: int
     trust: float

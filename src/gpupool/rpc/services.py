@@ -360,7 +360,7 @@ def _new_task(request: pb.UploadTaskRequest, client_id: str, names: list[str], d
         "command": command,
         "env": dict(request.env),
         "requirements": requirements,
-        "max_price_token_per_ksec": request.max_price_token_per_ksec or default_price,
+        "max_price_micro_per_ksec": request.max_price_token_per_ksec or default_price,  # int64: micro
         "timeout_sec": request.timeout_sec or 3600.0,
         "max_attempts": request.max_attempts or 3,
     }
@@ -368,7 +368,7 @@ def _new_task(request: pb.UploadTaskRequest, client_id: str, names: list[str], d
         return TaskIn.model_validate(body).to_new_task()
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
+        field = ".".join(str(part) for part in first["loc"]).replace("_micro_", "_token_")  # its gRPC name
         raise InvalidInput(f"{field}: {first['msg']}", field=field) from exc
 
 

@@ -38,7 +38,10 @@ def _once_per_ref(stmt: Any) -> Any:
     return stmt.on_conflict_do_nothing(index_elements=["source", "ref"])
 
 
-CONTRIBUTION_COLUMNS = tuple(c.name for c in contributions.columns if c.name != "id")
+# GGB's batch and network figures come only with a contribution a node records itself (one at a time);
+# the hub's own rows leave them at their default 0.
+_REPORTED_ONLY = ("batches_processed", "network_upload_mb", "network_download_mb")
+CONTRIBUTION_COLUMNS = tuple(c.name for c in contributions.columns if c.name not in ("id", *_REPORTED_ONLY))
 _ADD_CONTRIBUTIONS = Prepared(
     lambda dialect: _once_per_ref(
         (pg_insert if dialect == "postgresql" else sqlite_insert)(contributions).values(

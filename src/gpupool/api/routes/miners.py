@@ -24,6 +24,7 @@ from gpupool.api.schemas_registry import (
     SessionIn,
     UpdateIn,
 )
+from gpupool.core.units import tokens_from_micro
 from gpupool.errors import GpupoolError
 from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, envelope, opened
 from gpupool.hub.channels import Sender
@@ -50,7 +51,8 @@ def miner_out(record: MinerRecord) -> MinerOut:
         gpus=[GpuOut(**_gpu(g)) for g in spec.gpus],
         cpu_cores=spec.cpu_cores,
         ram_gb=spec.ram_gb,
-        price_token_per_ksec=spec.price_micro_per_ksec,
+        price_token_per_ksec=tokens_from_micro(spec.price_micro_per_ksec),
+        price_micro_per_ksec=spec.price_micro_per_ksec,
         max_parallel=spec.max_parallel,
         tags=list(spec.tags),
         capabilities=list(spec.capabilities),
@@ -74,7 +76,7 @@ def _spec(body: RegisterIn) -> NodeSpec:
         miner_id=body.miner_id,
         cpu_cores=body.cpu_cores,
         ram_gb=float(body.ram_gb),
-        price_micro_per_ksec=body.price_token_per_ksec,
+        price_micro_per_ksec=body.price_micro_per_ksec or 0,
         max_parallel=body.max_parallel,
         gpus=tuple(GpuSpec(**g.model_dump()) for g in body.gpus),
         addr=body.addr,
@@ -100,8 +102,8 @@ async def register(
 @router.post("/update", response_model=LeaseOut)
 async def update(body: UpdateIn, hub: HubDep) -> LeaseOut:
     miner_id = await hub.sessions.beat(body.session_token, body.queue_len, None, body.miner_id)
-    if body.price_token_per_ksec is not None:
-        await hub.registry.set_price(miner_id, body.price_token_per_ksec)
+    if body.price_micro_per_ksec is not None:
+        await hub.registry.set_price(miner_id, body.price_micro_per_ksec)
     return await _lease(hub, body.session_token)
 
 

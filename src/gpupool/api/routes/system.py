@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gpupool.api.deps import HubDep, PrincipalDep
 from gpupool.api.schemas import HealthOut, PoolNodeOut, PoolOut
+from gpupool.core.units import tokens_from_micro
 from gpupool.hub.live import NodeSpec
 
 WEB = resources.files("gpupool") / "web"
@@ -64,7 +65,8 @@ async def pool(hub: HubDep, _principal: PrincipalDep) -> PoolOut:
                 region=spec.region,
                 gpus=gpus,
                 cpu_cores=spec.cpu_cores,
-                price_token_per_ksec=spec.price_micro_per_ksec,
+                price_token_per_ksec=tokens_from_micro(spec.price_micro_per_ksec),
+                price_micro_per_ksec=spec.price_micro_per_ksec,
                 queue_len=node.queue_len,
                 max_parallel=spec.max_parallel,
                 trust=node.record.trust,
