@@ -7,6 +7,7 @@ a laptop; unsafe defaults are refused outside dev mode.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -78,6 +79,13 @@ class HubSettings(BaseSettings):
     coordinator_shared_secret: SecretStr | None = Field(
         None, validation_alias=_env("COORDINATOR_SHARED_SECRET")
     )
+    # Seed 002's pool hub trusts its coordinator by network (localhost behind an IP allowlist): a
+    # request from these networks may match without a credential. Empty: every caller needs one.
+    coordinator_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("GPUPOOL_HUB_COORDINATOR_CIDRS")
+    )
+    # GGB: contributions a node records itself are stored and shown; they count for rewards only so.
+    rewards_count_reported: bool = Field(False, validation_alias=_env("GPUPOOL_REWARDS_COUNT_REPORTED"))
     default_weights: str = Field(
         "cap:0.4,price:0.2,latency:0.2,trust:0.15,load:0.05", validation_alias=_env("DEFAULT_WEIGHTS")
     )
@@ -105,6 +113,16 @@ class HubSettings(BaseSettings):
     def _known_backend(cls, value: str) -> str:
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("GPUPOOL_DB_URL must be a sqlite:// or postgresql:// URL")
+        return value
+
+    @field_validator("coordinator_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for cidr in value:
+                ipaddress.ip_network(str(cidr), strict=False)  # a ValueError names a bad one
         return value
 
     @model_validator(mode="after")

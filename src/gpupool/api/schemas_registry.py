@@ -168,6 +168,25 @@ class ApiKeyIn(BaseModel):
     label: str = Field("", max_length=64)
 
 
+class OwnApiKeyIn(BaseModel):
+    """``POST /v1/api-keys``: an owner makes their own key. ``owner`` is the account paid for the work
+    of nodes registered with it: the caller's own (default), or an owner address."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("", max_length=64)
+    owner: str | None = Field(None, min_length=1, max_length=80)
+
+
+class OwnApiKeyOut(BaseModel):
+    id: str
+    key: str | None = Field(None, description="the key itself, shown once at creation")
+    owner: str
+    name: str
+    created_at: float
+    revoked_at: float | None = None
+    admits: bool
+
+
 class GpuTelemetryIn(BaseModel):
     index: StrictInt = Field(ge=0, le=1023)
     util_pct: float | None = Field(None, ge=0, le=100)

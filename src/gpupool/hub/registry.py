@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gpupool import crypto
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
-from gpupool.errors import Conflict, Forbidden, InvalidInput, NotFound, SignatureRejected
+from gpupool.errors import Conflict, Forbidden, InvalidInput, NotFound, SignatureRejected, TokenInvalid
 from gpupool.hub.account_bound import PENDING as NODE_PENDING
 from gpupool.hub.account_bound import AccountBinding, check_rebind, normalize_account
 from gpupool.hub.api_keys import OwnerApiKeys
@@ -256,6 +256,15 @@ class RegistryService(OwnerApiKeys):
                 code="ambiguous_credential",
             )
         return bound[0].miner_id
+
+    async def node_for_bearer(self, token: str, miner_id: str | None = None) -> str:
+        """The node a bearer token speaks for: a session token, or the API key an account-bound node
+        was registered with (AITBC's miner heartbeats with its key)."""
+        try:
+            return await self.sessions.resolve(token, miner_id)
+        except TokenInvalid:
+            pass
+        return await self.bound_miner(await self.api_key_binding(token), miner_id)
 
     async def _admitted_registration(
         self, record: MinerRecord, token: str, now: float, *, created: bool
