@@ -80,7 +80,8 @@ async def test_permissions_and_workers_seed_000(hub_client: HubClient, clock: Fa
     resp = await hub_client.http.post("/workers", json=worker(key, clock, signed=False))
     assert resp.status_code == 201 and resp.json()["status"] == "pending"
     pending = (await hub_client.http.get(f"/permissions/{key.npub}")).json()
-    assert pending["registered"] is True and pending["write"]["mode"] == "Deny" and pending["owner"] is None
+    assert pending["registered"] is True and pending["write"]["mode"] == "Deny"
+    assert pending["owner"] == OWNER and pending["signed"] is False  # as named, not bound
 
     # The same key registering signed authorizes it.
     resp = await hub_client.http.post("/workers", json=worker(key, clock))

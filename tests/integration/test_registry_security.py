@@ -115,7 +115,7 @@ async def test_unsigned_worker_cannot_bind_a_key(hub_client: HubClient, clock: F
     body = worker(key, clock, signed=False)
     assert (await hub_client.http.post("/workers", json=body)).json()["status"] == "pending"
     perms = (await hub_client.http.get(f"/permissions/{key.pubkey}")).json()
-    assert perms["authorized"] is False and perms["owner"] is None
+    assert perms["authorized"] is False and perms["write"]["mode"] == "Deny" and perms["signed"] is False
     claim = {"pubkey": key.pubkey, "owner": OTHER_OWNER, "node_type": "node-H100x1"}
     forged = crypto.sign_body(
         crypto.KeyPair.generate(), crypto.KIND_REGISTRATION, claim, created_at=int(clock.now())

@@ -274,6 +274,7 @@ class PermissionsOut(BaseModel):
     registered: bool
     authorized: bool
     owner: str | None
+    signed: bool | None = Field(description="false: the owner was named by an unsigned registration")
     node_type: str | None
     read: PermissionMode
     write: PermissionMode

@@ -84,7 +84,10 @@ class RegistryService(OwnerApiKeys):
             "pubkey": pubkey,
             "registered": worker is not None,
             "authorized": authorized,
-            "owner": worker.owner if worker and worker.status == AUTHORIZED else None,
+            # An unsigned registration's owner is shown as named, flagged signed: false (SPEC §8.4);
+            # it binds nothing until an admin approves it or the key signs.
+            "owner": worker.owner if worker else None,
+            "signed": worker.signed if worker else None,
             "node_type": worker.node_type if worker else None,
             "read": {"mode": mode},
             "write": {"mode": mode},
@@ -122,6 +125,15 @@ class RegistryService(OwnerApiKeys):
         record = await self.db.run(work)
         self.metrics.registrations.labels(f"worker_{record.status}").inc()
         return record
+
+    async def worker(self, pubkey: str) -> WorkerRecord:
+        """``GET /workers/{pubkey}`` (DStack backend versions that poll it): 404 when unknown."""
+        pubkey = crypto.normalize_pubkey(pubkey)
+        async with self.db.read() as conn:
+            worker = await RegistryRepo(conn).worker(pubkey)
+        if worker is None:
+            raise NotFound(f"no worker registration for {pubkey}")
+        return worker
 
     async def approve_worker(self, pubkey: str) -> WorkerRecord:
         pubkey = crypto.normalize_pubkey(pubkey)
