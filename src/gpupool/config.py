@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gpupool.core.units import micro_from_tokens
+
 DEFAULT_DB_URL = "sqlite:///./data/gpupool.db"
 
 
@@ -80,6 +82,13 @@ class HubSettings(BaseSettings):
     coordinator_shared_secret: SecretStr | None = Field(
         None, validation_alias=_env("COORDINATOR_SHARED_SECRET")
     )
+    # Seed 002's pool hub trusts its coordinator by network (localhost behind an IP allowlist): a
+    # request from these networks may match without a credential. Empty: every caller needs one.
+    coordinator_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("GPUPOOL_HUB_COORDINATOR_CIDRS")
+    )
+    # GGB: contributions a node records itself are stored and shown; they count for rewards only so.
+    rewards_count_reported: bool = Field(False, validation_alias=_env("GPUPOOL_REWARDS_COUNT_REPORTED"))
     default_weights: str = Field(
         "cap:0.4,price:0.2,latency:0.2,trust:0.15,load:0.05", validation_alias=_env("DEFAULT_WEIGHTS")
     )
@@ -119,6 +128,16 @@ class HubSettings(BaseSettings):
             raise ValueError("GPUPOOL_DB_URL must be a sqlite:// or postgresql:// URL")
         return value
 
+    @field_validator("coordinator_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for cidr in value:
+                ipaddress.ip_network(str(cidr), strict=False)  # a ValueError names a bad one
+        return value
+
     @model_validator(mode="after")
     def _enforce_non_default_secrets(self) -> HubSettings:
         if not self.dev_mode and (self.jwt_secret is None or len(self.jwt_secret.get_secret_value()) < 16):
@@ -146,8 +165,12 @@ class NodeSettings(BaseSettings):
     fake_nvml: Path | None = Field(None, validation_alias=_env("GPUPOOL_NODE_FAKE_NVML"))
     miner_id: str | None = Field(None, validation_alias=_env("GPUPOOL_NODE_MINER_ID", "MINER_ID"))
     advertise_addr: str | None = Field(None, validation_alias=_env("GPUPOOL_NODE_ADVERTISE_ADDR"))
-    price_token_per_ksec: int = Field(
-        1_000_000, ge=0, validation_alias=_env("GPUPOOL_NODE_PRICE_MICRO_PER_KSEC", "PRICE_TOKEN_PER_KSEC")
+    price_micro_per_ksec: int | None = Field(
+        None, ge=0, le=10**15, validation_alias=_env("GPUPOOL_NODE_PRICE_MICRO_PER_KSEC")
+    )
+    # tokens, as a seed's name says (SPEC §7): "0.75" is 750000 micro-units
+    price_token_per_ksec: str | None = Field(
+        None, validation_alias=_env("GPUPOOL_NODE_PRICE_TOKEN_PER_KSEC", "PRICE_TOKEN_PER_KSEC")
     )
     max_parallel: int = Field(1, ge=1, validation_alias=_env("GPUPOOL_NODE_MAX_PARALLEL", "MAX_PARALLEL"))
     region: str | None = Field(None, validation_alias=_env("GPUPOOL_NODE_REGION", "REGION"))
@@ -166,6 +189,21 @@ class NodeSettings(BaseSettings):
     delegation_auth_token: SecretStr | None = Field(None, validation_alias=_env("DELEGATION_AUTH_TOKEN"))
     delegation_poll_sec: float = Field(5.0, gt=0, validation_alias=_env("DELEGATION_POLL_SEC"))
     poc_device: str = Field("auto", validation_alias=_env("GPUPOOL_NODE_POC_DEVICE"))
+
+    @model_validator(mode="after")
+    def _one_price(self) -> NodeSettings:
+        """The price in micro-units, from either name (tokens or micro); 1 token when neither is set."""
+        tokens = None
+        if self.price_token_per_ksec is not None:
+            try:
+                tokens = micro_from_tokens(self.price_token_per_ksec, field="PRICE_TOKEN_PER_KSEC")
+            except Exception as exc:
+                raise ValueError(str(exc)) from exc
+        if tokens is not None and self.price_micro_per_ksec not in (None, tokens):
+            raise ValueError("PRICE_TOKEN_PER_KSEC and GPUPOOL_NODE_PRICE_MICRO_PER_KSEC disagree")
+        if self.price_micro_per_ksec is None:
+            self.price_micro_per_ksec = 1_000_000 if tokens is None else tokens
+        return self
 
     @field_validator("tags", "capabilities", mode="before")
     @classmethod

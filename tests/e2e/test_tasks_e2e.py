@@ -75,7 +75,7 @@ def pool(tmp_path: Path) -> Iterator[tuple[HubProcess, dict[str, str], dict[str,
 def submit(hub: HubProcess, user: dict[str, str], code: str, **over: Any) -> str:
     body = {
         "command": [sys.executable, "-c", code],
-        "max_price_token_per_ksec": 2_000_000,
+        "max_price_micro_per_ksec": 2_000_000,
         "timeout_sec": 60,
         **over,
     }

@@ -381,7 +381,7 @@ async def test_bad_zips_are_refused_and_nothing_is_held(
     [
         ({"timeout_sec": float("nan")}, "timeout_sec"),
         ({"timeout_sec": 8 * 86400.0}, "timeout_sec"),
-        ({"max_price_micro_per_ksec": -1}, "max_price_token_per_ksec"),
+        ({"max_price_micro_per_ksec": -1}, "max_price_micro_per_ksec"),
         ({"max_attempts": 21}, "max_attempts"),
         ({"command": ["x"] * 257}, "command"),
         ({"memory_gb": -1}, "requirements.min_ram_gb"),

@@ -10,9 +10,9 @@ import secrets
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gpupool.core.model import Identity
+from gpupool.core.model import Identity, Principal
 from gpupool.core.ports import Clock
-from gpupool.errors import NotFound, Unauthenticated
+from gpupool.errors import Forbidden, NotFound, Unauthenticated
 from gpupool.hub.account_bound import AccountBinding, normalize_account
 from gpupool.hub.sessions import token_hash
 from gpupool.store.db import Database
@@ -48,6 +48,19 @@ class OwnerApiKeys:
 
         await self.db.run(work)
         return record, key
+
+    async def create_own_api_key(
+        self, principal: Principal, owner: str | None, name: str
+    ) -> tuple[ApiKeyRecord, str]:
+        """An owner's own key. It names the caller's account or an owner address (paying an address
+        gives its holder money, never takes any); another user's account only an admin may name. An
+        admin's key admits its nodes in allowlist mode; anyone else's waits for an approval."""
+        account = normalize_account(owner) if owner else principal.account
+        if account.startswith("user:") and account != principal.account and not principal.is_admin:
+            raise Forbidden("a key may name your own account or an owner address", code="not_your_account")
+        return await self.create_api_key(
+            account, name, created_by=principal.username, admits=principal.is_admin
+        )
 
     async def api_keys(self, owner: str | None, created_by: str | None = None) -> list[ApiKeyRecord]:
         owner = normalize_account(owner) if owner else None

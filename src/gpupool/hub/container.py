@@ -48,12 +48,14 @@ class Hub:
     periodic: Periodic
     version: str
     dialout: DialOut  # nodes the hub dials (HiveMind's workers)
+    started_at: float = 0.0  # this process's start, for uptime in the SLA view
 
     async def start(self) -> str | None:
         """Migrate, create the first admin, reload live nodes and start the loops.
 
         Returns the generated admin password on the very first start, once.
         """
+        self.started_at = self.started_at or self.clock.now()
         await self.db.migrate()
         password = self.settings.admin_password.get_secret_value() if self.settings.admin_password else None
         generated = await self.auth.ensure_admin(password)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gpupool import crypto
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
-from gpupool.errors import Conflict, Forbidden, InvalidInput, NotFound, SignatureRejected
+from gpupool.errors import Conflict, Forbidden, InvalidInput, NotFound, SignatureRejected, TokenInvalid
 from gpupool.hub.account_bound import PENDING as NODE_PENDING
 from gpupool.hub.account_bound import AccountBinding, check_rebind, normalize_account
 from gpupool.hub.api_keys import OwnerApiKeys
@@ -84,7 +84,10 @@ class RegistryService(OwnerApiKeys):
             "pubkey": pubkey,
             "registered": worker is not None,
             "authorized": authorized,
-            "owner": worker.owner if worker and worker.status == AUTHORIZED else None,
+            # An unsigned registration's owner is shown as named, flagged signed: false (SPEC §8.4);
+            # it binds nothing until an admin approves it or the key signs.
+            "owner": worker.owner if worker else None,
+            "signed": worker.signed if worker else None,
             "node_type": worker.node_type if worker else None,
             "read": {"mode": mode},
             "write": {"mode": mode},
@@ -122,6 +125,15 @@ class RegistryService(OwnerApiKeys):
         record = await self.db.run(work)
         self.metrics.registrations.labels(f"worker_{record.status}").inc()
         return record
+
+    async def worker(self, pubkey: str) -> WorkerRecord:
+        """``GET /workers/{pubkey}`` (DStack backend versions that poll it): 404 when unknown."""
+        pubkey = crypto.normalize_pubkey(pubkey)
+        async with self.db.read() as conn:
+            worker = await RegistryRepo(conn).worker(pubkey)
+        if worker is None:
+            raise NotFound(f"no worker registration for {pubkey}")
+        return worker
 
     async def approve_worker(self, pubkey: str) -> WorkerRecord:
         pubkey = crypto.normalize_pubkey(pubkey)
@@ -256,6 +268,15 @@ class RegistryService(OwnerApiKeys):
                 code="ambiguous_credential",
             )
         return bound[0].miner_id
+
+    async def node_for_bearer(self, token: str, miner_id: str | None = None) -> str:
+        """The node a bearer token speaks for: a session token, or the API key an account-bound node
+        was registered with (AITBC's miner heartbeats with its key)."""
+        try:
+            return await self.sessions.resolve(token, miner_id)
+        except TokenInvalid:
+            pass
+        return await self.bound_miner(await self.api_key_binding(token), miner_id)
 
     async def _admitted_registration(
         self, record: MinerRecord, token: str, now: float, *, created: bool

@@ -147,7 +147,7 @@ class NodeAgent:
             "gpus": gpu.registration_gpus(inventory),
             "cpu_cores": inventory.cpu_cores,
             "ram_gb": inventory.ram_gb,
-            "price_token_per_ksec": s.price_token_per_ksec,
+            "price_micro_per_ksec": s.price_micro_per_ksec,
             "max_parallel": s.max_parallel,
             "region": s.region,
             "tags": s.tags,

@@ -290,7 +290,7 @@ def _new_task(request: pb.UploadTaskRequest, client_id: str, names: list[str], d
         "command": command,
         "env": dict(request.env),
         "requirements": requirements,
-        "max_price_token_per_ksec": request.max_price_micro_per_ksec or default_price,
+        "max_price_micro_per_ksec": request.max_price_micro_per_ksec or default_price,
         "timeout_sec": request.timeout_sec or 3600.0,
         "max_attempts": request.max_attempts or 3,
     }

@@ -38,8 +38,10 @@ def _once_per_ref(stmt: Any) -> Any:
     return stmt.on_conflict_do_nothing(index_elements=["source", "ref"])
 
 
-CONTRIBUTION_COLUMNS = tuple(c.name for c in contributions.columns if c.name != "id")
-_GGB_COUNTERS = {"batches_processed": 0, "network_upload_mb": 0, "network_download_mb": 0}
+# GGB's batch and network figures come only with a contribution a node records itself (one at a time);
+# the hub's own rows leave them at their default 0.
+_REPORTED_ONLY = ("batches_processed", "network_upload_mb", "network_download_mb")
+CONTRIBUTION_COLUMNS = tuple(c.name for c in contributions.columns if c.name not in ("id", *_REPORTED_ONLY))
 _ADD_CONTRIBUTIONS = Prepared(
     lambda dialect: _once_per_ref(
         (pg_insert if dialect == "postgresql" else sqlite_insert)(contributions).values(
@@ -61,8 +63,8 @@ class RewardsRepo:
 
     async def add_contributions(self, rows: Sequence[dict[str, Any]]) -> None:
         """Many at once, each with every column of ``CONTRIBUTION_COLUMNS``; those already recorded
-        are left as they are; GGB's counters a row leaves out are 0."""
-        await _ADD_CONTRIBUTIONS.many(self.conn, [{**_GGB_COUNTERS, **row} for row in rows])
+        are left as they are."""
+        await _ADD_CONTRIBUTIONS.many(self.conn, rows)
 
     async def scores_for_epoch(self, epoch: int) -> dict[str, int]:
         """Each owner's summed score in ``epoch``, aggregated by the database."""

@@ -71,7 +71,7 @@ async function refreshNodes() {
     bar(tr, n.gpus.length ? Math.round(n.gpus.reduce((a, g) => a + (g.util_pct || 0), 0) / n.gpus.length) : null);
     const used = n.gpus.reduce((a, g) => a + (g.mem_used_mb || 0), 0), total = n.gpus.reduce((a, g) => a + (g.mem_total_mb || 0), 0);
     cell(tr, total ? (used / 1024).toFixed(1) + " / " + (total / 1024).toFixed(1) + " GiB" : "–");
-    cell(tr, tokens(n.price_token_per_ksec));
+    cell(tr, tokens(n.price_micro_per_ksec));
     cell(tr, n.queue_len + " / " + n.max_parallel);
     return tr;
   }), "no node is online");
