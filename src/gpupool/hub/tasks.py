@@ -60,11 +60,7 @@ class NewTask:
 
     @property
     def gpu_count(self) -> int:
-        return self.gpus_of(self.requirements)
-
-    @staticmethod
-    def gpus_of(requirements: Mapping[str, Any]) -> int:
-        return int(requirements.get("gpu_count") or (1 if requirements.get("min_vram_gb") else 0))
+        return int(self.requirements.get("gpu_count") or (1 if self.requirements.get("min_vram_gb") else 0))
 
 
 class TaskService:
@@ -518,7 +514,8 @@ class TaskService:
         reported rides along, shown only."""
         held = self.held.get(view.task_id)
         seconds = max(0.0, now - (view.assigned_at or now))
-        gpus = max(1, NewTask.gpus_of(held.spec["requirements"]) if held else 1)
+        needs = held.spec["requirements"] if held else {}
+        gpus = max(1, int(needs.get("gpu_count") or (1 if needs.get("min_vram_gb") else 0)))  # as held
         usage: dict[str, Any] = {"duration_sec": seconds, "gpu_seconds": seconds * gpus, "measured_by": "hub"}
         if held is not None and held.reported:
             usage["reported"] = held.reported
