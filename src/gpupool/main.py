@@ -80,7 +80,12 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         db,
         clock,
         crypto.load_or_create_key(settings.data_dir / "hub-key"),
-        RewardConfig(settings.reward_epoch_sec, settings.base_reward_micro, settings.min_settlement_micro),
+        RewardConfig(
+            settings.reward_epoch_sec,
+            settings.base_reward_micro,
+            settings.min_settlement_micro,
+            count_reported=settings.rewards_count_reported,
+        ),
     )
     channels = NodeChannels()
     registry = RegistryService(
