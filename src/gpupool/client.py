@@ -255,6 +255,17 @@ class Client:
         extra = {"X-Coordinator-Secret": coordinator_secret} if coordinator_secret else None
         return dict(self._call("POST", "/v1/match", json=request, idempotent=True, headers=extra))
 
+    def create_api_key(self, name: str = "", owner: str | None = None) -> dict[str, Any]:
+        """A new API key of one's own; its ``key`` is in this answer only."""
+        body = {"name": name} | ({"owner": owner} if owner else {})
+        return dict(self._call("POST", "/v1/api-keys", json=body))
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/api-keys", idempotent=True))
+
+    def revoke_api_key(self, key_id: str) -> None:
+        self._call("DELETE", f"/v1/api-keys/{key_id}", idempotent=True)
+
     def reward_balance(self, address: str) -> dict[str, Any]:
         params: dict[str, int | str] = {"address": address}
         return dict(self._call("GET", "/v1/rewards/balance", params=params, idempotent=True))

@@ -17,6 +17,7 @@ from gpupool.hub.auth import AuthConfig, AuthService
 from gpupool.hub.background import Periodic
 from gpupool.hub.channels import NodeChannels
 from gpupool.hub.container import Hub
+from gpupool.hub.dialout import DialOut, parse_networks
 from gpupool.hub.files import TaskFiles
 from gpupool.hub.gpu_metrics import GpuTelemetryCollector
 from gpupool.hub.history import PoolHistory
@@ -90,7 +91,12 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         db,
         clock,
         crypto.load_or_create_key(settings.data_dir / "hub-key"),
-        RewardConfig(settings.reward_epoch_sec, settings.base_reward_micro, settings.min_settlement_micro),
+        RewardConfig(
+            settings.reward_epoch_sec,
+            settings.base_reward_micro,
+            settings.min_settlement_micro,
+            count_reported=settings.rewards_count_reported,
+        ),
     )
     channels = NodeChannels()
     registry = RegistryService(
@@ -102,6 +108,18 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         sessions,
         ledger,
         metrics,
+    )
+    files = TaskFiles(settings.storage_path, settings.max_bundle_bytes)
+    tasks = TaskService(db, clock, live, channels, signed, rewards_service.epoch_of, files)
+    dialout = DialOut(
+        clock,
+        registry,
+        live,
+        channels,
+        tasks,
+        files,
+        parse_networks(settings.worker_dial_cidrs),
+        settings.grpc_default_price_micro_per_ksec,
     )
     return Hub(
         settings=settings,
@@ -117,15 +135,7 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         matchmaking=MatchService(db, clock, live, metrics),
         rate_limit=Budget(storage, "api", settings.rate_limit),
         channels=channels,
-        tasks=TaskService(
-            db,
-            clock,
-            live,
-            channels,
-            signed,
-            rewards_service.epoch_of,
-            TaskFiles(settings.storage_path, settings.max_bundle_bytes),
-        ),
+        tasks=tasks,
         rewards=rewards_service,
         poc=PocService(
             db,
@@ -139,6 +149,7 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         periodic=Periodic(metrics.registry),
         version=__version__,
         history=PoolHistory(live, db, metrics, clock),
+        dialout=dialout,
     )
 
 

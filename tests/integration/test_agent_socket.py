@@ -60,7 +60,7 @@ async def running_agent(
 
 async def _three_assigned(hub: LiveHub, commands: list[dict[str, Any]]) -> list[str]:
     user = await hub.make_user("agent-user", balance=100_000_000)
-    body = {"command": ["true"], "max_price_token_per_ksec": 1_000_000, "timeout_sec": 10}
+    body = {"command": ["true"], "max_price_micro_per_ksec": 1_000_000, "timeout_sec": 10}
     resp = await hub.http.post("/v1/tasks/batch", json={"tasks": [body] * 3}, headers=user)
     ids = [t["task_id"] for t in resp.json()["tasks"]]
     for _ in range(500):

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gpupool.api import errors
+from gpupool.api.dialects import aitbc, dstack, ggb
 from gpupool.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from gpupool.api.proxies import TrustedProxyMiddleware
 from gpupool.api.routes import (
@@ -54,7 +55,23 @@ def create_app(hub: Hub) -> FastAPI:
     errors.install(app)
     # Busiest first: FastAPI tries the routers in this order, at 15-25 µs each on a 2-core machine,
     # so a task or node request no longer walks seven routers before it finds its own.
-    for module in (tasks, miners, auth, ledger, registry, matching, rewards, poc, system, users, dashboard):
+    # AITBC's /v1/miners/heartbeat (HTTP) and /v1/miners/status go before /v1/miners/{miner_id}.
+    for module in (
+        tasks,
+        aitbc,
+        miners,
+        auth,
+        ledger,
+        registry,
+        dstack,
+        matching,
+        rewards,
+        poc,
+        ggb,
+        system,
+        users,
+        dashboard,
+    ):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=hub.metrics)
     app.add_middleware(

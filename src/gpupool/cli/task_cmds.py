@@ -59,7 +59,7 @@ def submit(
             "requirements": {
                 k: v for k, v in {"gpu_count": gpus, "min_vram_gb": vram}.items() if v is not None
             },
-            "max_price_token_per_ksec": parse_amount(max_price),
+            "max_price_micro_per_ksec": parse_amount(max_price),
             "timeout_sec": timeout,
             "max_attempts": max_attempts,
         }

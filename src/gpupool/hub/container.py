@@ -13,6 +13,7 @@ from gpupool.core.ports import Clock
 from gpupool.hub.auth import AuthService
 from gpupool.hub.background import Periodic
 from gpupool.hub.channels import NodeChannels
+from gpupool.hub.dialout import DialOut
 from gpupool.hub.history import PoolHistory
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry
@@ -50,12 +51,15 @@ class Hub:
     periodic: Periodic
     version: str
     history: PoolHistory
+    dialout: DialOut  # nodes the hub dials (HiveMind's workers)
+    started_at: float = 0.0  # this process's start, for uptime in the SLA view
 
     async def start(self) -> str | None:
         """Migrate, create the first admin, reload live nodes and start the loops.
 
         Returns the generated admin password on the very first start, once.
         """
+        self.started_at = self.started_at or self.clock.now()
         await self.db.migrate()
         password = self.settings.admin_password.get_secret_value() if self.settings.admin_password else None
         generated = await self.auth.ensure_admin(password)

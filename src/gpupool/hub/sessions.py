@@ -132,13 +132,18 @@ class SessionService:
         now = self.clock.now()
         self._put(key, miner_id, now + self.ttl_s)
         self.live.renew_session(key, now + self.ttl_s)
+        await self.touch(miner_id, queue_len, telemetry)
+        return miner_id
+
+    async def touch(self, miner_id: str, queue_len: int, telemetry: dict[str, Any] | None) -> None:
+        """A node was heard from (its session, or an account-bound node's credential, proved it)."""
+        now = self.clock.now()
         if miner_id not in self.live.nodes:  # silent past the grace period across a hub restart
             async with self.db.read() as conn:
                 record = await RegistryRepo(conn).miner(miner_id)
-            if record is not None:
+            if record is not None and record.status != "pending":  # pending: stored, not matched
                 self.live.upsert(record, now)
         self.live.heartbeat(miner_id, now, queue_len, telemetry)
-        return miner_id
 
     async def logout(self, token: str, client: str | None = None) -> str:
         """End every session of the token's node and take the node offline now."""

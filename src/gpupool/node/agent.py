@@ -51,6 +51,10 @@ class RegistrationError(Exception):
     """The registry could not be reached or refused this node."""
 
 
+class InventoryUnavailable(RegistrationError):
+    """The DStack GPU service cannot be read: the agent serves /health (503) and registers later."""
+
+
 def check_settings(settings: NodeSettings) -> tuple[str, str]:
     """The registry URL and the EIP-55 owner address, or ConfigError with the seed's message."""
     if not settings.registry_url:
@@ -123,6 +127,11 @@ class NodeAgent:
         """``/permissions`` → ``/workers`` when unknown → ``/v1/miners/register``; RegistrationError else."""
         try:
             inventory = await asyncio.to_thread(self.read_inventory)
+        except GpupoolError as exc:
+            if self.settings.dstack_url:
+                raise InventoryUnavailable(str(exc)) from exc
+            raise RegistrationError(str(exc)) from exc
+        try:
             perms = await self._call(http, "GET", f"/permissions/{self.key.pubkey}")
             if not perms.get("registered") or perms.get("write", {}).get("mode") != "AllowAll":
                 worker = {
@@ -147,7 +156,7 @@ class NodeAgent:
             "gpus": gpu.registration_gpus(inventory),
             "cpu_cores": inventory.cpu_cores,
             "ram_gb": inventory.ram_gb,
-            "price_token_per_ksec": s.price_token_per_ksec,
+            "price_micro_per_ksec": s.price_micro_per_ksec,
             "max_parallel": s.max_parallel,
             "region": s.region,
             "tags": s.tags,
@@ -176,10 +185,13 @@ class NodeAgent:
         return result
 
     # -- heartbeats -----------------------------------------------------------------------------------
-    async def heartbeat_forever(self, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
-        """Keep a heartbeat socket open; reconnect with backoff, register again when refused."""
+    async def heartbeat_forever(
+        self, http: httpx.AsyncClient, stop: asyncio.Event, *, registered: bool = True
+    ) -> None:
+        """Keep a heartbeat socket open; reconnect with backoff, register again when refused (or first,
+        when the start could not: DStack unreachable)."""
         backoff = Backoff(max_s=self.settings.backoff_max_sec)
-        must_register = False
+        must_register = not registered
         while not stop.is_set():
             try:
                 if must_register:
@@ -329,13 +341,19 @@ async def serve(settings: NodeSettings) -> int:
     agent = NodeAgent(settings, registry_url, owner, key, nvml=gpu.open_nvml(settings.fake_nvml))
     log.info("node key %s (npub %s), registry %s", key.pubkey, key.npub, registry_url)
     async with httpx.AsyncClient(base_url=registry_url, timeout=15) as http:
+        registered = True
         try:
             await agent.register(http)
+            log.info("Worker registration completed successfully")
+        except InventoryUnavailable as exc:
+            # As the DStack backend does: start anyway, answer 503 "Error: …", register on recovery.
+            log.error("DStack GPU service unavailable at start: %s", exc)
+            log.error("Serving /health as Unavailable; registering once DStack recovers")
+            registered = False
         except RegistrationError as exc:
             log.error("Worker registration failed: %s", exc)
             log.error("Cannot start service without successful registration")
             return EXIT_REGISTRATION
-        log.info("Worker registration completed successfully")
         host, port = settings.listen_host_port
         token = settings.delegation_auth_token
         pow_service = PowService(
@@ -366,7 +384,7 @@ async def serve(settings: NodeSettings) -> int:
         agent.on_command = worker.on_command
         agent.queue_source = lambda: worker.queue_len
         stop = asyncio.Event()
-        beats = asyncio.create_task(agent.heartbeat_forever(http, stop))
+        beats = asyncio.create_task(agent.heartbeat_forever(http, stop, registered=registered))
         try:
             await server.serve()  # returns on SIGTERM/SIGINT, after draining
         finally:

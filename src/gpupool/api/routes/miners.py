@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisco
 from pydantic import ValidationError
 
 from gpupool.api.deps import AdminDep, ClientDep, HubDep, PrincipalDep, RateLimitDep
+from gpupool.api.dialects import aitbc, parsed
 from gpupool.api.errors import status_for, ws_close_code
 from gpupool.api.schemas_registry import (
     GpuOut,
@@ -24,7 +25,8 @@ from gpupool.api.schemas_registry import (
     SessionIn,
     UpdateIn,
 )
-from gpupool.errors import GpupoolError
+from gpupool.core.units import tokens_from_micro
+from gpupool.errors import GpupoolError, InvalidInput
 from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, envelope, opened
 from gpupool.hub.channels import Sender
 from gpupool.hub.container import Hub
@@ -42,6 +44,7 @@ def miner_out(record: MinerRecord) -> MinerOut:
         miner_id=record.miner_id,
         pubkey=record.pubkey,
         owner=record.owner,
+        identity=record.identity,
         status=record.status,
         addr=spec.addr,
         proto=spec.proto,
@@ -49,7 +52,8 @@ def miner_out(record: MinerRecord) -> MinerOut:
         gpus=[GpuOut(**_gpu(g)) for g in spec.gpus],
         cpu_cores=spec.cpu_cores,
         ram_gb=spec.ram_gb,
-        price_token_per_ksec=spec.price_micro_per_ksec,
+        price_token_per_ksec=tokens_from_micro(spec.price_micro_per_ksec),
+        price_micro_per_ksec=spec.price_micro_per_ksec,
         max_parallel=spec.max_parallel,
         tags=list(spec.tags),
         capabilities=list(spec.capabilities),
@@ -73,7 +77,7 @@ def _spec(body: RegisterIn) -> NodeSpec:
         miner_id=body.miner_id,
         cpu_cores=body.cpu_cores,
         ram_gb=float(body.ram_gb),
-        price_micro_per_ksec=body.price_token_per_ksec,
+        price_micro_per_ksec=body.price_micro_per_ksec or 0,
         max_parallel=body.max_parallel,
         gpus=tuple(GpuSpec(**g.model_dump()) for g in body.gpus),
         addr=body.addr,
@@ -84,23 +88,48 @@ def _spec(body: RegisterIn) -> NodeSpec:
     )
 
 
-@router.post("/register", response_model=RegisterOut, dependencies=[RateLimitDep])
+@router.post(
+    "/register",
+    response_model=None,  # two wires: gpupool's RegisterOut, or AITBC's body (documented there)
+    responses={200: {"model": RegisterOut}},
+    dependencies=[RateLimitDep],
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RegisterIn"}}}
+        }
+    },
+)
 async def register(
-    body: RegisterIn,
     request: Request,
     hub: HubDep,
-    api_key: Annotated[str | None, Header(alias="X-Api-Key")] = None,
-) -> RegisterOut:
-    """Signed (kind 21000) by the node's key; the body is verified exactly as sent."""
-    registration = await hub.registry.register_miner(await request.json(), _spec(body), api_key)
-    return RegisterOut(**{k: getattr(registration, k) for k in registration.__slots__})
+    api_key: Annotated[str | None, Header(alias="X-Api-Key", max_length=256)] = None,
+) -> dict[str, Any]:
+    """Signed (kind 21000) by the node's key; the body is verified exactly as sent. An unsigned body
+    with an owner ``api_key`` is AITBC's miner (SPEC §8.2): an account-bound node."""
+    raw = await json_object(request)
+    if "sig_event" not in raw and "api_key" in raw:
+        return await aitbc.register(raw, hub)
+    body = parsed(RegisterIn, raw)
+    registration = await hub.registry.register_miner(raw, _spec(body), api_key)
+    return RegisterOut(**{k: getattr(registration, k) for k in RegisterOut.model_fields}).model_dump()
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON body, which must be an object."""
+    try:
+        raw = await request.json()
+    except ValueError as exc:
+        raise InvalidInput("the body is not JSON", field="body") from exc
+    if not isinstance(raw, dict):
+        raise InvalidInput("the body is a JSON object", field="body")
+    return raw
 
 
 @router.post("/update", response_model=LeaseOut, dependencies=[RateLimitDep])
 async def update(body: UpdateIn, hub: HubDep, client: ClientDep) -> LeaseOut:
     miner_id = await hub.sessions.beat(body.session_token, body.queue_len, None, body.miner_id, client)
-    if body.price_token_per_ksec is not None:
-        await hub.registry.set_price(miner_id, body.price_token_per_ksec)
+    if body.price_micro_per_ksec is not None:
+        await hub.registry.set_price(miner_id, body.price_micro_per_ksec)
     return await _lease(hub, body.session_token)
 
 
@@ -212,7 +241,7 @@ async def _take_results(hub: Hub, miner_id: str, messages: list[Any], send: Send
 async def list_miners(
     hub: HubDep,
     _admin: AdminDep,
-    status_: Annotated[str | None, Query(alias="status", pattern="^(online|offline)$")] = None,
+    status_: Annotated[str | None, Query(alias="status", pattern="^(online|offline|pending)$")] = None,
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MinerPage:

@@ -29,6 +29,7 @@ from gpupool.api.schemas_tasks import (
     TaskOut,
 )
 from gpupool.core.scheduling import TaskState
+from gpupool.core.units import tokens_from_micro
 from gpupool.errors import GpupoolError, InvalidInput, NotFound
 from gpupool.hub.container import Hub
 from gpupool.hub.waiting import WaitingReasons
@@ -54,7 +55,10 @@ def task_out(row: TaskRow, reasons: WaitingReasons | None = None) -> TaskOut:
         exit_code=v.exit_code,
         outcome=v.outcome.value if v.outcome else None,
         hold=row.hold_micro,
-        price_token_per_ksec=row.price_micro_per_ksec,
+        price_token_per_ksec=None
+        if row.price_micro_per_ksec is None
+        else tokens_from_micro(row.price_micro_per_ksec),
+        price_micro_per_ksec=row.price_micro_per_ksec,
         cost=row.charge_micro,
         usage=row.usage,
         waiting_reason=reasons.of(row) if reasons is not None else None,
