@@ -16,7 +16,7 @@ from gpupool.core.ports import FakeClock
 from gpupool.store.db import Database, _alembic_config
 from tests.conftest import HubClient
 
-BEFORE_AUTH = "0008"
+BEFORE_AUTH = "0009"
 LIVE, REVOKED = "a" * 24, "c" * 24  # token ids as the hub makes them: 24 hex digits
 
 

@@ -5,8 +5,8 @@ sessions revoked; ``users.deleted_at`` marks a tombstone whose id is never reuse
 gets a row of its own, locked while one of its tokens is spent, so that a spend and a reuse can no
 longer interleave; existing families are carried over (revoked when any of their tokens was).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
