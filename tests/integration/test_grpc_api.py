@@ -233,7 +233,7 @@ async def test_an_access_token_is_exchanged_for_access_tokens_only_and_not_past_
             exchanges += 1
             assert answer.refresh_token == ""  # never a refresh family from an access token
             assert clock.now() + answer.expires_in <= session_end
-            assert (await rpc.users.GetBalance(pb.GetBalanceRequest(token=answer.new_token))).balance == 7
+            assert (await rpc.users.GetBalance(pb.GetBalanceRequest(token=answer.new_token))).balance_micro == 7
             token = answer.new_token
         assert exchanges == 86400 // 3000  # the chain stops with the session, not before
         assert clock.now() >= session_end
@@ -263,7 +263,7 @@ async def test_a_disabled_or_deleted_users_token_is_refused_over_grpc(hub: LiveH
     await hub.make_user("bob", balance=5)
     code, _, error = await refused(rpc.users.GetBalance(pb.GetBalanceRequest(token=bob)))
     assert (code, error) == (grpc.StatusCode.UNAUTHENTICATED, "token_revoked")
-    assert (await rpc.users.GetBalance(pb.GetBalanceRequest(token=await rpc.token("bob")))).balance == 5
+    assert (await rpc.users.GetBalance(pb.GetBalanceRequest(token=await rpc.token("bob")))).balance_micro == 5
 
 
 # -- tasks ------------------------------------------------------------------------------------------
