@@ -212,8 +212,10 @@ class TaskRunner:
         await on_output(chunk)
 
     async def _sample(self, pid: int, usage: Usage) -> None:
-        with contextlib.suppress(psutil.Error):
+        try:
             leader = psutil.Process(pid)
+        except psutil.Error:
+            return  # it exited and was reaped before the first sample: there is nothing to measure
         cpu_by_pid: dict[int, float] = {}
         while True:
             procs = []
