@@ -29,12 +29,12 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
-from gpupool import crypto
+from gpupool import crypto, wire
 from gpupool.config import NodeSettings
 from gpupool.errors import GpupoolError, InvalidInput
-from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, MAX_BATCH, envelope, opened
 from gpupool.node import gpu
 from gpupool.node.dstack import fetch_dstack_inventory
+from gpupool.wire import BATCH_SUBPROTOCOL, MAX_BATCH, envelope
 
 log = logging.getLogger("gpupool.node")
 
@@ -95,12 +95,15 @@ class NodeAgent:
     heartbeat_s: float = 10.0
     queue_len: int = 0
     connected: asyncio.Event = field(default_factory=asyncio.Event)
-    on_command: Callable[[dict[str, Any]], None] | None = None
+    on_command: Callable[[wire.Assign | wire.Stop], None] | None = None
     queue_source: Callable[[], int] | None = None
+    # The ids of the tasks this node runs: said on every beat and registration, so a hub that lost
+    # track (it restarted, the node re-registered) re-queues what the node no longer runs.
+    running_source: Callable[[], list[str]] | None = None
     _socket: ClientConnection | None = None
     _acks: dict[str, asyncio.Future[int | None]] = field(default_factory=dict)
     # Results waiting for the socket, when it batches: those ready in one tick leave in one frame.
-    _outbox: list[dict[str, Any]] = field(default_factory=list)
+    _outbox: list[wire.ResultReport] = field(default_factory=list)
     _flusher: asyncio.Task[None] | None = None
 
     # -- inventory ------------------------------------------------------------------------------------
@@ -109,14 +112,18 @@ class NodeAgent:
             return fetch_dstack_inventory(self.settings.dstack_url)
         return gpu.read_inventory(self.nvml)
 
-    def heartbeat_body(self) -> dict[str, Any]:
+    def heartbeat_body(self) -> wire.Heartbeat:
         telemetry = [] if self.settings.dstack_url else gpu.read_telemetry(self.nvml)
-        return {
-            "ts": time.time(),
-            "queue_len": self.queue_source() if self.queue_source else self.queue_len,
-            "gpus": gpu.heartbeat_gpus(telemetry),
-            "mem_free_gb": gpu.mem_free_gb(telemetry),
-        }
+        return wire.Heartbeat(
+            ts=time.time(),
+            queue_len=self.queue_source() if self.queue_source else self.queue_len,
+            gpus=[t for g in gpu.heartbeat_gpus(telemetry) if (t := _reading(g)) is not None],
+            mem_free_gb=gpu.mem_free_gb(telemetry),
+            running_task_ids=self.running_task_ids(),
+        )
+
+    def running_task_ids(self) -> list[str]:
+        return self.running_source()[: wire.MAX_RUNNING] if self.running_source else []
 
     # -- registration ---------------------------------------------------------------------------------
     async def register(self, http: httpx.AsyncClient) -> None:
@@ -152,6 +159,7 @@ class NodeAgent:
             "region": s.region,
             "tags": s.tags,
             "capabilities": s.capabilities,
+            "running_task_ids": self.running_task_ids(),
         }
         if s.miner_id:
             body["miner_id"] = s.miner_id
@@ -226,32 +234,34 @@ class NodeAgent:
     async def _converse(self, ws: ClientConnection, stop: asyncio.Event, backoff: Backoff) -> None:
         """Beat every ``heartbeat_s``; in between, take commands and acknowledgements of results."""
         while not stop.is_set():
-            await ws.send(json.dumps(await asyncio.to_thread(self.heartbeat_body)))
+            beat = await asyncio.to_thread(self.heartbeat_body)
+            await ws.send(json.dumps(wire.encode(beat)))
             deadline = time.monotonic() + self.heartbeat_s
             while (left := deadline - time.monotonic()) > 0 and not stop.is_set():
                 try:
-                    messages = opened(json.loads(await asyncio.wait_for(ws.recv(), min(left, 0.5))))
+                    frame = await asyncio.wait_for(ws.recv(), min(left, 0.5))
+                    messages = wire.decode_hub_frame(frame)
                 except TimeoutError:
                     continue
-                except ValueError:
-                    log.warning("the hub sent a frame that is not a message; ignored")
+                except (ValueError, InvalidInput) as exc:
+                    log.warning("the hub sent a frame this node cannot read (%s); ignored", exc)
                     continue
                 for message in messages:
                     self._take(message, backoff)
 
-    def _take(self, message: Any, backoff: Backoff) -> None:
+    def _take(self, message: wire.HubMessage, backoff: Backoff) -> None:
         """One message from the hub: an ack of a beat or of a result, or a command."""
-        if not isinstance(message, dict):
-            return
-        if message.get("type") == "ack":
+        if isinstance(message, wire.Ack):
             self.connected.set()
             backoff.reset()
-            self.heartbeat_s = float(message.get("next_heartbeat_sec", self.heartbeat_s))
-        elif message.get("type") == "result_ack":
-            pending = self._acks.get(str(message.get("task_id")))
+            self.heartbeat_s = message.next_heartbeat_sec
+        elif isinstance(message, wire.ResultAck):
+            pending = self._acks.get(str(message.task_id))
             if pending is not None and not pending.done():
-                pending.set_result(int(message.get("status", 500)))
-        elif self.on_command is not None and message.get("type") in ("assign", "stop"):
+                pending.set_result(message.status)
+        elif isinstance(message, wire.Error):
+            log.warning("the hub could not read a message: %s (%s)", message.message, message.code)
+        elif self.on_command is not None and isinstance(message, wire.Assign | wire.Stop):
             self.on_command(message)
 
     async def report(self, task_id: str, signed: dict[str, Any], timeout_s: float = 10.0) -> int | None:
@@ -261,14 +271,14 @@ class NodeAgent:
         if ws is None:
             return None
         pending = self._acks[task_id] = asyncio.get_running_loop().create_future()
-        message = {"type": "result", "result": signed}
+        message = wire.ResultReport(result=signed)
         try:
             if ws.subprotocol == BATCH_SUBPROTOCOL:
                 self._outbox.append(message)
                 if self._flusher is None:
                     self._flusher = asyncio.create_task(self._flush())
             else:
-                await ws.send(json.dumps(message))
+                await ws.send(json.dumps(wire.encode(message)))
             return await asyncio.wait_for(pending, timeout_s)
         except (ConnectionClosed, OSError, TimeoutError):
             return None
@@ -292,6 +302,15 @@ class NodeAgent:
             return
         with contextlib.suppress(httpx.HTTPError):
             await http.post("/v1/miners/logout", json={"session_token": self.session_token}, timeout=3)
+
+
+def _reading(values: dict[str, Any]) -> wire.GpuTelemetry | None:
+    """One GPU's readings for a beat; a reading out of any sane range (a sensor glitch) is left out."""
+    try:
+        return wire.decode(wire.GpuTelemetry, values)
+    except InvalidInput as exc:
+        log.debug("GPU %s: reading left out of the heartbeat: %s", values.get("index"), exc)
+        return None
 
 
 def local_ip(registry_url: str) -> str:
@@ -360,6 +379,7 @@ async def serve(settings: NodeSettings) -> int:
         server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         agent.on_command = worker.on_command
         agent.queue_source = lambda: worker.queue_len
+        agent.running_source = lambda: list(worker.running)
         stop = asyncio.Event()
         beats = asyncio.create_task(agent.heartbeat_forever(http, stop))
         try:

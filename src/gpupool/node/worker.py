@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Protocol
 
 import httpx
 
-from gpupool import crypto
+from gpupool import crypto, wire
 from gpupool.node import runner
 from gpupool.node.gpu import NvmlModule
 
@@ -49,19 +49,18 @@ class TaskWorker:
     def queue_len(self) -> int:
         return len(self.running)
 
-    def on_command(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "assign":
-            task = message["task"]
-            task_id = str(task["task_id"])
+    def on_command(self, message: wire.Assign | wire.Stop) -> None:
+        if isinstance(message, wire.Assign):
+            task = message.task
+            task_id = task.task_id
             if task_id in self.running:
                 return  # the same assignment pushed twice: it is already running
             stop = asyncio.Event()
             job = asyncio.create_task(self._run(task, stop), name=f"task:{task_id}")
             self.running[task_id] = (job, stop)
             job.add_done_callback(lambda _t: self.running.pop(task_id, None))
-        elif kind == "stop":
-            entry = self.running.get(str(message.get("task_id")))
+        else:
+            entry = self.running.get(message.task_id)
             if entry is not None:
                 entry[1].set()
 
@@ -76,14 +75,14 @@ class TaskWorker:
     def _headers(self) -> dict[str, str]:
         return {"X-Session-Token": self.session.session_token or ""}
 
-    async def _run(self, task: dict[str, Any], stop: asyncio.Event) -> None:
-        task_id = str(task["task_id"])
+    async def _run(self, task: wire.TaskAssignment, stop: asyncio.Event) -> None:
+        task_id = task.task_id
         spec = runner.TaskSpec(
             task_id=task_id,
-            command=[str(c) for c in task["command"]],
-            env={str(k): str(v) for k, v in (task.get("env") or {}).items()},
-            gpu_indices=[int(i) for i in task.get("gpu_indices") or []],
-            timeout_sec=float(task.get("timeout_sec") or 3600),
+            command=list(task.command),
+            env=dict(task.env),
+            gpu_indices=list(task.gpu_indices),
+            timeout_sec=task.timeout_sec,
         )
         pending = runner.OutputLog()
 
@@ -93,7 +92,7 @@ class TaskWorker:
 
         log.info("task %s started: %s", task_id, spec.command)
         try:
-            if task.get("bundle"):
+            if task.bundle:
                 await self._fetch_bundle(task_id, self.work_dir / task_id)
             outcome = await runner.TaskRunner(spec, self.work_dir, nvml=self.session.nvml).run(
                 on_output, stop
@@ -111,7 +110,7 @@ class TaskWorker:
 
     async def _flush(self, task_id: str, pending: runner.OutputLog) -> None:
         for chunk in pending.pending():
-            body = {"seq": chunk.seq, "stream": chunk.stream, "data": chunk.data}
+            body = wire.encode(wire.OutputChunk(seq=chunk.seq, stream=chunk.stream, data=chunk.data))
             try:
                 resp = await self.http.post(f"/v1/tasks/{task_id}/output", json=body, headers=self._headers())
             except httpx.HTTPError:
@@ -172,13 +171,14 @@ class TaskWorker:
     async def _report(
         self, task_id: str, outcome: runner.TaskOutcome, artifacts: list[runner.Artifact], deadline: float
     ) -> None:
-        body = {
-            "task_id": task_id,
-            "exit_code": outcome.exit_code if outcome.exit_code is not None else -1,
-            "status": outcome.status,
-            "usage": outcome.usage.to_report(),
-            "artifacts": [{"path": a.path, "size": a.size, "sha256": a.sha256} for a in artifacts],
-        }
+        result = wire.TaskResult(
+            task_id=task_id,
+            exit_code=outcome.exit_code if outcome.exit_code is not None else -1,
+            status=outcome.status,
+            usage=outcome.usage.to_wire(),
+            artifacts=artifacts,
+        )
+        body = wire.encode(result)
         while True:
             signed = crypto.sign_body(
                 self.session.key, crypto.KIND_TASK_RESULT, body, created_at=int(time.time())

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import grpc
 from pydantic import ValidationError
 
+from gpupool import wire
 from gpupool.api.schemas_tasks import TaskIn
 from gpupool.core.model import Principal, TokenPair
 from gpupool.core.scheduling import TaskState
@@ -398,16 +399,16 @@ class WorkerNodeService(_Servicer, pb_grpc.WorkerNodeServiceServicer):
         self, request: pb.TaskOutputUploadRequest, context: grpc.aio.ServicerContext
     ) -> pb.WorkerResponse:
         miner_id = await self._node(request.token)
-        stream = request.stream or "stdout"
-        if stream not in ("stdout", "stderr"):
-            raise InvalidInput("stream must be stdout or stderr", field="stream")
+        seq = request.seq if request.HasField("seq") else 0
+        body = {"seq": seq, "stream": request.stream or "stdout", "data": request.output}
+        chunk = wire.decode(wire.OutputChunk, body)
         if not request.HasField("seq"):
-            seq = await self.hub.tasks.node_output_appended(miner_id, request.task_id, stream, request.output)
+            seq = await self.hub.tasks.node_output_appended(
+                miner_id, request.task_id, chunk.stream, chunk.data
+            )
             return pb.WorkerResponse(success=True, message=f"seq {seq} stored")
-        if request.seq < 0:
-            raise InvalidInput("seq must be >= 0", field="seq")
         stored = await self.hub.tasks.node_output(
-            miner_id, request.task_id, request.seq, stream, request.output
+            miner_id, request.task_id, chunk.seq, chunk.stream, chunk.data
         )
         return pb.WorkerResponse(
             success=True, message=f"seq {request.seq} {'stored' if stored else 'seen already'}"
