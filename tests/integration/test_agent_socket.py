@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from gpupool import crypto, wire
@@ -23,6 +22,7 @@ from gpupool.config import NodeSettings
 from gpupool.core.ports import FakeClock
 from gpupool.node import agent as agent_module
 from gpupool.node.agent import NodeAgent
+from gpupool.node.hub_client import HubClient
 from tests.conftest import LiveHub
 from tests.factories import OWNER
 
@@ -46,10 +46,11 @@ async def running_agent(
     agent = NodeAgent(settings, hub.url, OWNER, crypto.KeyPair.generate())
     commands: list[wire.Assign | wire.Stop] = []
     agent.on_command = commands.append
-    async with httpx.AsyncClient(base_url=hub.url, timeout=10) as http:
-        await agent.register(http)
+    async with HubClient(hub.url, timeout_s=10) as client:
+        agent.attach(client)
+        await agent.register(client)
         stop = asyncio.Event()
-        beats = asyncio.create_task(agent.heartbeat_forever(http, stop))
+        beats = asyncio.create_task(agent.heartbeat_forever(client, stop))
         try:
             await asyncio.wait_for(agent.connected.wait(), 10)
             yield agent, commands
@@ -140,6 +141,6 @@ async def test_the_agent_says_which_tasks_it_runs_on_every_beat_and_registration
         assert wire.decode(wire.Heartbeat, wire.encode(beat)) == beat  # what the hub reads back
         inventory = agent.read_inventory()
         assert agent._spec(inventory)["running_task_ids"] == ["t-1", "t-2"]
-        async with httpx.AsyncClient(base_url=hub.url, timeout=10) as http:
-            await agent.register(http)  # the hub takes a registration that lists them
+        async with HubClient(hub.url, timeout_s=10) as client:
+            await agent.register(client)  # the hub takes a registration that lists them
         assert agent.session_token

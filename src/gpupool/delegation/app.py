@@ -1,7 +1,7 @@
 """The delegation HTTP API on port 9090 (SPEC §5): thin routes over ``SessionManager``.
 
 Errors answer ``{"detail": message}`` as the reference service does (a Gonka small node reads
-``detail``), plus our usual ``error`` object; the status comes from the one table in ``api/errors``.
+``detail``), plus our usual ``error`` object; the status comes from the one table in ``error_status``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from gpupool import errors
-from gpupool.api.errors import error_body, status_for
 from gpupool.config import DelegationSettings
 from gpupool.core.poc_batch import DEFAULT_R_TARGET, FRAUD_THRESHOLD
 from gpupool.delegation.sessions import GeneratorFactory, SessionManager
+from gpupool.error_status import error_body, status_for
 from gpupool.pow.rounds import BatchGenerator, PowRound, engine_generator
 
 log = logging.getLogger("gpupool.delegation")

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import socket
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from gpupool.config import NodeSettings
 from gpupool.errors import GpupoolError, InvalidInput
 from gpupool.node import gpu
 from gpupool.node.dstack import fetch_dstack_inventory
+from gpupool.node.hub_client import Backoff, HubClient
 from gpupool.wire import BATCH_SUBPROTOCOL, MAX_BATCH, envelope
 
 log = logging.getLogger("gpupool.node")
@@ -68,21 +68,6 @@ def check_settings(settings: NodeSettings) -> tuple[str, str]:
     return settings.registry_url.rstrip("/"), owner
 
 
-class Backoff:
-    """Full-jitter exponential backoff: 0.5 s, 1 s, 2 s … capped, each wait uniform in [0, cap]."""
-
-    def __init__(self, base_s: float = 0.5, max_s: float = 30.0) -> None:
-        self.base_s, self.max_s, self.attempt = base_s, max_s, 0
-
-    def next(self) -> float:
-        cap = min(self.max_s, self.base_s * (2**self.attempt))
-        self.attempt += 1
-        return random.uniform(cap / 2, cap)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 @dataclass
 class NodeAgent:
     settings: NodeSettings
@@ -105,6 +90,8 @@ class NodeAgent:
     # Results waiting for the socket, when it batches: those ready in one tick leave in one frame.
     _outbox: list[wire.ResultReport] = field(default_factory=list)
     _flusher: asyncio.Task[None] | None = None
+    _registering: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _signed_at: int = 0
 
     # -- inventory ------------------------------------------------------------------------------------
     def read_inventory(self) -> gpu.Inventory:
@@ -126,19 +113,32 @@ class NodeAgent:
         return self.running_source()[: wire.MAX_RUNNING] if self.running_source else []
 
     # -- registration ---------------------------------------------------------------------------------
-    async def register(self, http: httpx.AsyncClient) -> None:
+    def attach(self, hub: HubClient) -> None:
+        """Make ``hub`` send this agent's session token, and register again when the hub refuses it."""
+        hub.token = lambda: self.session_token
+        hub.reauthenticate = lambda: self.register_again(hub)
+
+    async def register_again(self, hub: HubClient) -> None:
+        """After a 401: one registration however many requests were refused together."""
+        refused = self.session_token
+        async with self._registering:
+            if self.session_token == refused:
+                await self.register(hub)
+                log.info("Worker registration completed successfully (re-registered as %s)", self.miner_id)
+
+    async def register(self, hub: HubClient) -> None:
         """``/permissions`` → ``/workers`` when unknown → ``/v1/miners/register``; RegistrationError else."""
         try:
             inventory = await asyncio.to_thread(self.read_inventory)
-            perms = await self._call(http, "GET", f"/permissions/{self.key.pubkey}")
+            perms = await self._call(hub, "GET", f"/permissions/{self.key.pubkey}")
             if not perms.get("registered") or perms.get("write", {}).get("mode") != "AllowAll":
                 worker = {
                     "pubkey": self.key.pubkey,
                     "owner": self.owner,
                     "node_type": self.settings.node_type,
                 }
-                await self._call(http, "POST", "/workers", self._signed(worker))
-            out = await self._call(http, "POST", "/v1/miners/register", self._signed(self._spec(inventory)))
+                await self._call(hub, "POST", "/workers", self._signed(worker))
+            out = await self._call(hub, "POST", "/v1/miners/register", self._signed(self._spec(inventory)))
         except (httpx.HTTPError, GpupoolError, OSError) as exc:
             raise RegistrationError(str(exc) or repr(exc)) from exc
         self.miner_id, self.session_token = out["miner_id"], out["session_token"]
@@ -166,13 +166,17 @@ class NodeAgent:
         return body
 
     def _signed(self, body: dict[str, Any]) -> dict[str, Any]:
-        return crypto.sign_body(self.key, crypto.KIND_REGISTRATION, body, created_at=int(time.time()))
+        # A second within the same clock second would be the same event, refused as a replay: a
+        # registration again right after a 401 must differ from the one it replaces.
+        self._signed_at = max(int(time.time()), self._signed_at + 1)
+        return crypto.sign_body(self.key, crypto.KIND_REGISTRATION, body, created_at=self._signed_at)
 
     async def _call(
-        self, http: httpx.AsyncClient, method: str, path: str, body: dict[str, Any] | None = None
+        self, hub: HubClient, method: str, path: str, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        headers = {"X-Api-Key": self.settings.api_key.get_secret_value()} if self.settings.api_key else {}
-        resp = await http.request(method, path, json=body, headers=headers)
+        # One try: at start-up a refusal ends the process (the seed's behaviour); later the heartbeat
+        # loop retries registration with its own backoff.
+        resp = await hub.request(method, path, json=body, attempts=1, reauthenticate=False)
         if resp.status_code >= 400:
             try:
                 error = resp.json()["error"]
@@ -184,17 +188,14 @@ class NodeAgent:
         return result
 
     # -- heartbeats -----------------------------------------------------------------------------------
-    async def heartbeat_forever(self, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
+    async def heartbeat_forever(self, hub: HubClient, stop: asyncio.Event) -> None:
         """Keep a heartbeat socket open; reconnect with backoff, register again when refused."""
         backoff = Backoff(max_s=self.settings.backoff_max_sec)
         must_register = False
         while not stop.is_set():
             try:
                 if must_register:
-                    await self.register(http)
-                    log.info(
-                        "Worker registration completed successfully (re-registered as %s)", self.miner_id
-                    )
+                    await self.register_again(hub)
                     must_register = False
                 await self._beat_on_socket(stop, backoff)
             except ConnectionClosed as exc:
@@ -297,11 +298,14 @@ class NodeAgent:
         finally:
             self._flusher = None
 
-    async def logout(self, http: httpx.AsyncClient) -> None:
+    async def logout(self, hub: HubClient) -> None:
         if self.session_token is None:
             return
+        body = {"session_token": self.session_token}
         with contextlib.suppress(httpx.HTTPError):
-            await http.post("/v1/miners/logout", json={"session_token": self.session_token}, timeout=3)
+            await hub.request(
+                "POST", "/v1/miners/logout", json=body, attempts=1, timeout_s=3, reauthenticate=False
+            )
 
 
 def _reading(values: dict[str, Any]) -> wire.GpuTelemetry | None:
@@ -347,9 +351,11 @@ async def serve(settings: NodeSettings) -> int:
     key = crypto.load_or_create_key(settings.data_dir / "key")
     agent = NodeAgent(settings, registry_url, owner, key, nvml=gpu.open_nvml(settings.fake_nvml))
     log.info("node key %s (npub %s), registry %s", key.pubkey, key.npub, registry_url)
-    async with httpx.AsyncClient(base_url=registry_url, timeout=15) as http:
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    async with HubClient(registry_url, backoff_max_s=settings.backoff_max_sec, api_key=api_key) as hub:
+        agent.attach(hub)
         try:
-            await agent.register(http)
+            await agent.register(hub)
         except RegistrationError as exc:
             log.error("Worker registration failed: %s", exc)
             log.error("Cannot start service without successful registration")
@@ -368,7 +374,7 @@ async def serve(settings: NodeSettings) -> int:
         )
         if pow_service.delegation_mode:
             log.info("DELEGATION mode: PoC generation goes to %s", pow_service.delegation_url)
-        worker = TaskWorker(agent, http, settings.data_dir / "tasks")
+        worker = TaskWorker(agent, hub, settings.data_dir / "tasks")
         collector = NodeCollector(agent.connected.is_set, lambda: worker.queue_len, pow_service.status)
         app = create_health_app(
             key.pubkey,
@@ -381,7 +387,7 @@ async def serve(settings: NodeSettings) -> int:
         agent.queue_source = lambda: worker.queue_len
         agent.running_source = lambda: list(worker.running)
         stop = asyncio.Event()
-        beats = asyncio.create_task(agent.heartbeat_forever(http, stop))
+        beats = asyncio.create_task(agent.heartbeat_forever(hub, stop))
         try:
             await server.serve()  # returns on SIGTERM/SIGINT, after draining
         finally:
@@ -389,6 +395,6 @@ async def serve(settings: NodeSettings) -> int:
             await worker.stop_all()  # stopped tasks still report what ran
             stop.set()
             await beats
-            await agent.logout(http)
+            await agent.logout(hub)
             log.info("node %s stopped", agent.miner_id)
     return 0

@@ -15,13 +15,14 @@ import tarfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 import httpx
 
 from gpupool import crypto, wire
 from gpupool.node import runner
 from gpupool.node.gpu import NvmlModule
+from gpupool.node.hub_client import Backoff, HubClient
 
 log = logging.getLogger("gpupool.node.tasks")
 RESULT_RETRY_S = 120.0
@@ -31,7 +32,6 @@ class Session(Protocol):
     """What the worker needs from the agent: the current session and the node's key."""
 
     key: crypto.KeyPair
-    session_token: str | None
     nvml: NvmlModule | None
 
     async def report(self, task_id: str, signed: dict[str, Any]) -> int | None:
@@ -39,9 +39,9 @@ class Session(Protocol):
 
 
 class TaskWorker:
-    def __init__(self, session: Session, http: httpx.AsyncClient, work_dir: Path) -> None:
+    def __init__(self, session: Session, hub: HubClient, work_dir: Path) -> None:
         self.session = session
-        self.http = http
+        self.hub = hub
         self.work_dir = work_dir
         self.running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
 
@@ -71,9 +71,6 @@ class TaskWorker:
         jobs = [job for job, _stop in self.running.values()]
         if jobs:
             await asyncio.wait(jobs, timeout=30)
-
-    def _headers(self) -> dict[str, str]:
-        return {"X-Session-Token": self.session.session_token or ""}
 
     async def _run(self, task: wire.TaskAssignment, stop: asyncio.Event) -> None:
         task_id = task.task_id
@@ -111,8 +108,8 @@ class TaskWorker:
     async def _flush(self, task_id: str, pending: runner.OutputLog) -> None:
         for chunk in pending.pending():
             body = wire.encode(wire.OutputChunk(seq=chunk.seq, stream=chunk.stream, data=chunk.data))
-            try:
-                resp = await self.http.post(f"/v1/tasks/{task_id}/output", json=body, headers=self._headers())
+            try:  # one try: the task's output pipes wait on this; what is left goes with the next flush
+                resp = await self.hub.request("POST", f"/v1/tasks/{task_id}/output", json=body, attempts=1)
             except httpx.HTTPError:
                 return  # the hub is away: these stay pending and go with the next flush
             if resp.status_code >= 500 or resp.status_code == 401:
@@ -123,11 +120,14 @@ class TaskWorker:
         """Download the task's files and unpack them; the ``data`` filter refuses paths that escape."""
         workdir.mkdir(parents=True, exist_ok=True)
         archive = workdir.parent / f"{task_id}.bundle.tar.gz"
-        async with self.http.stream("GET", f"/v1/tasks/{task_id}/bundle", headers=self._headers()) as resp:
+        resp = await self.hub.request("GET", f"/v1/tasks/{task_id}/bundle", stream=True)
+        try:
             resp.raise_for_status()
             with archive.open("wb") as out:
                 async for chunk in resp.aiter_bytes():
                     out.write(chunk)
+        finally:
+            await resp.aclose()
 
         def unpack() -> None:
             with tarfile.open(archive) as tar:
@@ -147,18 +147,14 @@ class TaskWorker:
         uploaded = []
         for artifact in outcome.artifacts:
             path = self.work_dir / task_id / "output" / artifact.path
-            headers = {
-                **self._headers(),
-                "X-Content-SHA256": artifact.sha256,
-                "Content-Length": str(artifact.size),
-            }
+            headers = {"X-Content-SHA256": artifact.sha256, "Content-Length": str(artifact.size)}
             try:
-                with path.open("rb") as handle:
-                    resp = await self.http.put(
-                        f"/v1/tasks/{task_id}/artifacts/{artifact.path}",
-                        content=_pieces(handle),
-                        headers=headers,
-                    )
+                resp = await self.hub.request(
+                    "PUT",
+                    f"/v1/tasks/{task_id}/artifacts/{artifact.path}",
+                    content=lambda path=path: _pieces(path),  # type: ignore[misc]
+                    headers=headers,
+                )
             except (OSError, httpx.HTTPError) as exc:
                 log.warning("task %s: artifact %s not uploaded: %s", task_id, artifact.path, exc)
                 continue
@@ -179,6 +175,7 @@ class TaskWorker:
             artifacts=artifacts,
         )
         body = wire.encode(result)
+        backoff = Backoff(base_s=1.0, max_s=10.0)
         while True:
             signed = crypto.sign_body(
                 self.session.key, crypto.KIND_TASK_RESULT, body, created_at=int(time.time())
@@ -187,10 +184,8 @@ class TaskWorker:
             answer = await self.session.report(task_id, signed)
             if answer is None:
                 with contextlib.suppress(httpx.HTTPError):
-                    resp = await self.http.post(
-                        f"/v1/tasks/{task_id}/result", json=signed, headers=self._headers()
-                    )
-                    answer = resp.status_code
+                    path = f"/v1/tasks/{task_id}/result"
+                    answer = (await self.hub.request("POST", path, json=signed, attempts=1)).status_code
             if answer is not None and answer < 500 and answer != 401:
                 log.info(
                     "task %s %s (exit %s): hub answered %s",
@@ -203,9 +198,10 @@ class TaskWorker:
             if time.monotonic() > deadline:
                 log.error("task %s: the hub did not take the result; giving up", task_id)
                 return
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(backoff.next())  # signed afresh each time: the event stays recent
 
 
-async def _pieces(handle: BinaryIO, size: int = 1 << 20) -> AsyncIterator[bytes]:
-    while piece := await asyncio.to_thread(handle.read, size):
-        yield piece
+async def _pieces(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while piece := await asyncio.to_thread(handle.read, size):
+            yield piece

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gpupool.core.poc_batch import Batch
+from gpupool.error_status import error_body, status_for
 from gpupool.errors import Conflict, GpupoolError, InvalidInput
 from gpupool.pow.rounds import PowRound
 from gpupool.pow.service import PowService
@@ -25,10 +26,6 @@ VALIDATION_REFUSED = "Validation phase not supported in delegation mode"
 
 
 def _error(exc: GpupoolError) -> JSONResponse:
-    # Imported here: the error table's module pulls in FastAPI, which the node agent otherwise never
-    # loads (it serves this API with plain Starlette to stay small).
-    from gpupool.api.errors import error_body, status_for
-
     body = {"detail": exc.message, **error_body(exc.code, exc.message, exc.details)}
     return JSONResponse(body, status_code=status_for(exc))
 

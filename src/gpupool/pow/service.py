@@ -23,7 +23,7 @@ import httpx
 from gpupool import crypto
 from gpupool.core.poc_batch import Batch
 from gpupool.errors import Conflict, GpupoolError, TokenInvalid
-from gpupool.node.agent import Backoff
+from gpupool.node.hub_client import Backoff, HubClient
 from gpupool.pow.delegation_client import DelegationClient
 from gpupool.pow.rounds import BatchGenerator, PowRound, engine_generator
 
@@ -126,7 +126,7 @@ class PowService:
         self._source: LocalSource | DelegationClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
-        self._http: httpx.AsyncClient | None = None
+        self._hub: HubClient | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -144,15 +144,15 @@ class PowService:
             self.pow_round, self.state = pow_round, "LOADING"
             self.tally = RoundTally(time.time())
             self._stop = asyncio.Event()
-            self._http = httpx.AsyncClient(timeout=30)
+            target = (hub_url or self.hub_url or "").rstrip("/")
+            self._hub = HubClient(target, timeout_s=30, backoff_max_s=self.backoff_max_s)
             if self.delegation_mode:
                 assert self.delegation_url is not None and self.delegation_token is not None
                 big = httpx.AsyncClient(base_url=self.delegation_url, timeout=30)
                 self._source = DelegationClient(big, self.delegation_token, pow_round)
             else:
                 self._source = LocalSource(await asyncio.to_thread(self._factory, pow_round))
-            target = (hub_url or self.hub_url or "").rstrip("/")
-            self._task = asyncio.create_task(self._run(self._source, target))
+            self._task = asyncio.create_task(self._run(self._source))
 
     async def stop(self) -> None:
         async with self._lock:
@@ -170,12 +170,12 @@ class PowService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self._hub is not None:
+            await self._hub.aclose()
+            self._hub = None
 
     # -- the loop --------------------------------------------------------------------------------------
-    async def _run(self, source: LocalSource | DelegationClient, hub_url: str) -> None:
+    async def _run(self, source: LocalSource | DelegationClient) -> None:
         tally, backoff = self.tally, Backoff(max_s=self.backoff_max_s)
         assert tally is not None
         pending: list[Batch] = []
@@ -191,7 +191,7 @@ class PowService:
                     pending = coalesce([*pending, *fresh], self.max_submit_nonces)
                     self._refresh_state(source)
                     while pending and not self._stop.is_set():
-                        outcome = await self._submit(hub_url, pending[0], tally)
+                        outcome = await self._submit(pending[0], tally)
                         pending.pop(0)
                         if outcome in ROUND_OVER:
                             tally.ended_because = outcome
@@ -227,7 +227,7 @@ class PowService:
             status, "GENERATING" if status in ("stopped", "expired") else status.upper()
         )
 
-    async def _submit(self, hub_url: str, batch: Batch, tally: RoundTally) -> str:
+    async def _submit(self, batch: Batch, tally: RoundTally) -> str:
         """Sign and post one batch; returns ``accepted``, a refusal's code, or raises to retry."""
         if self.pow_round is None or not self.pow_round.owns(batch):
             tally.foreign_batches += 1  # never sign what is not this node's own round and key
@@ -235,9 +235,9 @@ class PowService:
             return "foreign"
         if not len(batch):
             return "empty"
-        assert self._http is not None
+        assert self._hub is not None
         body = signed_batch(self.key, batch, int(time.time()))
-        resp = await self._http.post(f"{hub_url}/v1/poc/batches", json=body)
+        resp = await self._hub.request("POST", "/v1/poc/batches", json=body)  # 5xx, 429: retried there
         if resp.status_code >= 500 or resp.status_code == 429:
             raise httpx.HTTPStatusError(
                 f"hub answered {resp.status_code}", request=resp.request, response=resp
