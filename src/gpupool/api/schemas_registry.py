@@ -42,12 +42,7 @@ class RegisterIn(Open):
     sig_event: dict[str, Any]
 
 
-class RegisterOut(BaseModel):
-    miner_id: str
-    status: str
-    session_token: str
-    lease_ttl_sec: int
-    next_heartbeat_sec: float
+RegisterOut = wire.Registered  # what a node reads back: the wire contract's own type
 
 
 class WorkerIn(Open):

@@ -139,10 +139,11 @@ class NodeAgent:
                 }
                 await self._call(hub, "POST", "/workers", self._signed(worker))
             out = await self._call(hub, "POST", "/v1/miners/register", self._signed(self._spec(inventory)))
+            registered = wire.decode(wire.Registered, out)
         except (httpx.HTTPError, GpupoolError, OSError) as exc:
             raise RegistrationError(str(exc) or repr(exc)) from exc
-        self.miner_id, self.session_token = out["miner_id"], out["session_token"]
-        self.heartbeat_s = float(out.get("next_heartbeat_sec", 10.0))
+        self.miner_id, self.session_token = registered.miner_id, registered.session_token
+        self.heartbeat_s = registered.next_heartbeat_sec
 
     def _spec(self, inventory: gpu.Inventory) -> dict[str, Any]:
         s = self.settings

@@ -136,6 +136,16 @@ class Stop(Message):
     task_id: TaskId
 
 
+class Registered(Message):
+    """The hub's answer to a registration (``POST /v1/miners/register``): the session to beat on."""
+
+    miner_id: str = Field(min_length=1, max_length=64)
+    status: str = Field("online", max_length=16)
+    session_token: str = Field(min_length=1, max_length=128)
+    lease_ttl_sec: int = Field(0, ge=0, le=INT64_MAX)
+    next_heartbeat_sec: float = Field(10.0, gt=0, le=86_400)
+
+
 class Ack(Message):
     """The answer to a heartbeat: when to beat next."""
 
