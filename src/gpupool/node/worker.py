@@ -44,6 +44,7 @@ class TaskWorker:
         self.hub = hub
         self.work_dir = work_dir
         self.running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self.closing = False
 
     @property
     def queue_len(self) -> int:
@@ -55,6 +56,9 @@ class TaskWorker:
             task_id = task.task_id
             if task_id in self.running:
                 return  # the same assignment pushed twice: it is already running
+            if self.closing:  # stopping: never start what would outlive the agent; the hub re-queues it
+                log.info("task %s not started: this node is stopping", task_id)
+                return
             stop = asyncio.Event()
             job = asyncio.create_task(self._run(task, stop), name=f"task:{task_id}")
             self.running[task_id] = (job, stop)
@@ -65,7 +69,9 @@ class TaskWorker:
                 entry[1].set()
 
     async def stop_all(self) -> None:
-        """On shutdown: stop every task; each still reports what ran, so the user pays only for that."""
+        """On shutdown: stop every task; each still reports what ran, so the user pays only for that.
+        From here on no assignment is started (one could come while the results go out)."""
+        self.closing = True
         for _job, stop in list(self.running.values()):
             stop.set()
         jobs = [job for job, _stop in self.running.values()]
