@@ -7,6 +7,7 @@ a laptop; unsafe defaults are refused outside dev mode.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -152,12 +153,25 @@ class NodeSettings(BaseSettings):
     delegation_auth_token: SecretStr | None = Field(None, validation_alias=_env("DELEGATION_AUTH_TOKEN"))
     delegation_poll_sec: float = Field(5.0, gt=0, validation_alias=_env("DELEGATION_POLL_SEC"))
     poc_device: str = Field("auto", validation_alias=_env("GPUPOOL_NODE_POC_DEVICE"))
+    # Gonka's MLNode API for foreign keys (SPEC §8.3): off unless asked; then only these callers.
+    mlnode_api: bool = Field(False, validation_alias=_env("GPUPOOL_NODE_MLNODE_API"))
+    mlnode_allow_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        validation_alias=_env("GPUPOOL_NODE_MLNODE_ALLOW_CIDRS"),
+    )
 
-    @field_validator("tags", "capabilities", mode="before")
+    @field_validator("tags", "capabilities", "mlnode_allow_cidrs", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("mlnode_allow_cidrs")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad entry
         return value
 
     @property

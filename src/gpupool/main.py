@@ -19,6 +19,7 @@ from gpupool.hub.channels import NodeChannels
 from gpupool.hub.container import Hub
 from gpupool.hub.files import TaskFiles
 from gpupool.hub.gpu_metrics import GpuTelemetryCollector
+from gpupool.hub.history import PoolHistory
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry
 from gpupool.hub.matchmaking import MatchService
@@ -126,6 +127,7 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         ),
         periodic=Periodic(metrics.registry),
         version=__version__,
+        history=PoolHistory(live, db, metrics, clock),
     )
 
 

@@ -56,6 +56,9 @@ class TaskOut(BaseModel):
     price_token_per_ksec: int | None
     cost: int | None
     usage: dict[str, Any] | None
+    waiting_reason: str | None = Field(
+        None, description="a queued task: why no node has taken it yet, from the matcher's filters"
+    )
 
 
 class SubmittedOut(BaseModel):

@@ -58,6 +58,19 @@ def node(
     poc_device: Annotated[
         str | None, typer.Option(help="Local PoC: auto|cpu|cuda [env GPUPOOL_NODE_POC_DEVICE]")
     ] = None,
+    mlnode_api: Annotated[
+        bool | None,
+        typer.Option(
+            "--mlnode-api/--no-mlnode-api",
+            help="Gonka's MLNode API for other keys [env GPUPOOL_NODE_MLNODE_API, default off]",
+        ),
+    ] = None,
+    mlnode_allow_cidrs: Annotated[
+        str | None,
+        typer.Option(
+            help="Callers allowed with it on [env GPUPOOL_NODE_MLNODE_ALLOW_CIDRS, default loopback]"
+        ),
+    ] = None,
     print_inventory: Annotated[bool, typer.Option(help="Print the GPU table and exit")] = False,
 ) -> None:
     """Run the node agent: register with the hub, heartbeat, serve /health. Flags override the env."""
@@ -103,6 +116,8 @@ _SETTING_FLAGS = {
     "delegation_auth_token",
     "delegation_poll_sec",
     "poc_device",
+    "mlnode_api",
+    "mlnode_allow_cidrs",
 }
 
 

@@ -13,6 +13,7 @@ from gpupool.core.ports import Clock
 from gpupool.hub.auth import AuthService
 from gpupool.hub.background import Periodic
 from gpupool.hub.channels import NodeChannels
+from gpupool.hub.history import PoolHistory
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry
 from gpupool.hub.matchmaking import MatchService
@@ -46,6 +47,7 @@ class Hub:
     poc: PocService
     periodic: Periodic
     version: str
+    history: PoolHistory
 
     async def start(self) -> str | None:
         """Migrate, create the first admin, reload live nodes and start the loops.
@@ -60,6 +62,7 @@ class Hub:
         if not self.periodic.started:  # a second start (tests, reloads) must not double the loops
             self.periodic.when(self.tasks.wakeup, 0.5, "dispatch", self.tasks.dispatch_once)
             self.periodic.every(self.settings.flush_interval_sec, "flush", self.live.flush)
+            self.periodic.every(self.history.interval_s, "history", self.history.sample)
             self.periodic.every(min(1.0, self.settings.heartbeat_grace_sec / 4), "expire", self.expire)
             self.periodic.every(
                 self.settings.maintenance_interval_sec,

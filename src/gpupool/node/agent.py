@@ -372,7 +372,12 @@ async def serve(settings: NodeSettings) -> int:
             poll_s=settings.delegation_poll_sec,
             backoff_max_s=settings.backoff_max_sec,
             device=settings.poc_device,
+            serve_foreign=settings.mlnode_api,
         )
+        if settings.mlnode_api:
+            log.info(
+                "MLNode API on: PoC for other keys, callers from %s", ",".join(settings.mlnode_allow_cidrs)
+            )
         if pow_service.delegation_mode:
             log.info("DELEGATION mode: PoC generation goes to %s", pow_service.delegation_url)
         worker = TaskWorker(agent, hub, settings.data_dir / "tasks")
@@ -381,7 +386,7 @@ async def serve(settings: NodeSettings) -> int:
             key.pubkey,
             local_ip(registry_url),
             agent.read_inventory,
-            [*pow_routes(pow_service), metrics_route(collector)],
+            [*pow_routes(pow_service, settings.mlnode_allow_cidrs), metrics_route(collector)],
         )
         server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         agent.on_command = worker.on_command

@@ -9,12 +9,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gpupool.api.deps import HubDep, PrincipalDep
 from gpupool.api.schemas import HealthOut, PoolNodeOut, PoolOut
+from gpupool.errors import NotFound
 from gpupool.hub.live import NodeSpec
 
 WEB = resources.files("gpupool") / "web"
 # The dashboard loads only its own script and talks only to this hub.
 DASHBOARD_CSP = (
-    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
     "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 
@@ -87,10 +88,26 @@ async def dashboard() -> Response:
     )
 
 
-@router.get("/web/app.js", include_in_schema=False)
-async def dashboard_script() -> Response:
+# The dashboard's files, by name: nothing else under the package is reachable from here.
+WEB_FILES = {
+    "app.js": "text/javascript",
+    "charts.js": "text/javascript",
+    "pool.js": "text/javascript",
+    "user.js": "text/javascript",
+    "admin.js": "text/javascript",
+    "app.css": "text/css",
+    "vendor/uPlot.iife.min.js": "text/javascript",
+    "vendor/uPlot.min.css": "text/css",
+}
+
+
+@router.get("/web/{name:path}", include_in_schema=False)
+async def dashboard_file(name: str) -> Response:
+    media = WEB_FILES.get(name)
+    if media is None:
+        raise NotFound(f"no dashboard file {name[:64]}")
     return Response(
-        (WEB / "app.js").read_bytes(),
-        media_type="text/javascript; charset=utf-8",
+        (WEB / name).read_bytes(),
+        media_type=f"{media}; charset=utf-8",
         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"},
     )

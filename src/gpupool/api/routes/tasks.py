@@ -31,13 +31,14 @@ from gpupool.api.schemas_tasks import (
 from gpupool.core.scheduling import TaskState
 from gpupool.errors import GpupoolError, InvalidInput, NotFound
 from gpupool.hub.container import Hub
+from gpupool.hub.waiting import WaitingReasons
 from gpupool.store.tasks_repo import TaskRow
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 SessionHeader = Annotated[str, Header(alias="X-Session-Token", min_length=1, max_length=128)]
 
 
-def task_out(row: TaskRow) -> TaskOut:
+def task_out(row: TaskRow, reasons: WaitingReasons | None = None) -> TaskOut:
     v = row.view
     return TaskOut(
         task_id=v.task_id,
@@ -56,6 +57,7 @@ def task_out(row: TaskRow) -> TaskOut:
         price_token_per_ksec=row.price_micro_per_ksec,
         cost=row.charge_micro,
         usage=row.usage,
+        waiting_reason=reasons.of(row) if reasons is not None else None,
     )
 
 
@@ -156,12 +158,14 @@ async def list_tasks(
     ] = None,
     status: Annotated[list[TaskState] | None, Query(description="only tasks in these states")] = None,
 ) -> list[TaskOut]:
-    return [task_out(r) for r in await hub.tasks.page(principal, limit, before, status or [], before_id)]
+    rows = await hub.tasks.page(principal, limit, before, status or [], before_id)
+    reasons = WaitingReasons(hub.live)
+    return [task_out(r, reasons) for r in rows]
 
 
 @router.get("/{task_id}", response_model=TaskOut)
 async def get_task(task_id: str, hub: HubDep, principal: PrincipalDep) -> TaskOut:
-    return task_out(await hub.tasks.get(principal, task_id))
+    return task_out(await hub.tasks.get(principal, task_id), WaitingReasons(hub.live))
 
 
 @router.get("/{task_id}/result", response_model=ResultOut)
@@ -177,8 +181,12 @@ async def result(task_id: str, hub: HubDep, principal: PrincipalDep) -> ResultOu
 
 @router.post("/{task_id}/stop", response_model=TaskOut)
 async def stop(task_id: str, hub: HubDep, principal: PrincipalDep) -> TaskOut:
+    """A queued task stops at once; a running one is ``stopping`` until its node reports it ended."""
     await hub.tasks.stop(principal, task_id)
-    return task_out(await hub.tasks.get(principal, task_id))
+    out = task_out(await hub.tasks.get(principal, task_id))
+    if out.status in (TaskState.ASSIGNED, TaskState.RUNNING):
+        out.status = "stopping"
+    return out
 
 
 @router.get("/{task_id}/output")
