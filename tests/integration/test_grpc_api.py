@@ -233,7 +233,9 @@ async def test_an_access_token_is_exchanged_for_access_tokens_only_and_not_past_
             exchanges += 1
             assert answer.refresh_token == ""  # never a refresh family from an access token
             assert clock.now() + answer.expires_in <= session_end
-            assert (await rpc.users.GetBalance(pb.GetBalanceRequest(token=answer.new_token))).balance_micro == 7
+            assert (
+                await rpc.users.GetBalance(pb.GetBalanceRequest(token=answer.new_token))
+            ).balance_micro == 7
             token = answer.new_token
         assert exchanges == 86400 // 3000  # the chain stops with the session, not before
         assert clock.now() >= session_end

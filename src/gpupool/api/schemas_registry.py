@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
+from gpupool import wire
 from gpupool.core.units import MAX_MICRO, micro_from_tokens
 from gpupool.errors import InvalidInput
 
@@ -84,12 +85,7 @@ class RegisterIn(Open, PriceTwin):
         return self
 
 
-class RegisterOut(BaseModel):
-    miner_id: str
-    status: str
-    session_token: str
-    lease_ttl_sec: int
-    next_heartbeat_sec: float
+RegisterOut = wire.Registered  # what a node reads back: the wire contract's own type
 
 
 class WorkerIn(Open):
@@ -187,24 +183,9 @@ class OwnApiKeyOut(BaseModel):
     admits: bool
 
 
-class GpuTelemetryIn(BaseModel):
-    index: StrictInt = Field(ge=0, le=1023)
-    util_pct: float | None = Field(None, ge=0, le=100)
-    mem_used_mb: float | None = Field(None, ge=0)
-    mem_total_mb: float | None = Field(None, ge=0)
-    temp_c: float | None = Field(None, ge=-50, le=200)
-    power_w: float | None = Field(None, ge=0, le=10_000)
-
-
-class HeartbeatIn(BaseModel):
-    """One heartbeat message on the WebSocket; unknown fields are ignored, not refused (newer nodes)."""
-
-    model_config = ConfigDict(extra="ignore")
-    ts: float | None = None
-    queue_len: StrictInt = Field(0, ge=0, le=1_000_000)
-    avg_latency_ms: float | None = Field(None, ge=0)
-    gpus: list[GpuTelemetryIn] = Field(default_factory=list, max_length=64)
-    mem_free_gb: float | None = Field(None, ge=0)
+# The heartbeat is a hub↔node message: its one definition is the wire contract's.
+GpuTelemetryIn = wire.GpuTelemetry
+HeartbeatIn = wire.Heartbeat
 
 
 class LeaseOut(BaseModel):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from gpupool import wire
 from gpupool.api.schemas_registry import MicroAmount, RequirementsIn, TokensAsMicro, twin
 from gpupool.errors import InvalidInput
-from gpupool.hub.tasks import MAX_OUTPUT_CHUNK, NewTask
+from gpupool.hub.tasks import NewTask
 
 
 class TaskRequirementsIn(RequirementsIn):
@@ -102,11 +103,7 @@ class ResultOut(BaseModel):
     artifacts: list[dict[str, Any]]
 
 
-class OutputIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seq: StrictInt = Field(ge=0)
-    stream: Literal["stdout", "stderr"]
-    data: str = Field(max_length=MAX_OUTPUT_CHUNK)
+OutputIn = wire.OutputChunk  # a node's output chunk: the wire contract's own type
 
 
 class OutputAck(BaseModel):

@@ -2,13 +2,17 @@
 
 For a laptop or a single GPU box. The hub runs in this process; the node agent runs as a child
 process (its own key under ``DATA_DIR/node``) and registers with the hub like any other node. Ctrl-C
-or SIGTERM stops the node first (it logs out) and then the hub; both exit cleanly.
+(SIGINT to the whole process group, as a terminal sends it) or SIGTERM stops the node first, while the
+hub still answers: it stops its tasks, reports them and logs out. Only then does the hub stop; both
+exit 0 and no task is left ``running``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +26,8 @@ from gpupool import crypto
 from gpupool.config import HubSettings
 
 DEFAULT_LOCAL_OWNER = "local"
+# The node stops its tasks (SIGTERM, then SIGKILL after 5 s), reports each (retried) and logs out.
+NODE_STOP_S = 60.0
 
 
 def up(
@@ -62,7 +68,7 @@ def up(
     for line in how_to_use(cli_command(), url):
         typer.echo(line)
     try:
-        serve(build_app(settings), settings.host, port, settings.log_level)
+        serve(build_app(settings), settings.host, port, settings.log_level, before_stop=lambda: _stop(node))
     finally:
         _stop(node)
 
@@ -112,12 +118,15 @@ def _start_node(url: str, owner: str, node_dir: Path, node_port: int) -> subproc
 
 
 def _stop(node: subprocess.Popen[bytes]) -> None:
+    """Stop the node and wait for it; a terminal's Ctrl-C may have reached it already (no harm)."""
     if node.poll() is None:
-        node.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            node.send_signal(signal.SIGTERM)
         try:
-            node.wait(15)
+            node.wait(NODE_STOP_S)
         except subprocess.TimeoutExpired:
             node.kill()
+            node.wait()
 
 
 def _wait_then_run_node(url: str) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gpupool import crypto
+from gpupool import crypto, wire
 from gpupool.core import ledger, matching, scheduling
 from gpupool.core.model import Identity, Principal
 from gpupool.core.ports import Clock
@@ -45,7 +45,7 @@ from gpupool.store.rewards_repo import RewardsRepo
 from gpupool.store.tasks_repo import OutputRow, TaskRow, TasksRepo
 
 SYSTEM_ACTOR = "hub"
-MAX_OUTPUT_CHUNK = 1 << 20  # characters of one output chunk
+MAX_OUTPUT_CHUNK = wire.MAX_OUTPUT_CHUNK
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +221,7 @@ class TaskService:
         if view.state is TaskState.QUEUED:
             return (await self._finish(scheduling.stop(view, self.clock.now()), usage=None)).view
         # Running somewhere: the node kills it and reports what ran; that report settles it.
-        await self.channels.send(view.assigned_node or "", {"type": "stop", "task_id": task_id})
+        await self.channels.send(view.assigned_node or "", wire.Stop(task_id=task_id))
         if self.bills_by_clock(view.assigned_node):  # it reports nothing the hub would bill from
             now = self.clock.now()
             return (await self._finish(scheduling.stop(view, now), usage=self._clock_usage(view, now))).view
@@ -275,7 +275,7 @@ class TaskService:
         """Record every assignment of a dispatch round in one transaction, then push them all."""
         now = self.clock.now()
         changes = []
-        messages: dict[str, list[dict[str, Any]]] = {}  # by node: one frame each where it batches
+        messages: dict[str, list[wire.Assign]] = {}  # by node: one frame each where it batches
         for task_id, miner_id in plan:
             view = scheduling.assign(self.views[task_id], miner_id, now)
             node = self.live.nodes[miner_id]
@@ -285,15 +285,15 @@ class TaskService:
             held.row = replace(held.row, price_micro_per_ksec=price)
             spec = held.spec
             gpus = int(spec["requirements"].get("gpu_count") or (1 if node.record.spec.get("gpus") else 0))
-            task = {
-                "task_id": task_id,
-                "command": spec["command"],
-                "env": spec["env"],
-                "timeout_sec": view.timeout_sec,
-                "gpu_indices": list(range(gpus)),
-                "bundle": bool(spec.get("bundle")),
-            }
-            messages.setdefault(miner_id, []).append({"type": "assign", "task": task})
+            task = wire.TaskAssignment(
+                task_id=task_id,
+                command=spec["command"],
+                env=spec["env"],
+                timeout_sec=view.timeout_sec,
+                gpu_indices=list(range(gpus)),
+                bundle=bool(spec.get("bundle")),
+            )
+            messages.setdefault(miner_id, []).append(wire.Assign(task=task))
 
         async def work(conn: AsyncConnection) -> None:
             await TasksRepo(conn).save_many(changes)
@@ -304,7 +304,7 @@ class TaskService:
         sent = await asyncio.gather(*(self.channels.send_many(m, pushes) for m, pushes in messages.items()))
         for (miner_id, pushes), written in zip(messages.items(), sent, strict=True):
             for push in pushes[written:]:  # not delivered: back to the queue, the attempt counted
-                view = self.views[push["task"]["task_id"]]
+                view = self.views[push.task.task_id]
                 await self._save(scheduling.node_refused(view, self.clock.now(), node_id=miner_id))
 
     async def _save(self, view: TaskView, **extra: Any) -> None:
@@ -400,9 +400,10 @@ class TaskService:
 
     async def _ended(self, miner_id: str, pubkey: str, raw: Any) -> _Finish | TaskRow:
         """What a verified result makes of its task: how it ended, or (re-sent) how it had ended."""
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("task_id"), str):
+        if not isinstance(raw, Mapping):
             raise InvalidInput("a result is a signed body holding its task_id", field="result")
-        task_id = raw["task_id"]
+        result = wire.decode(wire.TaskResult, raw)
+        task_id = result.task_id
         event = self.signed.check(raw, crypto.KIND_TASK_RESULT, pubkey)
         view = self.views.get(task_id)
         if view is None:  # finished already: a re-sent result is answered, not applied again
@@ -413,26 +414,25 @@ class TaskService:
             return row
         view = self._held_by(task_id, miner_id)
         now = self.clock.now()
-        status = str(raw.get("status", "succeeded"))
-        if status == "stopped":
+        if result.status == "stopped":
             ended = scheduling.stop(view, now)
-        elif status == "expired":
+        elif result.status == "expired":
             ended = scheduling.expire(view, now)
         else:
-            ended = scheduling.finish(view, raw.get("exit_code", 1), now, node_id=miner_id)
-        usage = scheduling.check_usage(raw.get("usage"))
-        return _Finish(ended, usage, self._verified_artifacts(task_id, raw.get("artifacts")), event)
+            ended = scheduling.finish(view, result.exit_code, now, node_id=miner_id)
+        usage = wire.encode(result.usage) if result.usage is not None else None
+        return _Finish(ended, usage, self._verified_artifacts(task_id, result.artifacts), event)
 
-    def _verified_artifacts(self, task_id: str, claimed: Any) -> list[dict[str, Any]]:
+    def _verified_artifacts(self, task_id: str, claimed: Sequence[wire.Artifact]) -> list[dict[str, Any]]:
         """The claimed artifacts whose uploaded file has the claimed size and sha256; others are dropped."""
         verified = []
-        for item in claimed if isinstance(claimed, list) else []:
+        for item in claimed:
             try:
-                path = self.files.artifact(task_id, str(item["path"]))
-            except (KeyError, TypeError, InvalidInput):
+                path = self.files.artifact(task_id, item.path)
+            except InvalidInput:
                 continue
-            if self.files.digest_of(path) == (item.get("size"), item.get("sha256")):
-                verified.append({"path": str(item["path"]), "size": item["size"], "sha256": item["sha256"]})
+            if self.files.digest_of(path) == (item.size, item.sha256):
+                verified.append(wire.encode(item))
         return verified
 
     def assigned_to(self, task_id: str, miner_id: str) -> TaskView:

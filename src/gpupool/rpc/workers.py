@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from gpupool import wire
 from gpupool.errors import Forbidden, InvalidInput, PayloadTooLarge, Unauthenticated, Unavailable
 from gpupool.hub.dialout import DialedNode, Dispatch
 from gpupool.rpc import hivemind
@@ -122,18 +123,16 @@ class WorkerNodeService(Servicer, pb_grpc.WorkerNodeServiceServicer):
         self, request: pb.TaskOutputUploadRequest, context: grpc.aio.ServicerContext
     ) -> pb.TaskOutputUploadResponse:
         miner_id = await self._node(request.token, request.task_id, context)
-        stream = request.stream or "stdout"
-        if stream not in ("stdout", "stderr"):
-            raise InvalidInput("stream must be stdout or stderr", field="stream")
+        # The one output-chunk contract (wire): stream name, seq range and size checked as on the socket.
+        body = {"seq": request.seq if request.HasField("seq") else 0, "stream": request.stream or "stdout"}
+        chunk = wire.decode(wire.OutputChunk, {**body, "data": request.output})
         tasks = self.hub.tasks
         if not request.HasField("seq"):
             # HiveMind's worker sends lines without their newline: one chunk, one line of the log.
-            output = request.output if request.output.endswith("\n") else request.output + "\n"
-            seq = await tasks.node_output_appended(miner_id, request.task_id, stream, output)
+            output = chunk.data if chunk.data.endswith("\n") else chunk.data + "\n"
+            seq = await tasks.node_output_appended(miner_id, request.task_id, chunk.stream, output)
             return pb.TaskOutputUploadResponse(success=True, message=f"seq {seq} stored")
-        if request.seq < 0:
-            raise InvalidInput("seq must be >= 0", field="seq")
-        stored = await tasks.node_output(miner_id, request.task_id, request.seq, stream, request.output)
+        stored = await tasks.node_output(miner_id, request.task_id, chunk.seq, chunk.stream, chunk.data)
         return pb.TaskOutputUploadResponse(
             success=True, message=f"seq {request.seq} {'stored' if stored else 'seen already'}"
         )
