@@ -67,7 +67,7 @@ class Pool:
         return node
 
     async def submit(self, **over: Any) -> str:
-        body = {"command": ["work"], "max_price_token_per_ksec": CAP, "timeout_sec": 60, **over}
+        body = {"command": ["work"], "max_price_micro_per_ksec": CAP, "timeout_sec": 60, **over}
         resp = await self.remote.http.post("/v1/tasks", json=body, headers=self.user)
         assert resp.status_code == 201, resp.text
         return str(resp.json()["task_id"])
@@ -257,7 +257,7 @@ async def test_a_node_sigkilled_and_restarted_within_the_grace_has_its_task_requ
         long = "import time\nprint('start', flush=True)\ntime.sleep(600)\n"
         body = {
             "command": [sys.executable, "-c", long],
-            "max_price_token_per_ksec": CAP,
+            "max_price_micro_per_ksec": CAP,
             "timeout_sec": 120,
             "max_attempts": 2,
         }

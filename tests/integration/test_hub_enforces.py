@@ -28,7 +28,7 @@ async def hub(live_hub_factory: Callable[..., Awaitable[LiveHub]]) -> LiveHub:
 
 
 async def submit(hub: LiveHub, user: dict[str, str], **over: Any) -> str:
-    body = {"command": ["work"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000, **over}
+    body = {"command": ["work"], "max_price_micro_per_ksec": CAP, "timeout_sec": 1000, **over}
     resp = await hub.http.post("/v1/tasks", json=body, headers=user)
     assert resp.status_code == 201, resp.text
     return str(resp.json()["task_id"])
@@ -134,7 +134,7 @@ async def test_a_users_stop_ends_the_task_within_the_stop_grace_whatever_the_nod
     await node.command("assign")
     await node.run_for(20)
     asked = (await hub.http.post(f"/v1/tasks/{task_id}/stop", headers=user)).json()
-    assert asked["status"] == "running"
+    assert asked["status"] == "stopping"  # until the node confirms, or the stop grace runs out
     assert (await node.command("stop"))["task_id"] == task_id  # the node ignores it
     await node.run_for(10)
     assert (await status(hub, user, task_id))["status"] == "running"

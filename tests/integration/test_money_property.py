@@ -125,7 +125,7 @@ async def _hub(tmp: Path, clock: FakeClock) -> tuple[Hub, crypto.KeyPair, Princi
         gpus=(GpuSpec(**gpu(0)),),
         miner_id="n1",
     )
-    raw = registration(key, clock, miner_id="n1", price_token_per_ksec=PRICE, max_parallel=2)
+    raw = registration(key, clock, miner_id="n1", price_micro_per_ksec=PRICE, max_parallel=2)
     await hub.registry.register_miner(raw, spec, None)
 
     async def sender(message: dict[str, Any]) -> None:

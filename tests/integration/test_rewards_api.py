@@ -40,7 +40,7 @@ async def run_task(
     everyone: list[SimNode] | None = None,
 ) -> str:
     """A task that runs ``gpu_seconds`` on the hub's clock too (``everyone`` keeps beating meanwhile)."""
-    body = {"command": ["work"], "max_price_token_per_ksec": 3_000_000, "timeout_sec": 1000}
+    body = {"command": ["work"], "max_price_micro_per_ksec": 3_000_000, "timeout_sec": 1000}
     task_id = str((await hub.http.post("/v1/tasks", json=body, headers=user)).json()["task_id"])
     assert (await node.command("assign"))["task"]["task_id"] == task_id
     await run_together(everyone or [node], gpu_seconds)
