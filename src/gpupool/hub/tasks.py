@@ -227,12 +227,13 @@ class TaskService:
         # Running somewhere: the node kills it and reports what ran; that report settles it, or the
         # hub ends it itself once the stop grace has passed (``enforce``).
         now = self.clock.now()
-        await self.channels.send(view.assigned_node or "", wire.Stop(task_id=task_id))
         if self.bills_by_clock(view.assigned_node):  # it reports nothing the hub would bill from
+            await self.channels.send(view.assigned_node or "", wire.Stop(task_id=task_id))
             return (await self._finish(scheduling.stop(view, now), usage=self._clock_usage(view, now))).view
         asked = scheduling.request_stop(view, now)
-        if asked is not view:
+        if asked is not view:  # recorded before the node hears of it: its "stopped" may come at once
             await self._save(asked)
+        await self.channels.send(view.assigned_node or "", wire.Stop(task_id=task_id))
         return asked
 
     # -- dispatch ---------------------------------------------------------------------------------
