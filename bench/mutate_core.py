@@ -180,6 +180,7 @@ def probe(module: str, copy_root: Path, timeout_s: float) -> tuple[int, list[Mut
             target.write_text(mutant.source)
             if not _run(copy_root, [str(ROOT / t) for t in TESTS[module]], timeout_s):
                 survivors.append(mutant)
+                print(f"SURVIVED core/{module}.py:{mutant.line}  {mutant.what}", flush=True)
     finally:
         target.write_text(original)
     return len(found), survivors
@@ -204,8 +205,7 @@ def main() -> None:
             total, survivors = probe(module, copy_root, args.timeout)
             killed = total - len(survivors)
             rows.append((module, total, killed, time.monotonic() - started))
-            for s in survivors:
-                print(f"SURVIVED core/{module}.py:{s.line}  {s.what}")
+            print(f"core/{module}.py: {killed}/{total} killed", flush=True)
         print(f"\n{'module':<12} {'mutants':>8} {'killed':>7} {'score':>7} {'seconds':>8}")
         for module, total, killed, seconds in rows:
             score = killed / total if total else 1.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 from fractions import Fraction
 from typing import Any
 
@@ -517,3 +517,77 @@ def test_dispatch_queue_plans_what_a_full_sort_plans_and_keeps_the_rest(
             queue.push(task)
     waiting = [t for t in sch.order_queue(current.values()) if t.task_id not in placed]
     assert list(queue.take(current)) == waiting  # nothing lost, nothing doubled, still in order
+
+
+# --- what the mutation probe (bench/mutate_core.py) found untested --------------------------------
+
+
+def test_a_program_that_ends_on_its_own_after_a_stop_request_is_its_exit_not_a_stop() -> None:
+    asked = sch.request_stop(in_state("running"), 15.0)
+    done = sch.node_reported(asked, "succeeded", 0, 20.0, node_id="n1")
+    assert done.state is S.SUCCEEDED and done.outcome is Outcome.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        "x",
+        [1],
+        {"gpu_seconds": "1"},
+        {"gpu_seconds": True},
+        {"duration_sec": float("nan")},
+        {"cpu_seconds": float("inf")},
+        {"ram_peak_mb": -0.5},
+    ],
+)
+def test_usage_figures_that_are_not_finite_non_negative_numbers_are_refused(usage: object) -> None:
+    with pytest.raises(InvalidInput):
+        sch.check_usage(usage)
+
+
+def test_good_usage_and_no_usage_pass_as_they_are() -> None:
+    assert sch.check_usage(None) is None
+    good = {"gpu_seconds": 0, "duration_sec": 1.5, "note": "kept"}
+    assert sch.check_usage(good) is good
+
+
+def test_the_integer_bounds_are_inclusive() -> None:
+    low = -(2**31)
+    assert sch.finish(in_state("running"), low, 20.0).exit_code == low
+    assert make_task(priority=low).priority == low
+    for bad in ({"priority": low - 1}, {"timeout_sec": 0}, {"timeout_sec": float("inf")}):
+        with pytest.raises(InvalidInput):
+            make_task(**bad)
+    with pytest.raises(InvalidInput):
+        sch.finish(in_state("running"), low - 1, 20.0)
+    assert (
+        make_task().priority == 0
+        and sch.new_task("d", price_cap_micro_per_ksec=1, submitted_at=0.0, timeout_sec=1.0).max_attempts == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("view", "problem"),
+    [
+        (replace(in_state("queued"), finished_at=1.0), "a live task has an end"),
+        (replace(in_state("queued"), exit_code=0), "a live task has an end"),
+        (replace(in_state("queued"), attempts=3), "a queued task has no attempt left"),
+        (replace(in_state("running"), assigned_at=None), "an assigned or running task is not placed"),
+        (replace(in_state("assigned"), attempts=0), "an assigned or running task is not placed"),
+        (replace(in_state("assigned"), started_at=5.0), "started_at is set exactly when running"),
+        (
+            replace(in_state("succeeded"), finished_at=None),
+            "a terminal task lacks its end or has the wrong outcome",
+        ),
+        (replace(in_state("succeeded"), exit_code=1), "exit_code does not match the outcome"),
+    ],
+)
+def test_problems_names_each_inconsistency(view: TaskView, problem: str) -> None:
+    assert problem in sch.problems(view)
+
+
+def test_a_live_task_cannot_be_settled() -> None:
+    with pytest.raises(Conflict):
+        sch.settlement_outcome(in_state("running"))
+    with pytest.raises(FrozenInstanceError):
+        in_state("running").state = S.QUEUED  # type: ignore[misc]
