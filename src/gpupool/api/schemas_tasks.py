@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from gpupool.api.schemas_registry import RequirementsIn
+from gpupool.bounds import NonNegInt64
 from gpupool.hub.tasks import MAX_OUTPUT_CHUNK, NewTask
 
 
@@ -90,7 +91,7 @@ class ResultOut(BaseModel):
 
 class OutputIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    seq: StrictInt = Field(ge=0)
+    seq: NonNegInt64
     stream: Literal["stdout", "stderr"]
     data: str = Field(max_length=MAX_OUTPUT_CHUNK)
 

@@ -24,6 +24,7 @@ from gpupool.api.schemas_registry import (
     SessionIn,
     UpdateIn,
 )
+from gpupool.bounds import MAX_PAGE
 from gpupool.errors import GpupoolError
 from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, envelope, opened
 from gpupool.hub.channels import Sender
@@ -210,7 +211,7 @@ async def list_miners(
     hub: HubDep,
     _admin: AdminDep,
     status_: Annotated[str | None, Query(alias="status", pattern="^(online|offline)$")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MinerPage:
     records, total = await hub.registry.miners(status_, page, page_size)

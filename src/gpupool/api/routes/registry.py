@@ -16,6 +16,7 @@ from gpupool.api.schemas_registry import (
     WorkerIn,
     WorkerOut,
 )
+from gpupool.bounds import MAX_PAGE
 from gpupool.store.registry_repo import ApiKeyRecord, WorkerRecord
 
 router = APIRouter(tags=["registry"])
@@ -45,7 +46,7 @@ async def list_workers(
     hub: HubDep,
     _admin: AdminDep,
     status_: Annotated[str | None, Query(alias="status", pattern="^(pending|authorized)$")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[WorkerOut]:
     return [_worker(w) for w in await hub.registry.workers(status_, page, page_size)]

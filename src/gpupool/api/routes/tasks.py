@@ -28,6 +28,7 @@ from gpupool.api.schemas_tasks import (
     TaskIn,
     TaskOut,
 )
+from gpupool.bounds import INT64_MAX, MAX_TIMESTAMP
 from gpupool.core.scheduling import TaskState
 from gpupool.errors import GpupoolError, InvalidInput, NotFound
 from gpupool.hub.container import Hub
@@ -150,7 +151,10 @@ async def list_tasks(
     hub: HubDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[float | None, Query(description="submitted_at of the last task seen")] = None,
+    before: Annotated[
+        float | None,
+        Query(ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False, description="submitted_at of the last task seen"),
+    ] = None,
     before_id: Annotated[
         str | None, Query(max_length=64, description="task_id of the last task seen (with before: exact)")
     ] = None,
@@ -187,7 +191,7 @@ async def output(
     request: Request,
     hub: HubDep,
     principal: PrincipalDep,
-    from_: Annotated[int, Query(alias="from", ge=0)] = 0,
+    from_: Annotated[int, Query(alias="from", ge=0, le=INT64_MAX)] = 0,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: one event per chunk (``id`` = seq), then ``end`` when the task is over.
@@ -196,7 +200,8 @@ async def output(
     repeats.
     """
     await hub.tasks.get(principal, task_id)  # 404 for someone else's task
-    start = int(last_event_id) + 1 if last_event_id and last_event_id.isdigit() else from_
+    resumed = last_event_id is not None and last_event_id.isdigit() and int(last_event_id) < INT64_MAX
+    start = int(last_event_id) + 1 if resumed and last_event_id else from_
     return StreamingResponse(_events(hub, request, task_id, start), media_type="text/event-stream")
 
 

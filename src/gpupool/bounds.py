@@ -1,0 +1,90 @@
+"""The range of every number and the size of every string the hub takes from outside, in one place.
+
+A value that reaches storage must fit its column (BIGINT, INTEGER, a float's finite range), and a
+value the hub keeps in memory must be small enough that a thousand of them do not exhaust it. Each
+edge (HTTP models, the WebSocket, gRPC, signed bodies) checks with these types or ``check_*``, so an
+out-of-range value is a 422 naming its field, never an overflow deep in the database driver (a 500).
+The README's API section and SECURITY.md list the same figures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import Field, StrictFloat, StrictInt
+
+from gpupool.errors import InvalidInput
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MAX = 2**63 - 1
+# The largest float that survives a round trip through every store we use with integer precision
+# to the second; sums of these over many tasks stay below INT64_MAX micro-units of score.
+MAX_SECONDS = 10**9  # ~31 years: any duration, timeout or GPU-seconds figure a node may report
+MAX_TIMESTAMP = 2**40  # seconds since 1970: year ~36812; anything beyond is a forged clock
+MAX_PAGE = 10**6  # pages of a listing (x page_size <= 500 stays far below BIGINT offsets)
+MAX_MONEY_MICRO = 10**15  # one amount or price: 10^9 tokens; many of them still fit BIGINT
+
+# Strings and the task spec.
+MAX_TASK_SPEC_BYTES = 64 * 1024  # a task's JSON spec (command + env + everything else)
+MAX_COMMAND_ARGS = 256
+MAX_COMMAND_ARG_CHARS = 8 * 1024
+MAX_ENV_VARS = 256
+MAX_ENV_NAME_CHARS = 256
+MAX_ENV_VALUE_CHARS = 8 * 1024
+MAX_WS_FRAME_BYTES = 1024 * 1024  # one WebSocket message, either way (heartbeat, batched results)
+MAX_JSON_DEPTH = 32  # nesting of any JSON a socket or a signed body may carry
+
+# Task bundles (``.tar.gz``): what a bundle may unpack to, checked at upload and while extracting.
+MAX_BUNDLE_UNPACKED_BYTES = 1024**3  # 1 GiB
+MAX_BUNDLE_FILES = 10_000
+
+Int32 = Annotated[StrictInt, Field(ge=INT32_MIN, le=INT32_MAX)]
+"""An integer stored in a 4-byte column (exit codes)."""
+NonNegInt64 = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+"""An integer stored in a BIGINT column (sequence numbers, ids)."""
+PositiveInt64 = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
+Page = Annotated[int, Field(ge=1, le=MAX_PAGE)]
+"""A page number in a listing's query string."""
+Seconds = Annotated[StrictFloat | StrictInt, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+Timestamp = Annotated[float, Field(ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False)]
+
+
+def check_int(value: Any, field: str, *, minimum: int = 0, maximum: int = INT64_MAX) -> int:
+    """``value`` when it is a true integer (not a bool) in ``[minimum, maximum]``; else 422 naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InvalidInput(f"{field} must be an integer from {minimum} to {maximum}", field=field)
+    return value
+
+
+def check_number(value: Any, field: str, *, minimum: float = 0, maximum: float = MAX_SECONDS) -> float:
+    """``value`` when it is a finite number (not a bool) in ``[minimum, maximum]``; else 422."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{field} must be a number from {minimum} to {maximum}", field=field)
+    try:
+        number = float(value)
+    except OverflowError:  # an int with hundreds of digits
+        number = math.inf
+    if not (math.isfinite(number) and minimum <= number <= maximum):
+        raise InvalidInput(f"{field} must be a number from {minimum} to {maximum}", field=field)
+    return value
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply ``value`` nests (a scalar is 0); stops counting past ``limit``, iteratively."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def check_depth(value: Any, field: str = "body", limit: int = MAX_JSON_DEPTH) -> Any:
+    if json_depth(value, limit) > limit:
+        raise InvalidInput(f"{field} nests deeper than {limit} levels", field=field)
+    return value
