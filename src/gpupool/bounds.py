@@ -9,12 +9,9 @@ The README's API section and SECURITY.md list the same figures.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 from pydantic import Field, StrictFloat, StrictInt
-
-from gpupool.errors import InvalidInput
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -25,6 +22,9 @@ MAX_TIMESTAMP = 2**40  # seconds since 1970: year ~36812; anything beyond is a f
 MAX_PAGE = 10**6  # pages of a listing (x page_size <= 500 stays far below BIGINT offsets)
 MAX_MONEY_MICRO = 10**15  # one amount or price: 10^9 tokens; many of them still fit BIGINT
 
+MAX_MEASURE = 10**12
+MAX_LABEL_CHARS = 128
+
 # Strings and the task spec.
 MAX_TASK_SPEC_BYTES = 64 * 1024  # a task's JSON spec (command + env + everything else)
 MAX_COMMAND_ARGS = 256
@@ -32,7 +32,9 @@ MAX_COMMAND_ARG_CHARS = 8 * 1024
 MAX_ENV_VARS = 256
 MAX_ENV_NAME_CHARS = 256
 MAX_ENV_VALUE_CHARS = 8 * 1024
-MAX_WS_FRAME_BYTES = 1024 * 1024  # one WebSocket message, either way (heartbeat, batched results)
+MAX_WS_FRAME_BYTES = 4 * 1024 * 1024  # one WebSocket message to the hub (heartbeat, batched results)
+# One message from the hub to a node: an envelope of up to MAX_BATCH assignments of a full task spec.
+MAX_NODE_WS_FRAME_BYTES = 64 * 1024 * 1024
 MAX_JSON_DEPTH = 32  # nesting of any JSON a socket or a signed body may carry
 
 # Task bundles (``.tar.gz``): what a bundle may unpack to, checked at upload and while extracting.
@@ -47,27 +49,11 @@ PositiveInt64 = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 Page = Annotated[int, Field(ge=1, le=MAX_PAGE)]
 """A page number in a listing's query string."""
 Seconds = Annotated[StrictFloat | StrictInt, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+Label = Annotated[str, Field(max_length=MAX_LABEL_CHARS)]
+"""A short name: a tag, a capability, a region, a job id."""
+Measure = Annotated[float, Field(ge=0, le=MAX_MEASURE, allow_inf_nan=False)]
+"""A size or a duration a client states (GB, MB, ms): finite, not negative, at most 10^12."""
 Timestamp = Annotated[float, Field(ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False)]
-
-
-def check_int(value: Any, field: str, *, minimum: int = 0, maximum: int = INT64_MAX) -> int:
-    """``value`` when it is a true integer (not a bool) in ``[minimum, maximum]``; else 422 naming ``field``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise InvalidInput(f"{field} must be an integer from {minimum} to {maximum}", field=field)
-    return value
-
-
-def check_number(value: Any, field: str, *, minimum: float = 0, maximum: float = MAX_SECONDS) -> float:
-    """``value`` when it is a finite number (not a bool) in ``[minimum, maximum]``; else 422."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"{field} must be a number from {minimum} to {maximum}", field=field)
-    try:
-        number = float(value)
-    except OverflowError:  # an int with hundreds of digits
-        number = math.inf
-    if not (math.isfinite(number) and minimum <= number <= maximum):
-        raise InvalidInput(f"{field} must be a number from {minimum} to {maximum}", field=field)
-    return value
 
 
 def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
@@ -82,9 +68,3 @@ def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
                 return deepest
             stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
     return deepest
-
-
-def check_depth(value: Any, field: str = "body", limit: int = MAX_JSON_DEPTH) -> Any:
-    if json_depth(value, limit) > limit:
-        raise InvalidInput(f"{field} nests deeper than {limit} levels", field=field)
-    return value

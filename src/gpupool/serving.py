@@ -15,6 +15,8 @@ from typing import Any
 
 import uvicorn
 
+from gpupool.bounds import MAX_WS_FRAME_BYTES
+
 _SECRET_QUERY = re.compile(r"((?:session_token|auth_token|token)=)[^&\s\"']+")
 
 
@@ -64,6 +66,7 @@ def serve(app: Any, host: str, port: int, log_level: str = "info", **config: Any
     # Heartbeat sockets carry small JSON messages: per-message deflate would cost CPU on both ends
     # for a few bytes saved.
     config.setdefault("ws_per_message_deflate", False)
+    config.setdefault("ws_max_size", MAX_WS_FRAME_BYTES)
     server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), **config))
     redact_server_logs()
     tune_gc_for_serving()

@@ -32,7 +32,7 @@ class TokenOut(BaseModel):
 class UserIn(Strict):
     username: StrictStr = Field(min_length=2, max_length=64)
     password: StrictStr = Field(min_length=8, max_length=1024)
-    role: StrictStr = "user"
+    role: StrictStr = Field("user", max_length=32)
 
 
 class UserOut(BaseModel):

@@ -6,13 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
+from gpupool.bounds import Label, Measure
+
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 
 
 class Open(BaseModel):
     """Signed bodies are verified as sent, so unknown fields are kept, not refused."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class GpuSpecIn(BaseModel):
@@ -35,8 +37,8 @@ class RegisterIn(Open):
     price_token_per_ksec: StrictInt = Field(ge=0, le=10**15, description="micro-units per 1000 GPU-seconds")
     max_parallel: StrictInt = Field(1, ge=1, le=1024)
     region: str | None = Field(None, max_length=64)
-    tags: list[str] = Field(default_factory=list, max_length=64)
-    capabilities: list[str] = Field(default_factory=list, max_length=64)
+    tags: list[Label] = Field(default_factory=list, max_length=64)
+    capabilities: list[Label] = Field(default_factory=list, max_length=64)
     sig_event: dict[str, Any]
 
 
@@ -58,10 +60,10 @@ class WorkerIn(Open):
 class UpdateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     session_token: str = Field(min_length=1, max_length=128)
-    miner_id: str | None = None
+    miner_id: str | None = Field(None, max_length=64)
     queue_len: StrictInt = Field(0, ge=0, le=1_000_000)
     busy: bool = False
-    current_jobs: list[str] = Field(default_factory=list, max_length=1024)
+    current_jobs: list[Label] = Field(default_factory=list, max_length=1024)
     price_token_per_ksec: StrictInt | None = Field(None, ge=0, le=10**15)
 
 
@@ -72,20 +74,20 @@ class SessionIn(BaseModel):
 
 class RequirementsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task: str | None = None
-    min_vram_gb: float | None = Field(None, ge=0)
-    min_ram_gb: float | None = Field(None, ge=0)
+    task: Label | None = None
+    min_vram_gb: Measure | None = None
+    min_ram_gb: Measure | None = None
     gpu_count: int | None = Field(None, ge=0, le=1024)
-    accel: list[str] = Field(default_factory=list, max_length=32)
-    tags_any: list[str] = Field(default_factory=list, max_length=64)
-    capabilities_any: list[str] = Field(default_factory=list, max_length=64)
+    accel: list[Label] = Field(default_factory=list, max_length=32)
+    tags_any: list[Label] = Field(default_factory=list, max_length=64)
+    capabilities_any: list[Label] = Field(default_factory=list, max_length=64)
 
 
 class HintsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    region: str | None = None
-    max_price: int | None = Field(None, ge=0)
-    deadline_ms: int | None = Field(None, ge=0)
+    region: Label | None = None
+    max_price: int | None = Field(None, ge=0, le=10**15)
+    deadline_ms: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
 class MatchIn(BaseModel):
@@ -103,7 +105,7 @@ class FeedbackIn(BaseModel):
     outcome: Literal["accepted", "rejected", "failed", "completed"]
     latency_ms: float | None = Field(None, ge=0, le=3_600_000)
     fail_code: str | None = Field(None, max_length=64)
-    tokens_spent: int | None = Field(None, ge=0)
+    tokens_spent: int | None = Field(None, ge=0, le=2**63 - 1)
 
 
 class AllowIn(BaseModel):
@@ -121,9 +123,10 @@ class ApiKeyIn(BaseModel):
 
 class GpuTelemetryIn(BaseModel):
     index: StrictInt = Field(ge=0, le=1023)
+    model_config = ConfigDict(allow_inf_nan=False)
     util_pct: float | None = Field(None, ge=0, le=100)
-    mem_used_mb: float | None = Field(None, ge=0)
-    mem_total_mb: float | None = Field(None, ge=0)
+    mem_used_mb: Measure | None = None
+    mem_total_mb: Measure | None = None
     temp_c: float | None = Field(None, ge=-50, le=200)
     power_w: float | None = Field(None, ge=0, le=10_000)
 
@@ -131,12 +134,12 @@ class GpuTelemetryIn(BaseModel):
 class HeartbeatIn(BaseModel):
     """One heartbeat message on the WebSocket; unknown fields are ignored, not refused (newer nodes)."""
 
-    model_config = ConfigDict(extra="ignore")
-    ts: float | None = None
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    ts: float | None = Field(None, ge=0, le=2**40)
     queue_len: StrictInt = Field(0, ge=0, le=1_000_000)
-    avg_latency_ms: float | None = Field(None, ge=0)
+    avg_latency_ms: Measure | None = None
     gpus: list[GpuTelemetryIn] = Field(default_factory=list, max_length=64)
-    mem_free_gb: float | None = Field(None, ge=0)
+    mem_free_gb: Measure | None = None
 
 
 class LeaseOut(BaseModel):

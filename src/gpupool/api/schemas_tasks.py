@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from gpupool.api.schemas_registry import RequirementsIn
-from gpupool.bounds import NonNegInt64
+from gpupool.bounds import (
+    MAX_COMMAND_ARG_CHARS,
+    MAX_COMMAND_ARGS,
+    MAX_ENV_NAME_CHARS,
+    MAX_ENV_VALUE_CHARS,
+    MAX_ENV_VARS,
+    NonNegInt64,
+)
 from gpupool.hub.tasks import MAX_OUTPUT_CHUNK, NewTask
+
+CommandArg = Annotated[str, Field(max_length=MAX_COMMAND_ARG_CHARS)]
+EnvName = Annotated[str, Field(min_length=1, max_length=MAX_ENV_NAME_CHARS)]
+EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE_CHARS)]
 
 
 class TaskRequirementsIn(RequirementsIn):
@@ -18,8 +29,8 @@ class TaskRequirementsIn(RequirementsIn):
 class TaskIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field("task", min_length=1, max_length=128)
-    command: list[str] = Field(min_length=1, max_length=256)
-    env: dict[str, str] = Field(default_factory=dict, max_length=256)
+    command: list[CommandArg] = Field(min_length=1, max_length=MAX_COMMAND_ARGS)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=MAX_ENV_VARS)
     requirements: TaskRequirementsIn = Field(default_factory=TaskRequirementsIn)
     max_price_token_per_ksec: StrictInt = Field(
         gt=0, le=10**15, description="price cap, micro-units per ksec"

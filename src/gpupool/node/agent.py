@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
 from gpupool import crypto
+from gpupool.bounds import MAX_NODE_WS_FRAME_BYTES
 from gpupool.config import NodeSettings
 from gpupool.errors import GpupoolError, InvalidInput
 from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, MAX_BATCH, envelope, opened
@@ -211,6 +212,7 @@ class NodeAgent:
             open_timeout=10,
             close_timeout=2,
             compression=None,
+            max_size=MAX_NODE_WS_FRAME_BYTES,
             subprotocols=[Subprotocol(BATCH_SUBPROTOCOL)],
         ) as ws:
             self._socket = ws
@@ -233,7 +235,7 @@ class NodeAgent:
                     messages = opened(json.loads(await asyncio.wait_for(ws.recv(), min(left, 0.5))))
                 except TimeoutError:
                     continue
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to parse
                     log.warning("the hub sent a frame that is not a message; ignored")
                     continue
                 for message in messages:

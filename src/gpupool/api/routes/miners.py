@@ -24,7 +24,7 @@ from gpupool.api.schemas_registry import (
     SessionIn,
     UpdateIn,
 )
-from gpupool.bounds import MAX_PAGE
+from gpupool.bounds import MAX_JSON_DEPTH, MAX_PAGE, MAX_WS_FRAME_BYTES, json_depth
 from gpupool.errors import GpupoolError
 from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, envelope, opened
 from gpupool.hub.channels import Sender
@@ -141,7 +141,11 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
     try:
         while True:
             try:
-                message = json.loads(await websocket.receive_text())
+                text = await websocket.receive_text()
+                if len(text) > MAX_WS_FRAME_BYTES:  # uvicorn's ws_max_size, kept here for any server
+                    await websocket.close(code=1009, reason="message_too_big")
+                    return
+                message = _frame(text)
                 kind = message.get("type") if isinstance(message, dict) else None
                 if kind == "result" or (kind == "batch" and batching):
                     # Signed task results: settled beside the beats, so many batch into one commit.
@@ -171,6 +175,17 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
         hub.channels.detach(miner_id, sender)
         if reports:  # results already received are settled even though their node left
             await asyncio.gather(*reports, return_exceptions=True)
+
+
+def _frame(text: str) -> Any:
+    """One frame's JSON, refused (ValueError) when it nests deeper than any message of the protocol."""
+    try:
+        message = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"a message nests deeper than {MAX_JSON_DEPTH} levels") from None
+    if json_depth(message) > MAX_JSON_DEPTH:
+        raise ValueError(f"a message nests deeper than {MAX_JSON_DEPTH} levels")
+    return message
 
 
 async def _take_results(hub: Hub, miner_id: str, messages: list[Any], send: Sender, *, batched: bool) -> None:

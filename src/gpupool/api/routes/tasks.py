@@ -28,9 +28,9 @@ from gpupool.api.schemas_tasks import (
     TaskIn,
     TaskOut,
 )
-from gpupool.bounds import INT64_MAX, MAX_TIMESTAMP
+from gpupool.bounds import INT64_MAX, MAX_TASK_SPEC_BYTES, MAX_TIMESTAMP
 from gpupool.core.scheduling import TaskState
-from gpupool.errors import GpupoolError, InvalidInput, NotFound
+from gpupool.errors import GpupoolError, InvalidInput, NotFound, PayloadTooLarge
 from gpupool.hub.container import Hub
 from gpupool.store.tasks_repo import TaskRow
 
@@ -130,6 +130,10 @@ TaskInAdapter = TypeAdapter(TaskIn)
 def _task_in(raw: object) -> TaskIn:
     if not isinstance(raw, str | bytes):
         raise InvalidInput("the multipart field 'spec' must hold the task as JSON", field="spec")
+    if len(raw) > MAX_TASK_SPEC_BYTES:  # the bundle may be large; the spec the hub keeps in memory not
+        raise PayloadTooLarge(
+            f"a task spec is at most {MAX_TASK_SPEC_BYTES} bytes of JSON", details={"field": "spec"}
+        )
     try:
         return TaskInAdapter.validate_json(raw)
     except ValidationError as exc:

@@ -1,0 +1,93 @@
+"""Every string and the whole task spec are bounded: an oversized task is refused before it is held,
+queued or kept in memory, and a heartbeat socket refuses frames too big or too deeply nested."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+import pytest
+import websockets
+
+from gpupool.bounds import MAX_TASK_SPEC_BYTES, MAX_WS_FRAME_BYTES
+from gpupool.core.ports import FakeClock
+from tests.conftest import HubClient, LiveHub
+from tests.simnode import SimNode
+
+TASK = {"command": ["echo", "hi"], "max_price_token_per_ksec": 1, "timeout_sec": 10}
+
+
+async def _nothing_held(client: HubClient, user: dict[str, str]) -> None:
+    assert (await client.http.get("/v1/tasks", headers=user)).json() == []
+    assert (await client.http.get("/v1/balance", headers=user)).json()["held"] == 0
+
+
+async def test_a_10_mb_command_is_refused_and_holds_nothing(hub_client: HubClient) -> None:
+    user = await hub_client.make_user("mallory", balance=10_000_000)
+    huge = {**TASK, "command": ["echo", "x" * 10_000_000]}
+    resp = await hub_client.http.post("/v1/tasks", json=huge, headers=user)
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "payload_too_large"
+    # the same, as the multipart form that carries a bundle
+    files = {"spec": (None, json.dumps(huge)), "bundle": ("b.tar.gz", b"\x1f\x8b", "application/gzip")}
+    resp = await hub_client.http.post("/v1/tasks", files=files, headers=user)
+    assert resp.status_code in (400, 413), resp.text
+    just_over = {**TASK, "name": "n" * 100, "env": {f"K{i}": "v" * 7000 for i in range(10)}}
+    assert len(json.dumps(just_over)) > MAX_TASK_SPEC_BYTES
+    assert (await hub_client.http.post("/v1/tasks", json=just_over, headers=user)).status_code == 413
+    await _nothing_held(hub_client, user)
+
+
+@pytest.mark.parametrize(
+    ("over", "field"),
+    [
+        ({"command": ["x" * 8193]}, "command.0"),
+        ({"command": ["a"] * 257}, "command"),
+        ({"env": {"K": "v" * 8193}}, "env.K"),
+        (
+            {"env": {"K" * 257: "v"}},
+            "env.KKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKK",
+        ),
+        ({"requirements": {"tags_any": ["t" * 129]}}, "requirements.tags_any.0"),
+        ({"requirements": {"min_vram_gb": 1e300}}, "requirements.min_vram_gb"),
+    ],
+)
+async def test_each_string_and_count_has_a_limit(
+    hub_client: HubClient, over: dict[str, object], field: str
+) -> None:
+    user = await hub_client.make_user("trudy", balance=10_000_000)
+    resp = await hub_client.http.post("/v1/tasks", json={**TASK, **over}, headers=user)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["details"]["field"].startswith(field[:40]), resp.text
+    await _nothing_held(hub_client, user)
+
+
+async def test_a_task_at_the_limits_is_accepted(hub_client: HubClient) -> None:
+    user = await hub_client.make_user("olive", balance=10_000_000)
+    body = {**TASK, "command": ["x" * 8192] * 6, "env": {"K" * 256: "v" * 8192}}
+    assert len(json.dumps(body)) < MAX_TASK_SPEC_BYTES
+    resp = await hub_client.http.post("/v1/tasks", json=body, headers=user)
+    assert resp.status_code == 201, resp.text
+
+
+@pytest.fixture
+async def hub(live_hub_factory: Callable[..., Awaitable[LiveHub]]) -> LiveHub:
+    return await live_hub_factory()
+
+
+async def test_heartbeat_socket_refuses_deep_and_oversized_frames(hub: LiveHub, clock: FakeClock) -> None:
+    node = SimNode(hub, clock, "gpu-limits")
+    await node.connect()
+    await node.command("ack")
+    await node.ws.send("[" * 100_000 + "]" * 100_000)  # deeper than Python's json can even parse
+    assert (await node.command("error"))["code"] == "invalid_input"
+    deep: object = {"queue_len": 0}
+    for _ in range(40):
+        deep = {"x": deep}
+    await node.ws.send(json.dumps(deep))
+    assert "nests deeper" in (await node.command("error"))["message"]
+    await node.beat()  # the socket is still usable after a refused message
+    await node.command("ack")
+    await node.ws.send(json.dumps({"queue_len": 0, "pad": "x" * (MAX_WS_FRAME_BYTES + 1)}))
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await node.command("ack")
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
