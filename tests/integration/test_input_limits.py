@@ -13,6 +13,7 @@ from gpupool.bounds import MAX_TASK_SPEC_BYTES, MAX_WS_FRAME_BYTES
 from gpupool.core.ports import FakeClock
 from tests.conftest import HubClient, LiveHub
 from tests.simnode import SimNode
+from tests.unit.test_bundles import tar_gz
 
 TASK = {"command": ["echo", "hi"], "max_price_token_per_ksec": 1, "timeout_sec": 10}
 
@@ -91,3 +92,27 @@ async def test_heartbeat_socket_refuses_deep_and_oversized_frames(hub: LiveHub, 
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await node.command("ack")
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_a_bundle_bomb_is_refused_at_upload_and_nothing_is_kept(
+    hub_client_factory: Callable[..., Awaitable[HubClient]],
+) -> None:
+    client = await hub_client_factory(max_bundle_unpacked_bytes=8 * 2**20, max_bundle_files=100)
+    user = await client.make_user("bomber", balance=10_000_000)
+    bomb = tar_gz({"run.sh": 10, "zeros.bin": 64 * 2**20})  # 8x the cap, from under a megabyte
+    assert len(bomb) < 2**20
+    for bundle in (bomb, tar_gz({f"f{i}": 0 for i in range(101)})):
+        files = {"spec": (None, json.dumps(TASK)), "bundle": ("b.tar.gz", bundle, "application/gzip")}
+        resp = await client.http.post("/v1/tasks", files=files, headers=user)
+        assert resp.status_code == 413, resp.text
+        assert resp.json()["error"]["details"]["field"] == "bundle"
+    files = {"spec": (None, json.dumps(TASK)), "bundle": ("b.tar.gz", b"garbage" * 99, "application/gzip")}
+    assert (await client.http.post("/v1/tasks", files=files, headers=user)).status_code == 422
+    await _nothing_held(client, user)
+    root = client.hub.tasks.files.root
+    assert [p for p in root.rglob("*") if p.is_file()] == []
+    ok = {
+        "spec": (None, json.dumps(TASK)),
+        "bundle": ("b.tar.gz", tar_gz({"run.sh": 10}), "application/gzip"),
+    }
+    assert (await client.http.post("/v1/tasks", files=ok, headers=user)).status_code == 201

@@ -31,6 +31,7 @@ from websockets.typing import Subprotocol
 
 from gpupool import crypto
 from gpupool.bounds import MAX_NODE_WS_FRAME_BYTES
+from gpupool.bundles import BundleLimits
 from gpupool.config import NodeSettings
 from gpupool.errors import GpupoolError, InvalidInput
 from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, MAX_BATCH, envelope, opened
@@ -351,7 +352,8 @@ async def serve(settings: NodeSettings) -> int:
         )
         if pow_service.delegation_mode:
             log.info("DELEGATION mode: PoC generation goes to %s", pow_service.delegation_url)
-        worker = TaskWorker(agent, http, settings.data_dir / "tasks")
+        limits = BundleLimits(settings.max_bundle_unpacked_bytes, settings.max_bundle_files)
+        worker = TaskWorker(agent, http, settings.data_dir / "tasks", limits)
         collector = NodeCollector(agent.connected.is_set, lambda: worker.queue_len, pow_service.status)
         app = create_health_app(
             key.pubkey,

@@ -97,6 +97,8 @@ async def submit(request: Request, hub: HubDep, principal: PrincipalDep) -> Subm
     else:
         body = _task_in(await request.body())
     try:
+        if staged is not None:  # a bomb is refused here, by what its members declare
+            await asyncio.to_thread(hub.tasks.files.check_bundle, staged)
         row = await hub.tasks.submit(principal, body.to_new_task(), staged)
     finally:
         if staged is not None:
