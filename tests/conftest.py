@@ -114,9 +114,15 @@ def _live_children() -> list[psutil.Process]:
     children = []
     for proc in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
-            if proc.status() != psutil.STATUS_ZOMBIE:
+            if proc.status() != psutil.STATUS_ZOMBIE and not _interpreter_helper(proc):
                 children.append(proc)
     return children
+
+
+def _interpreter_helper(proc: psutil.Process) -> bool:
+    """multiprocessing's resource tracker (started by the "spawn" context of the PoC engine) lives as
+    long as this interpreter and ends when it does: it is Python's, not something a test left behind."""
+    return "multiprocessing.resource_tracker" in _cmdline(proc)
 
 
 def _cmdline(proc: psutil.Process) -> str:
