@@ -15,6 +15,11 @@ from pydantic import Field, StrictFloat, StrictInt
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MAX = 2**63 - 1
+# The largest integer every JSON reader keeps exactly (a double's 53-bit mantissa): sequence numbers,
+# cursors and epochs a client sends stay below it, so the document's bound is the one enforced.
+MAX_JSON_INT = 2**53 - 1
+PUBKEY_PATTERN = r"^([0-9a-fA-F]{64}|npub1[02-9ac-hj-np-z]{58})$"
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 # The largest float that survives a round trip through every store we use with integer precision
 # to the second; sums of these over many tasks stay below INT64_MAX micro-units of score.
 MAX_SECONDS = 10**9  # ~31 years: any duration, timeout or GPU-seconds figure a node may report
@@ -43,8 +48,8 @@ MAX_BUNDLE_FILES = 10_000
 
 Int32 = Annotated[StrictInt, Field(ge=INT32_MIN, le=INT32_MAX)]
 """An integer stored in a 4-byte column (exit codes)."""
-NonNegInt64 = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
-"""An integer stored in a BIGINT column (sequence numbers, ids)."""
+NonNegInt64 = Annotated[StrictInt, Field(ge=0, le=MAX_JSON_INT)]
+"""An integer stored in a BIGINT column (sequence numbers, ids), within JSON's exact range."""
 PositiveInt64 = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 Page = Annotated[int, Field(ge=1, le=MAX_PAGE)]
 """A page number in a listing's query string."""

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gpupool.api import errors
+from gpupool.api import errors, openapi
 from gpupool.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from gpupool.api.routes import auth, ledger, matching, miners, poc, registry, rewards, system, tasks
 from gpupool.hub.container import Hub
@@ -37,6 +37,7 @@ def create_app(hub: Hub) -> FastAPI:
     app = FastAPI(title="gpupool hub", version=hub.version, lifespan=lifespan)
     app.state.hub = hub
     errors.install(app)
+    openapi.install(app)
     # Busiest first: FastAPI tries the routers in this order, at 15-25 µs each on a 2-core machine,
     # so a task or node request no longer walks seven routers before it finds its own.
     for module in (tasks, miners, auth, ledger, registry, matching, rewards, poc, system):

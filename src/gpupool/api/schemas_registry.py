@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-from gpupool.bounds import Label, Measure
+from gpupool.bounds import ADDRESS_PATTERN, PUBKEY_PATTERN, Label, Measure
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 
@@ -27,8 +27,8 @@ class GpuSpecIn(BaseModel):
 
 class RegisterIn(Open):
     miner_id: str | None = Field(None, min_length=1, max_length=64, pattern=NAME_PATTERN)
-    pubkey: str = Field(min_length=63, max_length=100, description="64 hex characters or an npub")
-    owner: str = Field(min_length=42, max_length=42)
+    pubkey: str = Field(pattern=PUBKEY_PATTERN, description="64 hex characters or an npub")
+    owner: str = Field(pattern=ADDRESS_PATTERN)
     addr: str | None = Field(None, max_length=256)
     proto: str = Field("http", max_length=16)
     gpus: list[GpuSpecIn] = Field(default_factory=list, max_length=64)
@@ -51,8 +51,8 @@ class RegisterOut(BaseModel):
 
 
 class WorkerIn(Open):
-    pubkey: str = Field(min_length=1, max_length=100)
-    owner: str = Field(min_length=1, max_length=42)
+    pubkey: str = Field(pattern=PUBKEY_PATTERN, description="64 hex characters or an npub")
+    owner: str = Field(pattern=ADDRESS_PATTERN)
     node_type: str = Field("node-H100x1", max_length=64)
     sig_event: dict[str, Any] | None = None
 
@@ -73,7 +73,7 @@ class SessionIn(BaseModel):
 
 
 class RequirementsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # a ``false`` GPU count is not 0
     task: Label | None = None
     min_vram_gb: Measure | None = None
     min_ram_gb: Measure | None = None
@@ -84,7 +84,7 @@ class RequirementsIn(BaseModel):
 
 
 class HintsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     region: Label | None = None
     max_price: int | None = Field(None, ge=0, le=10**15)
     deadline_ms: int | None = Field(None, ge=0, le=2**31 - 1)
@@ -111,13 +111,14 @@ class FeedbackIn(BaseModel):
 class AllowIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     entry: str = Field(
-        min_length=1, max_length=100, description="a node pubkey (hex or npub) or an owner 0x address"
+        pattern=f"{PUBKEY_PATTERN}|{ADDRESS_PATTERN}",
+        description="a node pubkey (hex or npub) or an owner 0x address",
     )
 
 
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    owner: str = Field(min_length=42, max_length=42)
+    owner: str = Field(pattern=ADDRESS_PATTERN)
     label: str = Field("", max_length=64)
 
 

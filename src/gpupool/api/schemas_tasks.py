@@ -27,7 +27,7 @@ class TaskRequirementsIn(RequirementsIn):
 
 
 class TaskIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field("task", min_length=1, max_length=128)
     command: list[CommandArg] = Field(min_length=1, max_length=MAX_COMMAND_ARGS)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=MAX_ENV_VARS)

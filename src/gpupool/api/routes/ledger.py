@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from gpupool.api.deps import AdminDep, HubDep, PrincipalDep
 from gpupool.api.schemas import BalanceOut, TransferIn, TransferList, TransferOut, TrialBalanceOut
-from gpupool.bounds import INT64_MAX
+from gpupool.bounds import MAX_JSON_INT
 from gpupool.hub.ledger import Balance, PostResult
 from gpupool.store.ledger_repo import PostingRecord
 
@@ -62,7 +62,7 @@ async def list_transfers(
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[
-        int | None, Query(ge=1, le=INT64_MAX, description="id of the last transfer seen")
+        int | None, Query(ge=1, le=MAX_JSON_INT, description="id of the last transfer seen")
     ] = None,
 ) -> TransferList:
     records = await hub.ledger.history(principal.account, limit=limit, before_id=before)

@@ -28,7 +28,7 @@ from gpupool.api.schemas_tasks import (
     TaskIn,
     TaskOut,
 )
-from gpupool.bounds import INT64_MAX, MAX_TASK_SPEC_BYTES, MAX_TIMESTAMP
+from gpupool.bounds import MAX_JSON_INT, MAX_TASK_SPEC_BYTES, MAX_TIMESTAMP
 from gpupool.core.scheduling import TaskState
 from gpupool.errors import GpupoolError, InvalidInput, NotFound, PayloadTooLarge
 from gpupool.hub.container import Hub
@@ -191,24 +191,32 @@ async def stop(task_id: str, hub: HubDep, principal: PrincipalDep) -> TaskOut:
     return task_out(await hub.tasks.get(principal, task_id))
 
 
-@router.get("/{task_id}/output")
+class EventStream(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+@router.get(
+    "/{task_id}/output",
+    response_class=EventStream,
+    responses={200: {"description": "Server-Sent Events", "content": {"text/event-stream": {}}}},
+)
 async def output(
     task_id: str,
     request: Request,
     hub: HubDep,
     principal: PrincipalDep,
-    from_: Annotated[int, Query(alias="from", ge=0, le=INT64_MAX)] = 0,
+    from_: Annotated[int, Query(alias="from", ge=0, le=MAX_JSON_INT)] = 0,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
+) -> EventStream:
     """Server-Sent Events: one event per chunk (``id`` = seq), then ``end`` when the task is over.
 
     A client that reconnects with ``Last-Event-ID`` (or ``?from=``) gets the rest, without gaps or
     repeats.
     """
     await hub.tasks.get(principal, task_id)  # 404 for someone else's task
-    resumed = last_event_id is not None and last_event_id.isdigit() and int(last_event_id) < INT64_MAX
+    resumed = last_event_id is not None and last_event_id.isdigit() and int(last_event_id) < MAX_JSON_INT
     start = int(last_event_id) + 1 if resumed and last_event_id else from_
-    return StreamingResponse(_events(hub, request, task_id, start), media_type="text/event-stream")
+    return EventStream(_events(hub, request, task_id, start))
 
 
 async def _events(hub: Hub, request: Request, task_id: str, cursor: int) -> AsyncIterator[str]:
