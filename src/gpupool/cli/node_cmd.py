@@ -38,6 +38,13 @@ def node(
         typer.Option(help="Micro-units per 1000 GPU-seconds [env GPUPOOL_NODE_PRICE_MICRO_PER_KSEC]"),
     ] = None,
     max_parallel: Annotated[int | None, typer.Option(help="[env GPUPOOL_NODE_MAX_PARALLEL]")] = None,
+    max_bundle_unpacked_bytes: Annotated[
+        int | None,
+        typer.Option(help="A task bundle unpacks to at most [env GPUPOOL_NODE_MAX_BUNDLE_UNPACKED_BYTES]"),
+    ] = None,
+    max_bundle_files: Annotated[
+        int | None, typer.Option(help="Files in a task bundle, at most [env GPUPOOL_NODE_MAX_BUNDLE_FILES]")
+    ] = None,
     region: Annotated[str | None, typer.Option(help="[env GPUPOOL_NODE_REGION]")] = None,
     tags: Annotated[str | None, typer.Option(help="Comma-separated [env GPUPOOL_NODE_TAGS]")] = None,
     capabilities: Annotated[
@@ -93,6 +100,8 @@ _SETTING_FLAGS = {
     "advertise_addr",
     "price",
     "max_parallel",
+    "max_bundle_unpacked_bytes",
+    "max_bundle_files",
     "region",
     "tags",
     "capabilities",
