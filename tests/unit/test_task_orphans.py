@@ -63,3 +63,23 @@ def test_a_task_dies_with_a_crashed_agent(tmp_path: Path) -> None:
         with contextlib.suppress(ChildProcessError):  # an orphan comes back to the suite: reap it
             if task_pid:
                 os.waitpid(task_pid, os.WNOHANG)
+
+
+async def test_a_task_gone_before_the_first_sample_keeps_its_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sampler found no process to watch and failed the run (exit None) instead of reporting 3."""
+    from gpupool.node.runner import TaskRunner, TaskSpec
+
+    def gone(pid: int) -> psutil.Process:
+        raise psutil.NoSuchProcess(pid)
+
+    monkeypatch.setattr(psutil, "Process", gone)  # the race made certain: gone before the first look
+    command = [sys.executable, "-c", "raise SystemExit(3)"]
+    spec = TaskSpec(task_id="t1", command=command, env={}, gpu_indices=[], timeout_sec=60)
+
+    async def no_output(_chunk: object) -> None:
+        return None
+
+    outcome = await TaskRunner(spec, tmp_path).run(no_output)
+    assert outcome.exit_code == 3 and outcome.status == "failed"

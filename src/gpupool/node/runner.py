@@ -235,8 +235,10 @@ class TaskRunner:
         await on_output(chunk)
 
     async def _sample(self, pid: int, usage: Usage) -> None:
-        with contextlib.suppress(psutil.Error):
+        try:
             leader = psutil.Process(pid)
+        except psutil.Error:  # a task quicker than the sampler's first look: nothing left to sample
+            return
         cpu_by_pid: dict[int, float] = {}
         while True:
             procs = []
