@@ -81,10 +81,7 @@ async def test_heartbeat_socket_refuses_deep_and_oversized_frames(hub: LiveHub, 
     await node.command("ack")
     await node.ws.send("[" * 100_000 + "]" * 100_000)  # deeper than Python's json can even parse
     assert (await node.command("error"))["code"] == "invalid_input"
-    deep: object = {"queue_len": 0}
-    for _ in range(40):
-        deep = {"x": deep}
-    await node.ws.send(json.dumps(deep))
+    await node.ws.send(json.dumps(deep(40)))
     assert "nests deeper" in (await node.command("error"))["message"]
     await node.beat()  # the socket is still usable after a refused message
     await node.command("ack")
@@ -116,3 +113,30 @@ async def test_a_bundle_bomb_is_refused_at_upload_and_nothing_is_kept(
         "bundle": ("b.tar.gz", tar_gz({"run.sh": 10}), "application/gzip"),
     }
     assert (await client.http.post("/v1/tasks", files=ok, headers=user)).status_code == 201
+
+
+async def test_a_result_that_is_not_json_or_nests_too_deep_is_422(hub: LiveHub, clock: FakeClock) -> None:
+    user = await hub.make_user("nester", balance=10**12)
+    node = SimNode(hub, clock, "gpu-nest")
+    await node.connect()
+    resp = await hub.http.post(
+        "/v1/tasks", json={**TASK, "max_price_token_per_ksec": 3_000_000}, headers=user
+    )
+    task_id = resp.json()["task_id"]
+    await node.command("assign")
+    session = {"X-Session-Token": node.token, "Content-Type": "application/json"}
+    for body in (
+        b"not json",
+        b"[" * 50_000 + b"]" * 50_000,
+        json.dumps({"task_id": task_id, "usage": deep(40)}),
+    ):
+        resp = await hub.http.post(f"/v1/tasks/{task_id}/result", content=body, headers=session)
+        assert resp.status_code == 422 and resp.json()["error"]["details"]["field"] == "body", resp.text
+    await node.ws.close()
+
+
+def deep(levels: int) -> object:
+    value: object = {"queue_len": 0}
+    for _ in range(levels):
+        value = {"x": value}
+    return value

@@ -8,7 +8,6 @@ with the core validator, as the hub does, with this node's key seeding the sampl
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -36,7 +35,7 @@ def _error(exc: GpupoolError) -> JSONResponse:
 async def _json(request: Request) -> dict[str, Any]:
     try:
         data = await request.json()
-    except (ValueError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
         raise InvalidInput("the body must be a JSON object", field="body") from exc
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object", field="body")

@@ -28,7 +28,7 @@ from gpupool.api.schemas_tasks import (
     TaskIn,
     TaskOut,
 )
-from gpupool.bounds import MAX_JSON_INT, MAX_TASK_SPEC_BYTES, MAX_TIMESTAMP
+from gpupool.bounds import MAX_JSON_DEPTH, MAX_JSON_INT, MAX_TASK_SPEC_BYTES, MAX_TIMESTAMP, json_depth
 from gpupool.core.scheduling import TaskState
 from gpupool.errors import GpupoolError, InvalidInput, NotFound, PayloadTooLarge
 from gpupool.hub.container import Hub
@@ -140,6 +140,17 @@ def _task_in(raw: object) -> TaskIn:
         return TaskInAdapter.validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+
+
+def _signed_json(body: bytes) -> object:
+    """A node's signed body, refused (422) when it is not JSON or nests deeper than any result does."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput("the body must be a signed result as JSON", field="body") from exc
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise InvalidInput(f"the body nests deeper than {MAX_JSON_DEPTH} levels", field="body")
+    return raw
 
 
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
@@ -263,7 +274,7 @@ async def node_output(task_id: str, body: OutputIn, hub: HubDep, session_token: 
 async def node_result(task_id: str, request: Request, hub: HubDep, session_token: SessionHeader) -> TaskOut:
     """Signed (kind 21002) by the node: exit code, status, usage, artifact digests; settles the task."""
     miner_id = await hub.sessions.resolve(session_token)
-    raw = await request.json()
+    raw = _signed_json(await request.body())
     if not isinstance(raw, dict) or raw.get("task_id") != task_id:
         raise InvalidInput("the body's task_id must be the task in the path", field="task_id")
     return task_out(await hub.tasks.node_result(miner_id, raw))
