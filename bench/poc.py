@@ -8,12 +8,14 @@ GPU, float32 NumPy on the CPU) — the ratio is what the issue's aim (>= 60 % on
 NVML reader while the engine runs.
 
     python bench/poc.py --sets tiny,test                  # CPU, NumPy
+    python bench/poc.py --cpu-ratio --sets test,v1,v2     # CPU forward vs NumPy matmuls of its shapes
     python bench/poc.py --sets v1,v2 --device cuda --agreement --nvml --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -204,6 +206,98 @@ def agreement(name: str, params: ModelParams, device: str, n: int) -> dict[str, 
     }
 
 
+RATIO_PLAN = {"test": (None, 64), "v1": (1, 2), "v2": (1, 1)}  # (layers built, None: all; nonces/step)
+
+
+def layer_matmuls(params: ModelParams, chunk: int) -> list[tuple[int, int, int, int]]:
+    """(batch, m, k, n) of each matrix product of one layer for ``chunk`` nonces, as ``flops_per_nonce``."""
+    rows, d, s, h = chunk * params.seq_len, params.dim, params.seq_len, params.n_heads
+    kv, hd, ffn = params.n_kv_heads * params.head_dim, params.head_dim, params.ffn_hidden_dim
+    return [
+        (1, rows, d, d),  # q
+        (1, rows, d, kv),  # k
+        (1, rows, d, kv),  # v
+        (chunk * h, s, hd, s),  # scores
+        (chunk * h, s, s, hd),  # weighted values
+        (1, rows, d, d),  # o
+        (1, rows, d, ffn),  # w1
+        (1, rows, d, ffn),  # w3
+        (1, rows, ffn, d),  # w2
+    ]
+
+
+def _paired_medians(f: Any, g: Any, budget_s: float, at_least: int = 4) -> tuple[float, float]:
+    """Median seconds of ``f`` and ``g`` timed alternately, so both see the same load on a shared box."""
+    f(), g()
+    tf: list[float] = []
+    tg: list[float] = []
+    t_end = time.perf_counter() + budget_s
+    while len(tf) < at_least or time.perf_counter() < t_end:
+        for fn, out in ((f, tf), (g, tg)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(tf), statistics.median(tg)
+
+
+def cpu_ratio(name: str, params: ModelParams, budget_s: float) -> dict[str, Any]:
+    """The NumPy forward against plain NumPy float32 matmuls of exactly its shapes, in the same run.
+
+    ``v1``/``v2`` do not fit this machine whole (12 GB / 71 GB of float32 weights), and every layer has
+    the same shapes, so the forward of ``layers`` layers (plus the output projection) is measured and
+    nonces/s is scaled to the full depth (which slightly overstates the output's share: conservative).
+    """
+    layers, chunk = RATIO_PLAN[name]
+    built = dataclasses.replace(params, n_layers=layers or params.n_layers)
+    model = PocModel.build(HASH, built)
+    inputs = nonce_inputs(HASH, KEY, range(chunk), built)
+    rng = np.random.default_rng(3)
+    plan = layer_matmuls(built, chunk) * built.n_layers + [(1, chunk, built.dim, built.vocab_size)]
+    operands = {
+        shape: (
+            rng.standard_normal(shape[:3], dtype=np.float32),
+            rng.standard_normal((shape[0], shape[2], shape[3]), dtype=np.float32),
+        )
+        for shape in set(plan)
+    }
+    t_fwd, t_mm = _paired_medians(
+        lambda: model.logits(inputs), lambda: [np.matmul(*operands[shape]) for shape in plan], budget_s
+    )
+    flops_built = chunk * flops_per_nonce(built)
+    scale = params.n_layers / built.n_layers
+    nps = chunk / (t_fwd * scale)
+    return {
+        "set": name,
+        "layers_built": built.n_layers,
+        "chunk": chunk,
+        "nonces_per_s": nps,
+        "flops": nps * flops_per_nonce(params),
+        "matmul_flops": flops_built / t_mm,
+        "ratio": t_mm / t_fwd,
+    }
+
+
+def run_cpu_ratio(names: list[str], budget_s: float) -> list[dict[str, Any]]:
+    label, peak = ceiling("cpu")
+    print(f"reference: {label}: {peak / 1e9:.1f} GFLOP/s", flush=True)
+    rows = []
+    for name in names:
+        rows.append(cpu_ratio(name, SETS[name], budget_s))
+        print(json.dumps(rows[-1]), flush=True)
+    print(f"\nNumPy PoC forward vs NumPy f32 matmuls of the same shapes, same run ({os.cpu_count()} CPUs)")
+    print(
+        f"{'set':5} {'layers':>6} {'chunk':>5} {'nonces/s':>10} {'GFLOP/s':>8} "
+        f"{'matmul GFLOP/s':>14} {'ratio':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r['set']:5} {r['layers_built']:6} {r['chunk']:5} {r['nonces_per_s']:10.4g} "
+            f"{r['flops'] / 1e9:8.1f} {r['matmul_flops'] / 1e9:14.1f} {r['ratio']:6.1%}"
+        )
+    print(f"{'':5} {'square matmul 2048^3':>46} {peak / 1e9:8.1f}")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="tiny,test")
@@ -213,9 +307,17 @@ def main() -> None:
     ap.add_argument("--agreement", type=int, default=0, metavar="N", help="compare N nonces GPU vs CPU")
     ap.add_argument("--nvml", action="store_true", help="sample NVML telemetry during the engine runs")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--cpu-ratio", action="store_true", help="NumPy forward vs same-shape NumPy matmuls")
     args = ap.parse_args()
     device = "cuda:0" if args.device == "cuda" else args.device
     names = [s.strip() for s in args.sets.split(",") if s.strip()]
+    if args.cpu_ratio:
+        rows = run_cpu_ratio(names, budget_s=min(args.seconds, 5.0))
+        if args.json:
+            args.json.write_text(
+                json.dumps({"device": "cpu", "rows": rows, "cpus": os.cpu_count()}, indent=1)
+            )
+        return
 
     label, peak = ceiling(device)
     print(f"ceiling: {label}: {peak / 1e9:.1f} GFLOP/s", flush=True)

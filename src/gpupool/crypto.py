@@ -7,6 +7,8 @@ node operator can tell a clock problem from a key problem. Replay is the caller'
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
 import json
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import bech32
-from coincurve import PrivateKey, PublicKeyXOnly
+from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 from Crypto.Hash import keccak
 
 from gpupool.errors import InvalidInput, SignatureRejected
@@ -36,6 +38,8 @@ SIG_FIELD = "sig_event"
 DEFAULT_MAX_SKEW_S = 120
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_ANYHEX = re.compile(r"^[0-9a-fA-F]+$")
+MAX_POC_KEY_CHARS = 100
 _HEX128 = re.compile(r"^[0-9a-f]{128}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
@@ -146,6 +150,48 @@ def normalize_pubkey(value: str, *, field: str = "pubkey") -> str:
     except ValueError as exc:
         raise InvalidInput("the public key is not a point on secp256k1", field=field) from exc
     return text
+
+
+def poc_public_key(value: str, *, field: str = "public_key") -> str:
+    """A key that only seeds the PoC (SPEC §8.3), returned as given: Gonka's forms or ours.
+
+    Gonka sends 66-hex compressed secp256k1 keys (base64 of the 33 bytes appears too); our nodes
+    use 64-hex x-only keys. The PoC's inputs are drawn from the key's *string*, so the string given is
+    kept exactly (case included); only an ``npub`` becomes its hex, the form our nodes sign with.
+    """
+    if not isinstance(value, str) or not value or len(value) > MAX_POC_KEY_CHARS:
+        raise InvalidInput(_POC_KEY_FORMS, field=field)
+    if value.startswith("npub1"):
+        return normalize_pubkey(value, field=field)
+    raw = _poc_key_bytes(value)
+    try:
+        if raw is None:
+            raise ValueError("not a key form")
+        if len(raw) == 32:
+            PublicKeyXOnly(raw)
+        else:
+            PublicKey(raw)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(_POC_KEY_FORMS, field=field) from exc
+    return value
+
+
+_POC_KEY_FORMS = (
+    "a public key is 66 hex characters (compressed secp256k1), base64 of those 33 bytes, "
+    "64 hex characters (x-only) or an npub, on secp256k1"
+)
+
+
+def _poc_key_bytes(value: str) -> bytes | None:
+    """The key bytes of a 64/66-hex or base64-of-33-bytes string; None for anything else."""
+    if len(value) in (64, 66) and _ANYHEX.match(value):
+        raw = bytes.fromhex(value)
+        return raw if len(raw) == 32 or raw[0] in (2, 3) else None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 33 and raw[0] in (2, 3) else None
 
 
 def npub_encode(pubkey_hex: str) -> str:

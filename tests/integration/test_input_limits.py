@@ -15,7 +15,7 @@ from tests.conftest import HubClient, LiveHub
 from tests.simnode import SimNode
 from tests.unit.test_bundles import tar_gz
 
-TASK = {"command": ["echo", "hi"], "max_price_token_per_ksec": 1, "timeout_sec": 10}
+TASK = {"command": ["echo", "hi"], "max_price_micro_per_ksec": 1, "timeout_sec": 10}
 
 
 async def _nothing_held(client: HubClient, user: dict[str, str]) -> None:
@@ -120,7 +120,7 @@ async def test_a_result_that_is_not_json_or_nests_too_deep_is_422(hub: LiveHub, 
     node = SimNode(hub, clock, "gpu-nest")
     await node.connect()
     resp = await hub.http.post(
-        "/v1/tasks", json={**TASK, "max_price_token_per_ksec": 3_000_000}, headers=user
+        "/v1/tasks", json={**TASK, "max_price_micro_per_ksec": 3_000_000}, headers=user
     )
     task_id = resp.json()["task_id"]
     await node.command("assign")

@@ -59,7 +59,7 @@ async def _running(hub: LiveHub, clock: FakeClock) -> tuple[SimNode, str]:
     user = await hub.make_user("dave", balance=10**12)
     node = SimNode(hub, clock, "gpu-big")
     await node.connect()
-    body = {"command": ["true"], "max_price_token_per_ksec": 3_000_000, "timeout_sec": 1000}
+    body = {"command": ["true"], "max_price_micro_per_ksec": 3_000_000, "timeout_sec": 1000}
     resp = await hub.http.post("/v1/tasks", json=body, headers=user)
     assert resp.status_code == 201, resp.text
     await node.command("assign")

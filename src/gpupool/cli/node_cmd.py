@@ -34,8 +34,12 @@ def node(
         str | None, typer.Option(help="host:port [env GPUPOOL_NODE_ADVERTISE_ADDR]")
     ] = None,
     price: Annotated[
+        str | None,
+        typer.Option(help="Tokens per 1000 GPU-seconds, e.g. 0.75 [env PRICE_TOKEN_PER_KSEC]"),
+    ] = None,
+    price_micro_per_ksec: Annotated[
         int | None,
-        typer.Option(help="Micro-units per 1000 GPU-seconds [env GPUPOOL_NODE_PRICE_MICRO_PER_KSEC]"),
+        typer.Option(help="The same in micro-units [env GPUPOOL_NODE_PRICE_MICRO_PER_KSEC]"),
     ] = None,
     max_parallel: Annotated[int | None, typer.Option(help="[env GPUPOOL_NODE_MAX_PARALLEL]")] = None,
     max_bundle_unpacked_bytes: Annotated[
@@ -64,6 +68,19 @@ def node(
     ] = None,
     poc_device: Annotated[
         str | None, typer.Option(help="Local PoC: auto|cpu|cuda [env GPUPOOL_NODE_POC_DEVICE]")
+    ] = None,
+    mlnode_api: Annotated[
+        bool | None,
+        typer.Option(
+            "--mlnode-api/--no-mlnode-api",
+            help="Gonka's MLNode API for other keys [env GPUPOOL_NODE_MLNODE_API, default off]",
+        ),
+    ] = None,
+    mlnode_allow_cidrs: Annotated[
+        str | None,
+        typer.Option(
+            help="Callers allowed with it on [env GPUPOOL_NODE_MLNODE_ALLOW_CIDRS, default loopback]"
+        ),
     ] = None,
     print_inventory: Annotated[bool, typer.Option(help="Print the GPU table and exit")] = False,
 ) -> None:
@@ -99,6 +116,7 @@ _SETTING_FLAGS = {
     "miner_id",
     "advertise_addr",
     "price",
+    "price_micro_per_ksec",
     "max_parallel",
     "max_bundle_unpacked_bytes",
     "max_bundle_files",
@@ -112,6 +130,8 @@ _SETTING_FLAGS = {
     "delegation_auth_token",
     "delegation_poll_sec",
     "poc_device",
+    "mlnode_api",
+    "mlnode_allow_cidrs",
 }
 
 

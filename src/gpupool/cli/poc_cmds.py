@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from gpupool import crypto
 from gpupool.cli import credentials, output
 from gpupool.cli.credentials import CredentialsError
 from gpupool.cli.user_cmds import EXIT_API, EXIT_USAGE, HubOpt, fail, reporting, resolve_hub, session
@@ -66,7 +67,10 @@ def distances(
 @poc_app.command("dist")
 def dist(
     block_hash: Annotated[str, typer.Option("--block-hash", help="The round's block hash")],
-    public_key: Annotated[str, typer.Option("--public-key", help="The node's public key, as it signs")],
+    public_key: Annotated[
+        str,
+        typer.Option("--public-key", help="66-hex compressed, base64 of 33 bytes, 64-hex x-only, or npub"),
+    ],
     nonces: Annotated[str, typer.Option("--nonces", help="e.g. 0-63 or 1,5,9")],
     params: Annotated[str, typer.Option("--params", help="v1, v2, test or tiny")] = "v1",
     device: Annotated[str, typer.Option("--device", help="cpu or cuda")] = "cpu",
@@ -85,6 +89,7 @@ def dist(
     if not block_hash.strip() or not public_key.strip():
         fail("--block-hash and --public-key must not be empty", EXIT_USAGE)
     try:
+        public_key = crypto.poc_public_key(public_key, field="public_key")  # kept as given (SPEC §8.3)
         wanted = parse_nonces(nonces)
     except InvalidInput as exc:
         fail(exc.message, EXIT_USAGE)

@@ -402,3 +402,23 @@ def validate_batch(
     fraud = p_value < fraud_threshold
     weight = 0 if fraud else len(claimed)
     return ValidationResult(len(sample), n_invalid, p_value, fraud, weight, n_dup, int(mismatched.sum()))
+
+
+def judge_sample(
+    received: Sequence[float],
+    computed: Sequence[float],
+    r_target: float,
+    fraud_threshold: float = FRAUD_THRESHOLD,
+    p_mismatch: float = P_MISMATCH,
+) -> tuple[int, float, bool]:
+    """``(n_invalid, p_value, fraud)`` of a sample the caller already drew (Gonka's ``ValidatedBatch``).
+
+    A nonce is invalid when its recomputed distance exceeds ``r_target`` or its claim does not qualify;
+    the p-value is the same one-sided binomial test as ``validate_batch``'s.
+    """
+    if len(received) != len(computed):
+        raise InvalidInput("received and computed distances differ in length", field="dist")
+    pairs = zip(received, computed, strict=True)
+    n_invalid = sum(1 for got, fresh in pairs if not (fresh <= r_target and got < r_target))
+    p_value = binomial_p_value(n_invalid, len(computed), p_mismatch) if computed else 1.0
+    return n_invalid, p_value, p_value < fraud_threshold

@@ -1,7 +1,11 @@
 """The delegation HTTP API on port 9090 (SPEC §5): thin routes over ``SessionManager``.
 
+Every route answers under ``/api/v1/delegation`` and at the root (``/start``, ``/batches/{id}``, ``/stop``,
+``/status``), as the fork's big node serves it now (SPEC §8.3); the token is read from a Bearer header
+or ``?auth_token=``.
+
 Errors answer ``{"detail": message}`` as the reference service does (a Gonka small node reads
-``detail``), plus our usual ``error`` object; the status comes from the one table in ``api/errors``.
+``detail``), plus our usual ``error`` object; the status comes from the one table in ``error_status``.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from gpupool import errors
-from gpupool.api.errors import error_body, status_for
 from gpupool.config import DelegationSettings
 from gpupool.core.poc_batch import DEFAULT_R_TARGET, FRAUD_THRESHOLD
 from gpupool.delegation.sessions import GeneratorFactory, SessionManager
+from gpupool.error_status import error_body, status_for
 from gpupool.pow.rounds import BatchGenerator, PowRound, engine_generator
 
 log = logging.getLogger("gpupool.delegation")
@@ -126,6 +130,7 @@ def create_delegation_app(
     app.add_exception_handler(RequestValidationError, _invalid)
 
     @app.post(f"{PREFIX}/start")
+    @app.post("/start")
     def start(body: StartRequest) -> dict[str, Any]:
         manager.check_token(body.auth_token)
         pow_round = PowRound.from_json(body.model_dump())
@@ -138,6 +143,7 @@ def create_delegation_app(
         }
 
     @app.get(f"{PREFIX}/batches/{{session_id}}")
+    @app.get("/batches/{session_id}")
     def batches(session_id: str, request: Request, auth_token: str | None = None) -> dict[str, Any]:
         manager.check_token(_token_of(request, auth_token))
         session, fresh = manager.poll(session_id)
@@ -151,6 +157,7 @@ def create_delegation_app(
         }
 
     @app.post(f"{PREFIX}/stop")
+    @app.post("/stop")
     def stop(body: StopRequest) -> dict[str, Any]:
         manager.check_token(body.auth_token)
         session = manager.stop(body.session_id)
@@ -162,6 +169,7 @@ def create_delegation_app(
         }
 
     @app.get(f"{PREFIX}/status")
+    @app.get("/status")
     def status() -> dict[str, Any]:
         return manager.status()
 

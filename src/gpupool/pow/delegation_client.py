@@ -4,6 +4,11 @@ Only the round and the node's *public* key go to the big node; the batches come 
 the node signs each one itself before it goes to the hub (``pow/service.py``). A session that expired
 (the big node ends them after 330 s) or that the big node forgot (restarted) is started again; network
 errors and 5xx are for the caller to retry with backoff.
+
+The fork's big node (SPEC §8.3) serves ``/start``, ``/batches/{id}``, ``/stop`` at its root, reads the
+token only from ``?auth_token=`` and answers every refusal with 400 and a ``detail``; ours serves both path
+forms. So the token goes both ways (query and Bearer), the service is looked for under
+``/api/v1/delegation`` first and at the root when that is not there, and a 400 is read by its detail.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from gpupool.pow.rounds import PowRound
 
 log = logging.getLogger("gpupool.pow")
 PREFIX = "/api/v1/delegation"
+PREFIXES = (PREFIX, "")
 
 
 class DelegationClient:
@@ -34,10 +40,11 @@ class DelegationClient:
         self.sessions_started = 0
         self.total_generated = 0
         self.remote: dict[str, Any] = {}
+        self.prefix: str | None = None  # found by the first start: PREFIX, or "" for the fork's root form
 
     async def open(self) -> None:
         body = {**self.pow_round.to_json(), "auth_token": self._token}
-        data = await self._call("POST", f"{PREFIX}/start", json=body)
+        data = await self._start(body)
         self.session_id = str(data["session_id"])
         self.session_status = str(data.get("status", "initializing"))
         self.gpu_count = int(data.get("gpu_count") or 0)
@@ -56,7 +63,8 @@ class DelegationClient:
         try:
             data = await self._call(
                 "GET",
-                f"{PREFIX}/batches/{self.session_id}",
+                f"{self.prefix or ''}/batches/{self.session_id}",
+                params={"auth_token": self._token},
                 headers={"Authorization": f"Bearer {self._token}"},
             )
         except SessionGone:
@@ -82,31 +90,66 @@ class DelegationClient:
         session_id, self.session_id = self.session_id, None
         try:
             await self._call(
-                "POST", f"{PREFIX}/stop", json={"session_id": session_id, "auth_token": self._token}
+                "POST",
+                f"{self.prefix or ''}/stop",
+                json={"session_id": session_id, "auth_token": self._token},
+                headers={"Authorization": f"Bearer {self._token}"},
             )
         except (GpupoolError, httpx.HTTPError) as exc:
             log.warning("could not stop delegation session %s: %s", session_id, exc)
         self.session_status = "stopped"
+
+    async def _start(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST start under the known prefix, or find it: ours first, then the fork's root form."""
+        tried = [self.prefix] if self.prefix is not None else list(PREFIXES)
+        for prefix in tried:
+            try:
+                data = await self._call("POST", f"{prefix}/start", json=body)
+            except RouteMissing:
+                continue
+            self.prefix = prefix
+            return data
+        raise Unavailable(
+            "no delegation service at DELEGATION_URL (tried /api/v1/delegation/start and /start)",
+            code="delegation_unreachable",
+        )
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             resp = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise Unavailable(f"big node unreachable: {exc!r}", code="delegation_unreachable") from exc
-        if resp.status_code == 404 and "/batches/" in path:
-            raise SessionGone(path)
         if resp.status_code >= 400:
-            try:
-                detail = str(resp.json().get("detail"))
-            except ValueError:
-                detail = resp.text[:200]
-            if resp.status_code == 401:
-                raise TokenInvalid(detail, code="invalid_auth_token")
-            if resp.status_code == 422:
-                raise InvalidInput(f"big node refused the round: {detail}", field="body")
-            raise Unavailable(f"big node answered {resp.status_code}: {detail}", code="delegation_refused")
+            _raise_for(resp, path)
         result: dict[str, Any] = resp.json()
         return result
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    return str(data.get("detail")) if isinstance(data, dict) else resp.text[:200]
+
+
+def _raise_for(resp: httpx.Response, path: str) -> None:
+    """Our 401/404/422/429 and the fork's 400s (told apart by their ``detail``) as our errors."""
+    status, detail = resp.status_code, _detail(resp)
+    lowered = detail.lower()
+    if status in (404, 405) and path.endswith("/start"):
+        raise RouteMissing(path)
+    if "/batches/" in path and (status == 404 or (status == 400 and "not found" in lowered)):
+        raise SessionGone(path)
+    if status == 401 or (status == 400 and "auth token" in lowered):
+        raise TokenInvalid(detail, code="invalid_auth_token")
+    if status == 422:
+        raise InvalidInput(f"big node refused the round: {detail}", field="body")
+    raise Unavailable(f"big node answered {status}: {detail}", code="delegation_refused")
+
+
+class RouteMissing(Exception):
+    """No start route under this prefix (the service is served under the other path form)."""
 
 
 class SessionGone(Exception):

@@ -80,9 +80,9 @@ class PowRound:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, public_key: str | None = None) -> PowRound:
-        """Parse a request body; ``public_key`` overrides the body's (the node's own key)."""
+        """Parse a request body; ``public_key`` overrides the body's. The key is kept as given (SPEC §8.3)."""
         try:
-            key = crypto.normalize_pubkey(str(public_key or data.get("public_key") or ""), field="public_key")
+            key = crypto.poc_public_key(public_key or _text(data.get("public_key")), field="public_key")
             return cls(
                 block_hash=str(data["block_hash"]),
                 block_height=int(data["block_height"]),
@@ -119,6 +119,10 @@ class PowRound:
             self.block_hash,
             self.block_height,
         )
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def engine_generator(pow_round: PowRound, device: str = "auto") -> BatchGenerator:

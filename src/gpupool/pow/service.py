@@ -1,11 +1,13 @@
-"""A node's PoC generation for one round at a time: local engine or a big node, batches signed here.
+"""A node's PoC for one round at a time: generation (local engine or a big node) and Gonka's validation.
 
 ``POST /api/v1/pow/init/generate`` starts a round. Without delegation the engine's ``Generator`` runs
 on this machine's GPUs (or CPU); with ``DELEGATION_URL`` and ``DELEGATION_AUTH_TOKEN`` the round goes to
-the big node through ``DelegationClient``. Either way one loop wakes every ``poll_s``, takes the new
-batches, signs each with the node's own key (kind 21004) and posts it to the hub's
-``/v1/poc/batches``. Transient failures (network, 5xx) back off and retry the same batch; a hub that
-says the round is closed ends generation; a batch for another key or round is never signed.
+the big node through ``DelegationClient``. Either way one loop wakes every ``poll_s`` and takes the
+new batches. For the node's own key it signs each (kind 21004) and posts it to the hub's
+``/v1/poc/batches``; for a foreign key (only with the MLNode API on, SPEC §8.3) it posts Gonka's
+``ProofBatch`` to the caller's ``{url}/generated`` and signs nothing. Transient failures back off and
+retry the same batch, so deliveries stay in order; a hub that says the round is closed ends generation;
+a batch for another key or round is never delivered.
 """
 
 from __future__ import annotations
@@ -23,13 +25,18 @@ import httpx
 from gpupool import crypto
 from gpupool.core.poc_batch import Batch
 from gpupool.errors import Conflict, GpupoolError, TokenInvalid
-from gpupool.node.agent import Backoff
+from gpupool.node.hub_client import HubClient
+from gpupool.pow.callback import GENERATED, Backoff, callback_base, post_once
 from gpupool.pow.delegation_client import DelegationClient
 from gpupool.pow.rounds import BatchGenerator, PowRound, engine_generator
+from gpupool.pow.validation import Compute, ValidationRound, Validator
 
 log = logging.getLogger("gpupool.pow")
 
 ROUND_OVER = {"round_closed", "unknown_round"}
+FOREIGN_KEY = "public_key is not this node's key; a node proves only for itself"
+NOT_RUNNING = "PoW is not running"
+NODE_NOT_SET = "Node ID and node count must be set to start generating"
 MAX_SUBMIT_NONCES = 5000  # per signed request: well under the hub's 10 000 and its 1 MiB body limit
 
 
@@ -111,8 +118,15 @@ class PowService:
         max_submit_nonces: int = MAX_SUBMIT_NONCES,
         device: str = "auto",
         generator_factory: Callable[[PowRound], BatchGenerator] | None = None,
+        serve_foreign: bool = False,
+        validate_compute: Compute | None = None,
     ) -> None:
         self.key = key
+        self.serve_foreign = serve_foreign  # GPUPOOL_NODE_MLNODE_API: prove for keys other than ours
+        self._compute = validate_compute
+        self.init_request: tuple[PowRound, str | None, bool] | None = None  # round, url, node ids given
+        self.validator: Validator | None = None
+        self._callback: str | None = None
         self.hub_url = hub_url.rstrip("/") if hub_url else None
         self.delegation_url = (delegation_url or "").strip().rstrip("/") or None
         self.delegation_token = (delegation_token or "").strip() or None
@@ -126,7 +140,8 @@ class PowService:
         self._source: LocalSource | DelegationClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
-        self._http: httpx.AsyncClient | None = None
+        self._http: httpx.AsyncClient | None = None  # to a Gonka callback base
+        self._hub: HubClient | None = None  # to our hub
         self._lock = asyncio.Lock()
 
     @property
@@ -134,31 +149,98 @@ class PowService:
         return self.delegation_url is not None and self.delegation_token is not None
 
     # -- control ---------------------------------------------------------------------------------------
-    async def start(self, pow_round: PowRound, hub_url: str | None = None) -> None:
-        if pow_round.public_key != self.key.pubkey:
-            raise Conflict(
-                "public_key is not this node's key; a node proves only for itself", code="foreign_key"
-            )
+    def is_own(self, public_key: str) -> bool:
+        return public_key == self.key.pubkey
+
+    def check_key(self, pow_round: PowRound, url: str | None) -> str | None:
+        """The callback base a round's batches go to: None for our own key (the hub), else ``url``."""
+        if self.is_own(pow_round.public_key):
+            return None
+        if not self.serve_foreign:
+            raise Conflict(FOREIGN_KEY, code="foreign_key")
+        return callback_base(url)
+
+    @property
+    def running(self) -> bool:
+        """Gonka's ``is_running``: a round was initialised and not stopped since."""
+        return self.init_request is not None
+
+    async def init(self, pow_round: PowRound, url: str | None, node_ids_given: bool) -> None:
+        """``/pow/init``: remember the round, stop whatever ran; no phase yet (Gonka's IDLE)."""
         async with self._lock:
             await self._halt()
-            self.pow_round, self.state = pow_round, "LOADING"
+            await self._halt_validation()
+            self.init_request = (pow_round, url, node_ids_given)
+            self.pow_round, self.state, self.tally, self._source = None, "IDLE", None, None
+
+    async def phase_generate(self) -> None:
+        if self.init_request is None:
+            raise Conflict(NOT_RUNNING, code="pow_not_running")
+        pow_round, url, node_ids_given = self.init_request
+        if not node_ids_given:
+            raise Conflict(NODE_NOT_SET, code="node_not_set")
+        await self.start(pow_round, url)
+
+    async def phase_validate(self, pow_round: PowRound | None = None, url: str | None = None) -> None:
+        """Enter validation: generation stops; with a ``url`` verdicts go there (Gonka's flow)."""
+        if pow_round is None:
+            if self.init_request is None:
+                raise Conflict(NOT_RUNNING, code="pow_not_running")
+            pow_round, url, _ = self.init_request
+        base = callback_base(url) if url and self.serve_foreign else None  # opt-in only
+        async with self._lock:
+            await self._halt()
+            if self.init_request is None or self.init_request[:2] != (pow_round, url):
+                self.init_request = (pow_round, url, False)
+            current = self.validator.vround if self.validator else None
+            wanted = ValidationRound.of(pow_round, base) if base else None
+            if current != wanted:
+                await self._halt_validation()
+                if wanted is not None:
+                    self.validator = Validator(
+                        wanted, compute=self._compute, backoff_max_s=self.backoff_max_s
+                    )
+            self.state = "VALIDATING"
+
+    async def start(self, pow_round: PowRound, url: str | None = None) -> None:
+        """Generate ``pow_round``: signed to the hub for our key, to ``{url}/generated`` for another."""
+        callback = self.check_key(pow_round, url)
+        async with self._lock:
+            if self._generating(pow_round, callback):
+                return  # Gonka re-sends init/generate; restarting would hand out the same nonces again
+            await self._halt()
+            await self._halt_validation()
+            if self.init_request is None or self.init_request[:2] != (pow_round, url):
+                self.init_request = (pow_round, url, True)
+            self.pow_round, self.state, self._callback = pow_round, "LOADING", callback
             self.tally = RoundTally(time.time())
             self._stop = asyncio.Event()
-            self._http = httpx.AsyncClient(timeout=30)
+            self._http = httpx.AsyncClient(timeout=30)  # to a callback base: not the hub
+            self._hub = HubClient(self.hub_url or "", timeout_s=30, backoff_max_s=self.backoff_max_s)
             if self.delegation_mode:
                 assert self.delegation_url is not None and self.delegation_token is not None
                 big = httpx.AsyncClient(base_url=self.delegation_url, timeout=30)
                 self._source = DelegationClient(big, self.delegation_token, pow_round)
             else:
                 self._source = LocalSource(await asyncio.to_thread(self._factory, pow_round))
-            target = (hub_url or self.hub_url or "").rstrip("/")
-            self._task = asyncio.create_task(self._run(self._source, target))
+            self._task = asyncio.create_task(self._run(self._source))
+
+    def _generating(self, pow_round: PowRound, callback: str | None) -> bool:
+        alive = self._task is not None and not self._task.done()
+        return alive and (self.pow_round, self._callback) == (pow_round, callback)
 
     async def stop(self) -> None:
         async with self._lock:
             await self._halt()
+            await self._halt_validation()
+            self.init_request = None
             if self.state != "IDLE":
                 self.state = "STOPPED"
+
+    async def _halt_validation(self) -> None:
+        if self.validator is not None:
+            await self.validator.stop()
+            self.validator = None
 
     async def _halt(self, grace_s: float = 15.0) -> None:
         """End the loop; a loop stuck on an unreachable big node or hub is cancelled after ``grace_s``."""
@@ -173,9 +255,12 @@ class PowService:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._hub is not None:
+            await self._hub.aclose()
+            self._hub = None
 
     # -- the loop --------------------------------------------------------------------------------------
-    async def _run(self, source: LocalSource | DelegationClient, hub_url: str) -> None:
+    async def _run(self, source: LocalSource | DelegationClient) -> None:
         tally, backoff = self.tally, Backoff(max_s=self.backoff_max_s)
         assert tally is not None
         pending: list[Batch] = []
@@ -191,7 +276,7 @@ class PowService:
                     pending = coalesce([*pending, *fresh], self.max_submit_nonces)
                     self._refresh_state(source)
                     while pending and not self._stop.is_set():
-                        outcome = await self._submit(hub_url, pending[0], tally)
+                        outcome = await self._submit(pending[0], tally)
                         pending.pop(0)
                         if outcome in ROUND_OVER:
                             tally.ended_because = outcome
@@ -227,17 +312,22 @@ class PowService:
             status, "GENERATING" if status in ("stopped", "expired") else status.upper()
         )
 
-    async def _submit(self, hub_url: str, batch: Batch, tally: RoundTally) -> str:
-        """Sign and post one batch; returns ``accepted``, a refusal's code, or raises to retry."""
+    async def _submit(self, batch: Batch, tally: RoundTally) -> str:
+        """Deliver one batch (signed to the hub, or to the callback); an outcome, or raises to retry."""
         if self.pow_round is None or not self.pow_round.owns(batch):
             tally.foreign_batches += 1  # never sign what is not this node's own round and key
             log.warning("dropping a batch for another key or round (block %s)", batch.block_height)
             return "foreign"
         if not len(batch):
             return "empty"
-        assert self._http is not None
+        assert self._http is not None and self._hub is not None
+        if self._callback is not None:
+            await post_once(self._http, self._callback, GENERATED, batch.to_dict())  # raises: retried
+            tally.batches_submitted += 1
+            tally.nonces_submitted += len(batch)
+            return "accepted"
         body = signed_batch(self.key, batch, int(time.time()))
-        resp = await self._http.post(f"{hub_url}/v1/poc/batches", json=body)
+        resp = await self._hub.request("POST", "/v1/poc/batches", json=body)  # 5xx, 429: retried there
         if resp.status_code >= 500 or resp.status_code == 429:
             raise httpx.HTTPStatusError(
                 f"hub answered {resp.status_code}", request=resp.request, response=resp
@@ -258,9 +348,15 @@ class PowService:
         """``GET /api/v1/pow/status``: the spec's fields first, then the round's throughput."""
         body: dict[str, Any] = {
             "status": self.state,
-            "is_model_initialized": self.state == "GENERATING",
+            "is_model_initialized": self.state in ("GENERATING", "VALIDATING"),
             "delegation_mode": self.delegation_mode,
         }
+        if self.validator is not None:
+            body["validation"] = {
+                "batches_received": self.validator.received,
+                "batches_pending": self.validator.pending,
+                "last_error": self.validator.last_error,
+            }
         source, tally = self._source, self.tally
         gpu_count: int | None = None
         rate: dict[str, Any] = {}
