@@ -81,7 +81,7 @@ async def test_heartbeat_socket_refuses_deep_and_oversized_frames(hub: LiveHub, 
     await node.command("ack")
     await node.ws.send("[" * 100_000 + "]" * 100_000)  # deeper than Python's json can even parse
     assert (await node.command("error"))["code"] == "invalid_input"
-    await node.ws.send(json.dumps(deep(40)))
+    await node.ws.send(json.dumps({"type": "result", "result": deep(40)}))
     assert "nests deeper" in (await node.command("error"))["message"]
     await node.beat()  # the socket is still usable after a refused message
     await node.command("ack")
