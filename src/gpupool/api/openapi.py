@@ -56,7 +56,12 @@ DESCRIPTIONS = {
 }
 # What only the route's service knows: statuses beyond those its dependencies and method imply.
 SIGNED = {401, 403}  # a signed body: a bad, stale or replayed signature; a key not admitted
-SESSION = {401, 403}  # a node's session token: unknown, expired or revoked; another node's task
+# A node's session token: unknown, expired or revoked (too many of those from one address: 429);
+# another node's task.
+SESSION = {401, 403, 429}
+# The seed dialects (api/dialects): an API key or a bearer of their own, nodes by id.
+DIALECT_PREFIXES = ("/api/",)
+DIALECT = {401, 403, 404}
 EXTRA: dict[tuple[str, str], set[int]] = {
     ("POST", "/v1/tasks"): {402},
     ("POST", "/v1/tasks/batch"): {402},
@@ -71,6 +76,8 @@ EXTRA: dict[tuple[str, str], set[int]] = {
     ("POST", "/v1/miners/logout"): SESSION,
     ("GET", "/v1/miners/lease/renew"): SESSION,
     ("GET", "/v1/poc/round"): {404},
+    ("POST", "/v1/miners/heartbeat"): DIALECT,  # HiveMind's heartbeat, by its worker's token
+    ("GET", "/v1/miners/status"): DIALECT,
 }
 ALWAYS = {422, 503}
 # A write may name something gone (404) or contradict stored state (409); its body may be too big
@@ -132,6 +139,8 @@ def statuses_of(route: Any, method: str) -> set[int]:
         found |= WRITE_STATUSES
     if any(p.alias == "X-Session-Token" for p in route.dependant.header_params):
         found |= SESSION | {404}
+    if route.path_format.startswith(DIALECT_PREFIXES):
+        found |= DIALECT
     return found | EXTRA.get((method, route.path_format), set())
 
 
