@@ -66,6 +66,7 @@ EXTRA: dict[tuple[str, str], set[int]] = {
     ("POST", "/v1/tasks"): {402},
     ("POST", "/v1/tasks/batch"): {402},
     ("POST", "/v1/transfers"): {402},
+    ("POST", "/api/tasks/add"): {402},  # GGB's task add holds the escrow as POST /v1/tasks does
     ("POST", "/v1/auth/login"): {401, 429},
     ("POST", "/v1/auth/refresh"): {401},
     ("POST", "/v1/miners/register"): SIGNED,
