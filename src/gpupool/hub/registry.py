@@ -19,6 +19,7 @@ from gpupool import crypto
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
 from gpupool.errors import Conflict, Forbidden, InvalidInput, NotFound, SignatureRejected
+from gpupool.hub.enrolment import Enrolment, Enrolments
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry, NodeSpec
 from gpupool.hub.metrics import HubMetrics
@@ -67,6 +68,7 @@ class RegistryService:
         self.sessions = sessions
         self.ledger = ledger
         self.metrics = metrics
+        self.enrolments = Enrolments(db, self._admitted, config.session_ttl_s)
 
     # seed 000 ------------------------------------------------------------------------------------
     async def permissions(self, pubkey: str) -> dict[str, Any]:
@@ -199,46 +201,17 @@ class RegistryService:
             raise
         now = self.clock.now()
         token = "gps_" + secrets.token_urlsafe(32)
-
-        async def work(conn: AsyncConnection) -> MinerRecord:
-            repo = RegistryRepo(conn)
-            await self.signed.claim(repo, event)
-            if not await self._admitted(repo, pubkey, owner, api_key):
-                raise Forbidden("this key is not admitted to the pool", code="not_authorized")
-            existing = await repo.miner_by_pubkey(pubkey)
-            miner_id = existing.miner_id if existing else (spec.miner_id or pubkey[:16])
-            if existing and spec.miner_id and spec.miner_id != existing.miner_id:
-                raise Conflict(f"this key is registered as {existing.miner_id}", code="miner_id_mismatch")
-            if not existing and (taken := await repo.miner(miner_id)) is not None and taken.pubkey != pubkey:
-                raise Conflict(f"miner_id {miner_id} belongs to another key", code="miner_id_taken")
-            record = MinerRecord(
-                miner_id=miner_id,
-                pubkey=pubkey,
-                owner=owner,
-                spec=spec.to_json(),
-                status="online",
-                trust=existing.trust if existing else DEFAULT_TRUST,
-                latency_ms=existing.latency_ms if existing else None,
-                poc_weight=existing.poc_weight if existing else 0,
-                telemetry=None,
-                registered_at=existing.registered_at if existing else now,
-                last_seen=now,
-            )
-            await repo.put_miner(record)
-            await repo.revoke_sessions(miner_id)  # one live session per node: an old token stops working
-            await repo.add_session(token_hash(token), miner_id, now + self.config.session_ttl_s)
-            return record
-
+        event_id, claim_until = str(event["id"]), self.signed.expires_at(event)
+        enrolment = Enrolment(event_id, claim_until, pubkey, owner, spec, api_key, token_hash(token), now)
         try:
-            record = await self.db.run(work)
+            record = await self.enrolments.submit(enrolment)  # batched with those arriving together
         except SignatureRejected:
             self.metrics.registrations.labels("replayed").inc()
             raise
         except (Forbidden, Conflict):
             self.metrics.registrations.labels("refused").inc()
             raise
-        await self.ledger.open_owner_account(owner)
-        self.live.upsert(record, now)
+        self.live.upsert(record, now)  # the owner's accounts were opened in the registration's transaction
         self.sessions.forget(record.miner_id)
         self.sessions.remember(token, record.miner_id, now + self.config.session_ttl_s)
         self.metrics.registrations.labels("accepted").inc()
