@@ -88,12 +88,13 @@ class Enrolments:
         self, conn: AsyncConnection, items: Sequence[Enrolment]
     ) -> list[MinerRecord | Exception]:
         """The batch path: read what every item needs at once, answer each, write the accepted."""
-        if len({i.event_id for i in items}) < len(items) or len({i.pubkey for i in items}) < len(items):
-            raise _NeedsOneByOne("an event or a node twice in one batch")
         repo = RegistryRepo(conn)
-        seen = await repo.seen([i.event_id for i in items])
-        by_pubkey = await repo.miners_by_pubkey([i.pubkey for i in items])
-        wanted = [i.wanted_id for i in items if i.pubkey not in by_pubkey]
+        seen = await repo.seen([i.event_id for i in items])  # replays of earlier batches: refused anyway
+        fresh = [i for i in items if i.event_id not in seen]
+        if len({i.event_id for i in fresh}) < len(fresh) or len({i.pubkey for i in fresh}) < len(fresh):
+            raise _NeedsOneByOne("an event or a node twice in one batch")
+        by_pubkey = await repo.miners_by_pubkey([i.pubkey for i in fresh])
+        wanted = [i.wanted_id for i in fresh if i.pubkey not in by_pubkey]
         taken = await repo.miners_by_id(wanted) if wanted else {}
         answers: list[MinerRecord | Exception] = []
         for item in items:
@@ -102,7 +103,7 @@ class Enrolments:
         if len({r.miner_id for _, r in accepted}) < len(accepted):
             raise _NeedsOneByOne("two keys asking for one node id in one batch")
         # A claim another replica made since ``seen`` fails the statement: the batch goes one by one.
-        await repo.claim_events([(i.event_id, i.event_expires_at) for i, _ in accepted])
+        await repo.claim_events(sorted((i.event_id, i.event_expires_at) for i, _ in accepted))
         await self._write(conn, repo, [i for i, _ in accepted], [r for _, r in accepted])
         return answers
 
