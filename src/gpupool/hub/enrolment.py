@@ -12,11 +12,13 @@ again one request at a time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gpupool import crypto
 from gpupool.core.ledger import AccountType, hold_account
 from gpupool.core.trust import INITIAL_TRUST
 from gpupool.errors import Conflict, Forbidden
@@ -25,7 +27,10 @@ from gpupool.hub.signatures import replay_refusal
 from gpupool.store.batches import WriteBatcher
 from gpupool.store.db import Database
 from gpupool.store.ledger_repo import LedgerRepo
-from gpupool.store.registry_repo import MinerRecord, NewSession, RegistryRepo
+from gpupool.store.registry_repo import MinerRecord, NewSession, RegistryRepo, Standing
+
+# A pool has far fewer owners than nodes: the EIP-55 checksum (a keccak) once per owner, not per request.
+owner_address = functools.lru_cache(maxsize=65_536)(crypto.normalize_owner_address)
 
 # Whether a key may join: (repo, pubkey, owner, api_key) -> admitted (the registry mode's rule).
 Admission = Callable[[RegistryRepo, str, str, str | None], Awaitable[bool]]
@@ -78,8 +83,8 @@ class Enrolments:
             raise replay_refusal()
         if not await self.admitted(repo, item.pubkey, item.owner, item.api_key):
             raise _not_admitted()
-        existing = await repo.miner_by_pubkey(item.pubkey)
-        taken = None if existing else await repo.miner(item.wanted_id)
+        existing = (await repo.standing_by_pubkey([item.pubkey])).get(item.pubkey)
+        taken = None if existing else (await repo.standing_by_id([item.wanted_id])).get(item.wanted_id)
         record = _record(item, existing, taken)
         await self._write(conn, repo, [item], [record])
         return [record]
@@ -93,9 +98,8 @@ class Enrolments:
         fresh = [i for i in items if i.event_id not in seen]
         if len({i.event_id for i in fresh}) < len(fresh) or len({i.pubkey for i in fresh}) < len(fresh):
             raise _NeedsOneByOne("an event or a node twice in one batch")
-        by_pubkey = await repo.miners_by_pubkey([i.pubkey for i in fresh])
-        wanted = [i.wanted_id for i in fresh if i.pubkey not in by_pubkey]
-        taken = await repo.miners_by_id(wanted) if wanted else {}
+        by_pubkey = await repo.standing_by_pubkey([i.pubkey for i in fresh])
+        taken = await repo.standing_by_id([i.wanted_id for i in fresh if i.pubkey not in by_pubkey])
         answers: list[MinerRecord | Exception] = []
         for item in items:
             answers.append(await self._answer(repo, item, item.event_id in seen, by_pubkey, taken))
@@ -112,8 +116,8 @@ class Enrolments:
         repo: RegistryRepo,
         item: Enrolment,
         replayed: bool,
-        by_pubkey: dict[str, MinerRecord],
-        taken: dict[str, MinerRecord],
+        by_pubkey: dict[str, Standing],
+        taken: dict[str, Standing],
     ) -> MinerRecord | Exception:
         if replayed:
             return replay_refusal()
@@ -153,7 +157,7 @@ def _not_admitted() -> Forbidden:
     return Forbidden("this key is not admitted to the pool", code="not_authorized")
 
 
-def _record(item: Enrolment, existing: MinerRecord | None, taken: MinerRecord | None) -> MinerRecord:
+def _record(item: Enrolment, existing: Standing | None, taken: Standing | None) -> MinerRecord:
     """The node as stored after this registration; a node id held by another key is refused."""
     spec, pubkey = item.spec, item.pubkey
     if existing and spec.miner_id and spec.miner_id != existing.miner_id:

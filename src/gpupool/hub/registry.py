@@ -19,7 +19,7 @@ from gpupool import crypto
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
 from gpupool.errors import Conflict, Forbidden, InvalidInput, NotFound, SignatureRejected
-from gpupool.hub.enrolment import Enrolment, Enrolments
+from gpupool.hub.enrolment import Enrolment, Enrolments, owner_address
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry, NodeSpec
 from gpupool.hub.metrics import HubMetrics
@@ -193,7 +193,7 @@ class RegistryService:
         self, raw: Mapping[str, Any], spec: NodeSpec, api_key: str | None
     ) -> Registration:
         pubkey = crypto.normalize_pubkey(spec.pubkey)
-        owner = crypto.normalize_owner_address(spec.owner)
+        owner = owner_address(spec.owner)
         try:
             event = self.signed.check(raw, crypto.KIND_REGISTRATION, pubkey)
         except SignatureRejected:

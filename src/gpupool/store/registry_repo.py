@@ -63,6 +63,21 @@ class NewSession:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What a registration keeps of a node registered before: its id, and what the hub measured."""
+
+    miner_id: str
+    pubkey: str
+    trust: float
+    latency_ms: float | None
+    poc_weight: int
+    registered_at: float
+
+
+_STANDING = [miners.c[name] for name in Standing.__slots__]
+
+
 def _upsert_miners(dialect: str) -> Any:
     """Insert a node or, registered before, replace what a registration says (many rows, one statement)."""
     stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(miners).values(
@@ -199,11 +214,20 @@ class RegistryRepo:
         row = (await self.conn.execute(select(miners).where(miners.c.pubkey == pubkey))).first()
         return _miner(row) if row else None
 
-    async def miners_by_pubkey(self, pubkeys: Sequence[str]) -> dict[str, MinerRecord]:
+    async def standing_by_pubkey(self, pubkeys: Sequence[str]) -> dict[str, Standing]:
+        """What the hub knows of each registered key's node, without decoding specs."""
         if not pubkeys:
             return {}
-        rows = await self.conn.execute(select(miners).where(miners.c.pubkey.in_(list(set(pubkeys)))))
-        return {r.pubkey: _miner(r) for r in rows}
+        rows = await self.conn.execute(select(*_STANDING).where(miners.c.pubkey.in_(sorted(set(pubkeys)))))
+        return {r.pubkey: Standing(*r) for r in rows}
+
+    async def standing_by_id(self, miner_ids: Sequence[str]) -> dict[str, Standing]:
+        if not miner_ids:
+            return {}
+        rows = await self.conn.execute(
+            select(*_STANDING).where(miners.c.miner_id.in_(sorted(set(miner_ids))))
+        )
+        return {r.miner_id: Standing(*r) for r in rows}
 
     async def all_miners(self) -> list[MinerRecord]:
         return [_miner(r) for r in await self.conn.execute(select(miners))]
