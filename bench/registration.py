@@ -10,7 +10,7 @@ Two measurements in one run:
    stopped and started again, and the time until all N have registered again (the client runs on the
    same machine and costs CPU too).
 
-    python bench/registration.py [--nodes 3000] [--storm-nodes 10000] [--concurrency 64]
+    python bench/registration.py [--nodes 3000] [--storm-nodes 2000] [--concurrency 64]
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--nodes", type=int, default=3000)
-    parser.add_argument("--storm-nodes", type=int, default=10000)
+    parser.add_argument("--storm-nodes", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     asyncio.run(run(args.nodes, args.storm_nodes, args.concurrency))
