@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 EXAMPLES_VENV ?= .venv-examples
 EXAMPLES_REQS := examples/embeddings/requirements.txt
 
-.PHONY: run up test examples-venv lint bench proto clean
+.PHONY: run up test examples-venv browser lint bench proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,18 @@ $(EXAMPLES_VENV)/.installed: $(EXAMPLES_REQS)
 examples-venv: $(EXAMPLES_VENV)/.installed
 
 run: $(VENV)/.installed-run
+	@echo "gpupool is installed in $(VENV). From another terminal in this folder: ./gpupool --help"
+	@echo "(or: source $(VENV)/bin/activate, then gpupool ...). The README's First hour walks through it."
 	$(BIN)/gpupool up
 
-test: $(VENV)/.installed-dev $(EXAMPLES_VENV)/.installed
+# The dashboard's browser tests drive Debian's chromium (Playwright points at /usr/bin/chromium and
+# downloads nothing). Installed when missing; a machine that has it is left as it is.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+test: $(VENV)/.installed-dev $(EXAMPLES_VENV)/.installed browser
 	GPUPOOL_EXAMPLES_PYTHON=$(abspath $(EXAMPLES_VENV)/bin/python) $(BIN)/pytest -q
 
 lint: $(VENV)/.installed-dev

@@ -93,7 +93,9 @@ async def run(url: str, grpc_port: int, calls: int, levels: list[int], rounds: i
 
         async def grpc_transfer(i: int) -> object:
             key = f"g-{run_id}-{i}-{time.perf_counter_ns()}"
-            request = pb.TransferRequest(token=token, receiver_username="bob", amount=1, idempotency_key=key)
+            request = pb.TransferRequest(
+                token=token, receiver_username="bob", amount_micro=1, idempotency_key=key
+            )
             return await users.Transfer(request)
 
         ops = {"balance read": (grpc_balance, http_balance), "transfer": (grpc_transfer, http_transfer)}

@@ -33,7 +33,7 @@ def registration(
         "gpus": [gpu(0)],
         "cpu_cores": 32,
         "ram_gb": 256,
-        "price_token_per_ksec": 1_000_000,
+        "price_micro_per_ksec": 1_000_000,
         "max_parallel": 2,
         "region": "eu-west",
         "tags": ["llm"],

@@ -30,7 +30,7 @@ class SimNode:
         """``batching``: offer the heartbeat socket's batch subprotocol, as the node agent does."""
         self.hub, self.clock, self.miner_id, self.batching = hub, clock, miner_id, batching
         self.key = crypto.KeyPair.generate()
-        self.fields = {"price_token_per_ksec": PRICE, "max_parallel": 1, **fields}
+        self.fields = {"price_micro_per_ksec": PRICE, "max_parallel": 1, **fields}
         self.token = ""
         self.ws: Any = None
 

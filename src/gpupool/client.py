@@ -205,6 +205,15 @@ class Client:
         body = {"username": username, "password": password, "role": role}
         return _parse(_user, self._call("POST", "/v1/users", json=body))
 
+    def manage_user(self, username: str, action: str) -> User:
+        """``disable``, ``enable`` or ``revoke-sessions`` a user (admin)."""
+        path = f"/v1/admin/users/{quote(username, safe='')}/{action}"
+        return _parse(_user, self._call("POST", path, idempotent=True))
+
+    def delete_user(self, username: str) -> None:
+        """Delete a user whose accounts are empty (admin)."""
+        self._call("DELETE", f"/v1/admin/users/{quote(username, safe='')}", idempotent=True)
+
     # -- ledger -----------------------------------------------------------------------------------
 
     def balance(self) -> Balance:
@@ -245,6 +254,17 @@ class Client:
         """Ask for the best nodes for a job, as a coordinator (token role or the shared secret)."""
         extra = {"X-Coordinator-Secret": coordinator_secret} if coordinator_secret else None
         return dict(self._call("POST", "/v1/match", json=request, idempotent=True, headers=extra))
+
+    def create_api_key(self, name: str = "", owner: str | None = None) -> dict[str, Any]:
+        """A new API key of one's own; its ``key`` is in this answer only."""
+        body = {"name": name} | ({"owner": owner} if owner else {})
+        return dict(self._call("POST", "/v1/api-keys", json=body))
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/api-keys", idempotent=True))
+
+    def revoke_api_key(self, key_id: str) -> None:
+        self._call("DELETE", f"/v1/api-keys/{key_id}", idempotent=True)
 
     def reward_balance(self, address: str) -> dict[str, Any]:
         params: dict[str, int | str] = {"address": address}
@@ -463,6 +483,8 @@ def _code(response: httpx.Response) -> str | None:
 
 
 def _decode(response: httpx.Response) -> Any:
+    if response.status_code == 204:
+        return None
     if response.is_success:
         try:
             return response.json()

@@ -8,11 +8,14 @@ a laptop; unsafe defaults are refused outside dev mode.
 from __future__ import annotations
 
 import ipaddress
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gpupool.core.units import micro_from_tokens
 
 DEFAULT_DB_URL = "sqlite:///./data/gpupool.db"
 
@@ -39,6 +42,9 @@ class HubSettings(BaseSettings):
     grpc_default_price_micro_per_ksec: int = Field(
         1_000_000, gt=0, le=10**15, validation_alias=_env("GPUPOOL_HUB_GRPC_DEFAULT_PRICE_MICRO_PER_KSEC")
     )  # the price cap of a gRPC UploadTask that names none (HiveMind's requests carry no price)
+    worker_dial_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("GPUPOOL_HUB_WORKER_DIAL_CIDRS")
+    )  # networks (comma-separated CIDRs) where the hub may dial a worker other than at its own peer IP
     db_url: str = Field(DEFAULT_DB_URL, validation_alias=_env("GPUPOOL_DB_URL"))
     redis_url: str | None = Field(None, validation_alias=_env("GPUPOOL_REDIS_URL"))
     storage_path: Path = Field(Path("./data/artifacts"), validation_alias=_env("GPUPOOL_STORAGE_PATH"))
@@ -77,6 +83,13 @@ class HubSettings(BaseSettings):
     coordinator_shared_secret: SecretStr | None = Field(
         None, validation_alias=_env("COORDINATOR_SHARED_SECRET")
     )
+    # Seed 002's pool hub trusts its coordinator by network (localhost behind an IP allowlist): a
+    # request from these networks may match without a credential. Empty: every caller needs one.
+    coordinator_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("GPUPOOL_HUB_COORDINATOR_CIDRS")
+    )
+    # GGB: contributions a node records itself are stored and shown; they count for rewards only so.
+    rewards_count_reported: bool = Field(False, validation_alias=_env("GPUPOOL_REWARDS_COUNT_REPORTED"))
     default_weights: str = Field(
         "cap:0.4,price:0.2,latency:0.2,trust:0.15,load:0.05", validation_alias=_env("DEFAULT_WEIGHTS")
     )
@@ -96,14 +109,50 @@ class HubSettings(BaseSettings):
     )
     poc_round_sec: int = Field(600, gt=0, validation_alias=_env("GPUPOOL_HUB_POC_ROUND_SEC", "POC_ROUND_SEC"))
     rate_limit: str = Field("50/second", validation_alias=_env("GPUPOOL_HUB_RATE_LIMIT", "RATE_LIMIT"))
+    session_failure_limit: str = Field(
+        "20/minute", validation_alias=_env("GPUPOOL_HUB_SESSION_FAILURE_LIMIT")
+    )  # unknown or expired node session tokens per client address, before 429
+    user_cache_sec: float = Field(
+        5.0, ge=0, le=300, validation_alias=_env("GPUPOOL_HUB_USER_CACHE_SEC")
+    )  # how stale a replica's view of a disabled/deleted user may be (0: read it on every request)
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("GPUPOOL_HUB_TRUSTED_PROXIES")
+    )  # CIDRs whose X-Forwarded-For / Forwarded headers name the client; empty: trust none
 
     log_level: str = Field("info", validation_alias=_env("GPUPOOL_HUB_LOG_LEVEL", "LOG_LEVEL"))
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _cidr_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [ip_network(v.strip(), strict=False) for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("worker_dial_cidrs", mode="before")
+    @classmethod
+    def _dial_cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            for cidr in value:
+                ipaddress.ip_network(str(cidr), strict=False)  # a bad one stops the start, named
+        return value
 
     @field_validator("db_url")
     @classmethod
     def _known_backend(cls, value: str) -> str:
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("GPUPOOL_DB_URL must be a sqlite:// or postgresql:// URL")
+        return value
+
+    @field_validator("coordinator_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for cidr in value:
+                ipaddress.ip_network(str(cidr), strict=False)  # a ValueError names a bad one
         return value
 
     @model_validator(mode="after")
@@ -133,8 +182,12 @@ class NodeSettings(BaseSettings):
     fake_nvml: Path | None = Field(None, validation_alias=_env("GPUPOOL_NODE_FAKE_NVML"))
     miner_id: str | None = Field(None, validation_alias=_env("GPUPOOL_NODE_MINER_ID", "MINER_ID"))
     advertise_addr: str | None = Field(None, validation_alias=_env("GPUPOOL_NODE_ADVERTISE_ADDR"))
-    price_token_per_ksec: int = Field(
-        1_000_000, ge=0, validation_alias=_env("GPUPOOL_NODE_PRICE_MICRO_PER_KSEC", "PRICE_TOKEN_PER_KSEC")
+    price_micro_per_ksec: int | None = Field(
+        None, ge=0, le=10**15, validation_alias=_env("GPUPOOL_NODE_PRICE_MICRO_PER_KSEC")
+    )
+    # tokens, as a seed's name says (SPEC §7): "0.75" is 750000 micro-units
+    price_token_per_ksec: str | None = Field(
+        None, validation_alias=_env("GPUPOOL_NODE_PRICE_TOKEN_PER_KSEC", "PRICE_TOKEN_PER_KSEC")
     )
     max_parallel: int = Field(1, ge=1, validation_alias=_env("GPUPOOL_NODE_MAX_PARALLEL", "MAX_PARALLEL"))
     region: str | None = Field(None, validation_alias=_env("GPUPOOL_NODE_REGION", "REGION"))
@@ -159,6 +212,21 @@ class NodeSettings(BaseSettings):
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         validation_alias=_env("GPUPOOL_NODE_MLNODE_ALLOW_CIDRS"),
     )
+
+    @model_validator(mode="after")
+    def _one_price(self) -> NodeSettings:
+        """The price in micro-units, from either name (tokens or micro); 1 token when neither is set."""
+        tokens = None
+        if self.price_token_per_ksec is not None:
+            try:
+                tokens = micro_from_tokens(self.price_token_per_ksec, field="PRICE_TOKEN_PER_KSEC")
+            except Exception as exc:
+                raise ValueError(str(exc)) from exc
+        if tokens is not None and self.price_micro_per_ksec not in (None, tokens):
+            raise ValueError("PRICE_TOKEN_PER_KSEC and GPUPOOL_NODE_PRICE_MICRO_PER_KSEC disagree")
+        if self.price_micro_per_ksec is None:
+            self.price_micro_per_ksec = 1_000_000 if tokens is None else tokens
+        return self
 
     @field_validator("tags", "capabilities", "mlnode_allow_cidrs", mode="before")
     @classmethod

@@ -17,8 +17,10 @@ from gpupool.hub.auth import AuthConfig, AuthService
 from gpupool.hub.background import Periodic
 from gpupool.hub.channels import NodeChannels
 from gpupool.hub.container import Hub
+from gpupool.hub.dialout import DialOut, parse_networks
 from gpupool.hub.files import TaskFiles
 from gpupool.hub.gpu_metrics import GpuTelemetryCollector
+from gpupool.hub.history import PoolHistory
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry
 from gpupool.hub.matchmaking import MatchService
@@ -31,6 +33,8 @@ from gpupool.hub.sessions import SessionService
 from gpupool.hub.signatures import SignedRequests
 from gpupool.hub.tasks import TaskService
 from gpupool.hub.throttle import Budget, make_storage
+from gpupool.hub.user_state import UserStateCache
+from gpupool.hub.users import UserAdmin
 from gpupool.store.db import Database
 
 
@@ -53,6 +57,7 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
     metrics = HubMetrics()
     storage = make_storage(settings.redis_url)
     window = f"{settings.login_max_failures}/{settings.login_lockout_sec} seconds"
+    users = UserStateCache(db, clock, settings.user_cache_sec)
     jwt_secret = (
         settings.jwt_secret.get_secret_value()
         if settings.jwt_secret
@@ -69,17 +74,29 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         ),
         failures_by_user=Budget(storage, "login-user", window),
         failures_by_client=Budget(storage, "login-client", window),
+        users=users,
     )
     ledger = LedgerService(db, clock, settings.max_amount_micro)
     live = LiveRegistry(db, metrics, matching.Weights.parse(settings.default_weights))
     metrics.registry.register(GpuTelemetryCollector(live))
-    sessions = SessionService(db, clock, live, settings.session_ttl_sec)
+    sessions = SessionService(
+        db,
+        clock,
+        live,
+        settings.session_ttl_sec,
+        failures_by_client=Budget(storage, "session-client", settings.session_failure_limit),
+    )
     signed = SignedRequests(clock, settings.max_clock_skew_sec)
     rewards_service = RewardService(
         db,
         clock,
         crypto.load_or_create_key(settings.data_dir / "hub-key"),
-        RewardConfig(settings.reward_epoch_sec, settings.base_reward_micro, settings.min_settlement_micro),
+        RewardConfig(
+            settings.reward_epoch_sec,
+            settings.base_reward_micro,
+            settings.min_settlement_micro,
+            count_reported=settings.rewards_count_reported,
+        ),
     )
     channels = NodeChannels()
     registry = RegistryService(
@@ -92,12 +109,25 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         ledger,
         metrics,
     )
+    files = TaskFiles(settings.storage_path, settings.max_bundle_bytes)
+    tasks = TaskService(db, clock, live, channels, signed, rewards_service.epoch_of, files)
+    dialout = DialOut(
+        clock,
+        registry,
+        live,
+        channels,
+        tasks,
+        files,
+        parse_networks(settings.worker_dial_cidrs),
+        settings.grpc_default_price_micro_per_ksec,
+    )
     return Hub(
         settings=settings,
         clock=clock,
         db=db,
         metrics=metrics,
         auth=auth,
+        user_admin=UserAdmin(db, clock, users),
         ledger=ledger,
         live=live,
         sessions=sessions,
@@ -105,15 +135,7 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         matchmaking=MatchService(db, clock, live, metrics),
         rate_limit=Budget(storage, "api", settings.rate_limit),
         channels=channels,
-        tasks=TaskService(
-            db,
-            clock,
-            live,
-            channels,
-            signed,
-            rewards_service.epoch_of,
-            TaskFiles(settings.storage_path, settings.max_bundle_bytes),
-        ),
+        tasks=tasks,
         rewards=rewards_service,
         poc=PocService(
             db,
@@ -126,6 +148,8 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         ),
         periodic=Periodic(metrics.registry),
         version=__version__,
+        history=PoolHistory(live, db, metrics, clock),
+        dialout=dialout,
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -38,9 +40,31 @@ def redact_server_logs() -> None:
 
 
 class CleanExitServer(uvicorn.Server):
+    """A stop signal stops the server cleanly; ``before_stop`` (if any) runs first, off the loop.
+
+    ``gpupool up`` uses it to stop its node before its hub: the node's tasks report to a hub that still
+    answers. The server keeps serving meanwhile; a second signal stops it without waiting.
+    """
+
+    def __init__(self, config: uvicorn.Config, before_stop: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self._before_stop = before_stop
+        self._stopping: threading.Thread | None = None
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._before_stop is not None and self._stopping is None:
+            self._stopping = threading.Thread(target=self._stop_after, name="before-stop", daemon=True)
+            self._stopping.start()
+            return
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+
+    def _stop_after(self) -> None:
+        try:
+            assert self._before_stop is not None
+            self._before_stop()
+        finally:
+            self.should_exit = True
 
 
 GC_THRESHOLDS = (10_000, 20, 20)
@@ -59,12 +83,24 @@ def tune_gc_for_serving() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def serve(app: Any, host: str, port: int, log_level: str = "info", **config: Any) -> None:
+def serve(
+    app: Any,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    before_stop: Callable[[], None] | None = None,
+    **config: Any,
+) -> None:
     """Run ``app`` until SIGTERM or SIGINT; return normally after a graceful shutdown."""
     # Heartbeat sockets carry small JSON messages: per-message deflate would cost CPU on both ends
     # for a few bytes saved.
     config.setdefault("ws_per_message_deflate", False)
-    server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), **config))
+    # uvicorn would take X-Forwarded-For from any 127.0.0.1 peer; the hub reads it from the proxies
+    # it is told to trust only (api/proxies.py).
+    config.setdefault("proxy_headers", False)
+    server = CleanExitServer(
+        uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), **config), before_stop
+    )
     redact_server_logs()
     tune_gc_for_serving()
     server.run()

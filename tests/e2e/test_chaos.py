@@ -75,7 +75,7 @@ def test_hub_killed_mid_task_loses_nothing_and_settles_once(tmp_path: Path) -> N
         user = fund_user(hub)
         body = {
             "command": [sys.executable, "-c", COUNTER],
-            "max_price_token_per_ksec": 2_000_000,
+            "max_price_micro_per_ksec": 2_000_000,
             "timeout_sec": 60,
         }
         task_id = httpx.post(f"{hub.url}/v1/tasks", json=body, headers=user).json()["task_id"]
@@ -111,7 +111,7 @@ def test_node_killed_mid_task_is_rerun_elsewhere_and_charged_once(tmp_path: Path
         long = "import time\nprint('start', flush=True)\ntime.sleep(600)\n"
         body = {
             "command": [sys.executable, "-c", long],
-            "max_price_token_per_ksec": 2_000_000,
+            "max_price_micro_per_ksec": 2_000_000,
             "timeout_sec": 60,
             "max_attempts": 2,
         }

@@ -102,7 +102,7 @@ def run_tasks(hub: HubProcess, user: dict[str, str]) -> list[dict[str, Any]]:
     for seconds in sorted(LOOPS.values(), reverse=True):
         body = {
             "command": [sys.executable, "-c", TASK_CODE.format(seconds=seconds)],
-            "max_price_token_per_ksec": 5_000_000,
+            "max_price_micro_per_ksec": 5_000_000,
             "timeout_sec": 60,
         }
         resp = httpx.post(f"{hub.url}/v1/tasks", json=body, headers=user)

@@ -75,7 +75,7 @@ def pool(tmp_path: Path) -> Iterator[tuple[HubProcess, dict[str, str], dict[str,
 def submit(hub: HubProcess, user: dict[str, str], code: str, **over: Any) -> str:
     body = {
         "command": [sys.executable, "-c", code],
-        "max_price_token_per_ksec": 2_000_000,
+        "max_price_micro_per_ksec": 2_000_000,
         "timeout_sec": 60,
         **over,
     }
@@ -307,22 +307,22 @@ def test_a_hivemind_grpc_client_runs_a_zipped_task_on_a_real_node(
     with grpc.insecure_channel(f"127.0.0.1:{hub.grpc_port}") as channel:
         users, master = pb_grpc.UserServiceStub(channel), pb_grpc.MasterNodeServiceStub(channel)
         token = users.Login(pb.LoginRequest(username="alice", password="alice-password"), timeout=10).token
-        held = users.GetBalance(pb.GetBalanceRequest(username="alice", token=token)).balance
+        held = users.GetBalance(pb.GetBalanceRequest(username="alice", token=token)).balance_micro
         upload = pb.UploadTaskRequest(task_id="hm-1", task_zip=archive.getvalue(), memory_gb=1, token=token)
-        assert master.UploadTask(upload, timeout=10).status == "queued"
+        assert master.UploadTask(upload, timeout=10).status == "PENDING"
 
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             [task] = master.GetAllUserTasks(pb.GetAllUserTasksRequest(token=token)).tasks
-            if task.status not in ("queued", "assigned", "running"):
+            if task.status not in ("PENDING", "RUNNING"):
                 break
             time.sleep(0.2)
-        assert (task.task_id, task.status, task.worker_ip) == ("hm-1", "succeeded", "127.0.0.1"), task
-        log = master.GetTasklog(pb.GetTasklogRequest(task_id="hm-1", token=token)).log
+        assert (task.task_id, task.status, task.worker_ip) == ("hm-1", "COMPLETED", "127.0.0.1"), task
+        log = master.GetTasklog(pb.TasklogRequest(task_id="hm-1", token=token)).log
         assert "hello from run.sh" in log
         result = master.GetTaskResult(pb.GetTaskResultRequest(task_id="hm-1", token=token))
         assert (result.success, result.exit_code) == (True, 0)
         with zipfile.ZipFile(io.BytesIO(result.result_zip)) as results:
             assert results.read("answer.txt") == b"42\n"
         after = users.GetBalance(pb.GetBalanceRequest(username="alice", token=token))
-        assert after.held == 0 and held - after.balance == task.cost > 0  # paid for what ran, once
+        assert after.held_micro == 0 and held - after.balance_micro == task.cost_micro > 0  # paid once

@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from gpupool import crypto
+from gpupool import crypto, wire
 from gpupool.config import NodeSettings
 from gpupool.core.ports import FakeClock
 from gpupool.node import agent as agent_module
 from gpupool.node.agent import NodeAgent
+from gpupool.node.hub_client import HubClient
 from tests.conftest import LiveHub
 from tests.factories import OWNER
 
@@ -40,16 +40,17 @@ async def hub(live_hub_factory: Callable[..., Awaitable[LiveHub]]) -> LiveHub:
 @contextlib.asynccontextmanager
 async def running_agent(
     hub: LiveHub, data_dir: Path
-) -> AsyncIterator[tuple[NodeAgent, list[dict[str, Any]]]]:
+) -> AsyncIterator[tuple[NodeAgent, list[wire.Assign | wire.Stop]]]:
     """A registered agent with its heartbeat socket open; the commands it received, in order."""
     settings = NodeSettings(registry_url=hub.url, owner_address=OWNER, data_dir=data_dir, max_parallel=4)
     agent = NodeAgent(settings, hub.url, OWNER, crypto.KeyPair.generate())
-    commands: list[dict[str, Any]] = []
+    commands: list[wire.Assign | wire.Stop] = []
     agent.on_command = commands.append
-    async with httpx.AsyncClient(base_url=hub.url, timeout=10) as http:
-        await agent.register(http)
+    async with HubClient(hub.url, timeout_s=10) as client:
+        agent.attach(client)
+        await agent.register(client)
         stop = asyncio.Event()
-        beats = asyncio.create_task(agent.heartbeat_forever(http, stop))
+        beats = asyncio.create_task(agent.heartbeat_forever(client, stop))
         try:
             await asyncio.wait_for(agent.connected.wait(), 10)
             yield agent, commands
@@ -58,16 +59,16 @@ async def running_agent(
             await beats
 
 
-async def _three_assigned(hub: LiveHub, commands: list[dict[str, Any]]) -> list[str]:
+async def _three_assigned(hub: LiveHub, commands: list[wire.Assign | wire.Stop]) -> list[str]:
     user = await hub.make_user("agent-user", balance=100_000_000)
-    body = {"command": ["true"], "max_price_token_per_ksec": 1_000_000, "timeout_sec": 10}
+    body = {"command": ["true"], "max_price_micro_per_ksec": 1_000_000, "timeout_sec": 10}
     resp = await hub.http.post("/v1/tasks/batch", json={"tasks": [body] * 3}, headers=user)
     ids = [t["task_id"] for t in resp.json()["tasks"]]
     for _ in range(500):
         if len(commands) == 3:
             break
         await asyncio.sleep(0.01)
-    assert sorted(c["task"]["task_id"] for c in commands) == sorted(ids)
+    assert sorted(c.task.task_id for c in commands if isinstance(c, wire.Assign)) == sorted(ids)
     return ids
 
 
@@ -124,7 +125,22 @@ async def test_against_a_hub_without_the_extension_the_agent_speaks_the_plain_pr
     async with running_agent(hub, tmp_path) as (agent, commands):
         assert agent._socket is not None and agent._socket.subprotocol is None
         ids = await _three_assigned(hub, commands)
-        assert all(c["type"] == "assign" for c in commands)
+        assert all(isinstance(c, wire.Assign) for c in commands)
         answers, frames = await _report_together(agent, ids)
     assert answers == [200, 200, 200]
     assert [f["type"] for f in frames] == ["result"] * 3
+
+
+async def test_the_agent_says_which_tasks_it_runs_on_every_beat_and_registration(
+    hub: LiveHub, tmp_path: Path
+) -> None:
+    async with running_agent(hub, tmp_path) as (agent, _commands):
+        agent.running_source = lambda: ["t-1", "t-2"]
+        beat = agent.heartbeat_body()
+        assert beat.running_task_ids == ["t-1", "t-2"]
+        assert wire.decode(wire.Heartbeat, wire.encode(beat)) == beat  # what the hub reads back
+        inventory = agent.read_inventory()
+        assert agent._spec(inventory)["running_task_ids"] == ["t-1", "t-2"]
+        async with HubClient(hub.url, timeout_s=10) as client:
+            await agent.register(client)  # the hub takes a registration that lists them
+        assert agent.session_token

@@ -311,3 +311,20 @@ def _expired_access_token(user_id: int, username: str) -> str:
     claims: dict[str, object] = {"sub": str(user_id), "name": username, "role": "user", "typ": "access"}
     claims |= {"iat": now - 7200, "exp": now - 3600, "jti": uuid.uuid4().hex[:16]}
     return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+def test_api_key_create_ls_revoke(
+    run: Run, hub: HubProcess, make_user: Callable[..., tuple[str, str]]
+) -> None:
+    username, password = make_user()
+    login(run, hub, username, password)
+    made = run("api-key", "create", "--name", "rig-1")
+    assert made.exit_code == 0, made.output
+    key = made.output.strip().splitlines()[-1]
+    assert key.startswith("gpk_")
+    listed = run("api-key", "ls")
+    assert listed.exit_code == 0 and "rig-1" in listed.output and key not in listed.output
+    key_id = made.output.split("API key ", 1)[1].split()[0]
+    revoked = run("api-key", "revoke", key_id)
+    assert revoked.exit_code == 0, revoked.output
+    assert run("api-key", "revoke", key_id).exit_code != 0  # already revoked: the hub says 404

@@ -26,8 +26,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     proc.start()
     clock = SystemClock()
     nodes = {
-        "big-h100": {"gpus": [gpu(0), gpu(1)], "price_token_per_ksec": 2_500_000, "region": "eu-west"},
-        "small-4090": {"gpus": [gpu(0, 24.0, "NVIDIA GeForce RTX 4090")], "price_token_per_ksec": 300_000},
+        "big-h100": {"gpus": [gpu(0), gpu(1)], "price_micro_per_ksec": 2_500_000, "region": "eu-west"},
+        "small-4090": {"gpus": [gpu(0, 24.0, "NVIDIA GeForce RTX 4090")], "price_micro_per_ksec": 300_000},
     }
     for miner_id, fields in nodes.items():
         body = registration(crypto.KeyPair.generate(), clock, miner_id=miner_id, **fields)

@@ -55,7 +55,7 @@ async def test_maintenance_refreshes_pool_statistics(hub_client: HubClient, cloc
     user = await hub_client.make_user("stats", balance=10_000_000)
     body = {
         "command": ["x"],
-        "max_price_token_per_ksec": 1,
+        "max_price_micro_per_ksec": 1,
         "timeout_sec": 10,
         "requirements": {"region": "mars"},
     }

@@ -21,13 +21,13 @@ COORDINATOR_SECRET = "coordinator-secret-for-tests-0123456789"
 MINERS = {
     "m-a100": {
         "gpus": [gpu(0, 40.0, "NVIDIA A100-SXM4-40GB")],
-        "price_token_per_ksec": 400_000,
+        "price_micro_per_ksec": 400_000,
         "region": "us-east",
     },
-    "m-h100": {"gpus": [gpu(0), gpu(1)], "price_token_per_ksec": 1_200_000, "region": "eu-west"},
+    "m-h100": {"gpus": [gpu(0), gpu(1)], "price_micro_per_ksec": 1_200_000, "region": "eu-west"},
     "m-4090": {
         "gpus": [gpu(0, 24.0, "NVIDIA GeForce RTX 4090")],
-        "price_token_per_ksec": 150_000,
+        "price_micro_per_ksec": 150_000,
         "region": "eu-west",
     },
 }
@@ -74,7 +74,7 @@ async def test_match_with_constraints_returns_consistent_top_k_with_explain(
         "candidates"
     ] == out["candidates"]
 
-    by_region = (await match(hub, "job-2", hints={"region": "eu-west", "max_price": 1_000_000})).json()
+    by_region = (await match(hub, "job-2", hints={"region": "eu-west", "max_price_micro": 1_000_000})).json()
     assert [c["miner_id"] for c in by_region["candidates"]] == ["m-4090"]
     assert by_region["rejected"] == {"region": 1, "price": 1}
 

@@ -33,7 +33,7 @@ async def test_register_returns_session_and_node_is_listed_online(
     assert listing["total"] == 1
     node = listing["items"][0]
     assert node["pubkey"] == key.pubkey and node["owner"] == OWNER and node["status"] == "online"
-    assert node["gpus"][0]["vram_gb"] == 80.0 and node["price_token_per_ksec"] == 1_000_000
+    assert node["gpus"][0]["vram_gb"] == 80.0 and node["price_micro_per_ksec"] == 1_000_000
     # The owner's ledger account exists as soon as the node is registered.
     account = await hub_client.http.get(f"/v1/admin/accounts/{OWNER}", headers=admin)
     assert account.status_code == 200 and account.json()["available"] == 0
@@ -53,7 +53,7 @@ async def test_registration_accepts_npub_and_lowercase_owner(hub_client: HubClie
         ("owner", "0x5AaEb6053F3E94C9b9A09f33669435E7Ef1BeAed"),  # bad EIP-55 checksum
         ("owner", "not-an-address-at-all-but-42-chars-long!!!"),
         ("pubkey", "ab" * 32),  # not a point on the curve... or another key's: refused either way
-        ("price_token_per_ksec", -1),
+        ("price_micro_per_ksec", -1),
         ("max_parallel", 0),
         ("gpus", [{"index": 0}]),
     ],
@@ -80,7 +80,8 @@ async def test_permissions_and_workers_seed_000(hub_client: HubClient, clock: Fa
     resp = await hub_client.http.post("/workers", json=worker(key, clock, signed=False))
     assert resp.status_code == 201 and resp.json()["status"] == "pending"
     pending = (await hub_client.http.get(f"/permissions/{key.npub}")).json()
-    assert pending["registered"] is True and pending["write"]["mode"] == "Deny" and pending["owner"] is None
+    assert pending["registered"] is True and pending["write"]["mode"] == "Deny"
+    assert pending["owner"] == OWNER and pending["signed"] is False  # as named, not bound
 
     # The same key registering signed authorizes it.
     resp = await hub_client.http.post("/workers", json=worker(key, clock))
@@ -182,12 +183,12 @@ async def test_update_renew_logout_and_session_expiry(hub_client: HubClient, clo
     token = out["session_token"]
 
     resp = await hub_client.http.post(
-        "/v1/miners/update", json={"session_token": token, "queue_len": 1, "price_token_per_ksec": 700_000}
+        "/v1/miners/update", json={"session_token": token, "queue_len": 1, "price_micro_per_ksec": 700_000}
     )
     assert resp.status_code == 200 and resp.json()["miner_id"] == "m-life"
     admin = await hub_client.admin_headers()
     node = (await hub_client.http.get("/v1/miners/m-life", headers=admin)).json()
-    assert node["price_token_per_ksec"] == 700_000
+    assert node["price_micro_per_ksec"] == 700_000
 
     clock.advance(200)
     renewed = await hub_client.http.get(f"/v1/miners/lease/renew?session_token={token}")

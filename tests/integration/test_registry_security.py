@@ -66,7 +66,7 @@ async def test_event_ten_minutes_off_is_refused(hub_client: HubClient, clock: Fa
 
 async def test_content_that_differs_from_the_body_is_refused(hub_client: HubClient, clock: FakeClock) -> None:
     body = registration(crypto.KeyPair.generate(), clock)
-    body["price_token_per_ksec"] = 1  # changed after signing
+    body["price_micro_per_ksec"] = 1  # changed after signing
     await refused(hub_client, body, "content_mismatch")
 
 
@@ -98,10 +98,10 @@ async def test_session_token_of_another_node_is_refused(hub_client: HubClient, c
 async def test_a_node_cannot_take_over_another_nodes_id(hub_client: HubClient, clock: FakeClock) -> None:
     owner_key, intruder = crypto.KeyPair.generate(), crypto.KeyPair.generate()
     await hub_client.http.post("/v1/miners/register", json=registration(owner_key, clock, miner_id="prized"))
-    body = registration(intruder, clock, miner_id="prized", owner=OTHER_OWNER, price_token_per_ksec=1)
+    body = registration(intruder, clock, miner_id="prized", owner=OTHER_OWNER, price_micro_per_ksec=1)
     await refused(hub_client, body, "miner_id_taken", status=409)
     [node] = await miners(hub_client)
-    assert node["pubkey"] == owner_key.pubkey and node["price_token_per_ksec"] == 1_000_000
+    assert node["pubkey"] == owner_key.pubkey and node["price_micro_per_ksec"] == 1_000_000
     # Nor rename itself into it after registering under its own id.
     await hub_client.http.post("/v1/miners/register", json=registration(intruder, clock, miner_id="mine"))
     clock.advance(1)
@@ -115,7 +115,7 @@ async def test_unsigned_worker_cannot_bind_a_key(hub_client: HubClient, clock: F
     body = worker(key, clock, signed=False)
     assert (await hub_client.http.post("/workers", json=body)).json()["status"] == "pending"
     perms = (await hub_client.http.get(f"/permissions/{key.pubkey}")).json()
-    assert perms["authorized"] is False and perms["owner"] is None
+    assert perms["authorized"] is False and perms["write"]["mode"] == "Deny" and perms["signed"] is False
     claim = {"pubkey": key.pubkey, "owner": OTHER_OWNER, "node_type": "node-H100x1"}
     forged = crypto.sign_body(
         crypto.KeyPair.generate(), crypto.KIND_REGISTRATION, claim, created_at=int(clock.now())

@@ -33,7 +33,7 @@ async def hub(live_hub_factory: Callable[..., Awaitable[LiveHub]]) -> LiveHub:
 
 
 async def run_task(hub: LiveHub, user: dict[str, str], node: SimNode, gpu_seconds: float) -> str:
-    body = {"command": ["work"], "max_price_token_per_ksec": 3_000_000, "timeout_sec": 1000}
+    body = {"command": ["work"], "max_price_micro_per_ksec": 3_000_000, "timeout_sec": 1000}
     task_id = str((await hub.http.post("/v1/tasks", json=body, headers=user)).json()["task_id"])
     assert (await node.command("assign"))["task"]["task_id"] == task_id
     resp = await node.result(task_id, gpu_seconds=gpu_seconds)

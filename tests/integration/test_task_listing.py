@@ -119,7 +119,7 @@ async def test_the_http_listing_pages_through_one_batch_exactly(hub_client: HubC
     """Five tasks of one batch share their instant; pages of two, resumed with ``before_id``, see each
     once (with ``before`` alone, the rest of a batch cut by a page would be skipped)."""
     user = await hub_client.make_user("alice", balance=10**9)
-    task = {"command": ["true"], "max_price_token_per_ksec": 1000, "timeout_sec": 10}
+    task = {"command": ["true"], "max_price_micro_per_ksec": 1000, "timeout_sec": 10}
     resp = await hub_client.http.post("/v1/tasks/batch", json={"tasks": [task] * 5}, headers=user)
     submitted = {t["task_id"] for t in resp.json()["tasks"]}
     seen: list[str] = []

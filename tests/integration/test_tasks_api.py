@@ -34,7 +34,7 @@ async def hub(live_hub_factory: Callable[..., Awaitable[LiveHub]]) -> LiveHub:
 
 
 async def submit(hub: LiveHub, user: dict[str, str], **over: Any) -> httpx.Response:
-    body = {"command": ["echo", "hi"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000, **over}
+    body = {"command": ["echo", "hi"], "max_price_micro_per_ksec": CAP, "timeout_sec": 1000, **over}
     return await hub.http.post("/v1/tasks", json=body, headers=user)
 
 
@@ -110,7 +110,14 @@ async def test_bad_submissions_are_refused(hub: LiveHub, clock: FakeClock) -> No
     user = await hub.make_user("bob", balance=10_000_000)
     for bad, field in (
         ({"command": []}, "command"),
-        ({"max_price_token_per_ksec": 0}, "max_price_token_per_ksec"),
+        ({"max_price_micro_per_ksec": 0}, "max_price_micro_per_ksec"),
+        (
+            {"max_price_micro_per_ksec": None, "max_price_token_per_ksec": "0.0000001"},
+            "max_price_token_per_ksec",
+        ),
+        ({"max_price_micro_per_ksec": None, "max_price_token_per_ksec": -1}, "max_price_token_per_ksec"),
+        ({"max_price_micro_per_ksec": None}, "max_price_token_per_ksec"),
+        ({"max_price_token_per_ksec": "2"}, "max_price_token_per_ksec"),  # disagrees with its twin (3)
         ({"timeout_sec": -1}, "timeout_sec"),
         ({"max_attempts": 0}, "max_attempts"),
     ):
@@ -203,7 +210,7 @@ async def test_bundle_upload_node_download_and_artifacts(hub: LiveHub, clock: Fa
         tar.addfile(info, io.BytesIO(data))
     spec = {
         "command": ["python", "main.py"],
-        "max_price_token_per_ksec": CAP,
+        "max_price_micro_per_ksec": CAP,
         "timeout_sec": 1000,
         "requirements": {"region": "eu-west"},
     }
@@ -245,7 +252,7 @@ async def test_oversized_bundle_is_413_and_holds_nothing(
 ) -> None:
     hub = await live_hub_factory(max_bundle_bytes=10_000)
     user = await hub.make_user("heidi", balance=10_000_000)
-    spec = {"command": ["x"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000}
+    spec = {"command": ["x"], "max_price_micro_per_ksec": CAP, "timeout_sec": 1000}
     resp = await hub.http.post(
         "/v1/tasks",
         files={"bundle": ("b.tar.gz", b"0" * 50_000, "application/gzip")},
@@ -297,7 +304,7 @@ async def test_results_on_the_heartbeat_socket_settle_once_and_are_refused_as_ov
 async def three_queued(hub: LiveHub, username: str) -> tuple[dict[str, str], list[str]]:
     """A funded user with three tasks queued in one batch, before any node is there to take them."""
     user = await hub.make_user(username, balance=10_000_000)
-    body = {"command": ["echo", "hi"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000}
+    body = {"command": ["echo", "hi"], "max_price_micro_per_ksec": CAP, "timeout_sec": 1000}
     resp = await hub.http.post("/v1/tasks/batch", json={"tasks": [body] * 3}, headers=user)
     return user, [t["task_id"] for t in resp.json()["tasks"]]
 
@@ -325,7 +332,7 @@ async def test_a_node_that_batches_gets_commands_and_acks_in_envelopes_each_answ
     ]
     await node.ws.send(json.dumps({"type": "batch", "messages": results}))
     acks = (await node.command("batch"))["messages"]
-    assert [(a["type"], a["task_id"], a["status"]) for a in acks] == [
+    assert [(a["type"], a.get("task_id"), a["status"]) for a in acks] == [  # no task_id: none readable
         ("result_ack", first, 200),
         ("result_ack", second, 401),
         ("result_ack", None, 422),
@@ -365,7 +372,7 @@ async def test_a_batch_submit_holds_each_task_and_refuses_only_those_past_the_ba
     hub: LiveHub, clock: FakeClock
 ) -> None:
     user = await hub.make_user("sweep", balance=5 * CAP)  # enough for 5 of its 8 tasks
-    body = {"command": ["echo", "hi"], "max_price_token_per_ksec": CAP, "timeout_sec": 1000}
+    body = {"command": ["echo", "hi"], "max_price_micro_per_ksec": CAP, "timeout_sec": 1000}
     resp = await hub.http.post("/v1/tasks/batch", json={"tasks": [body] * 8}, headers=user)
     assert resp.status_code == 200, resp.text
     items = resp.json()["tasks"]

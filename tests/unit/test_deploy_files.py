@@ -27,6 +27,7 @@ READ_BY_CLI = {
     "GPUPOOL_CONFIG_DIR": ("src/gpupool/cli/credentials.py", "os.environ.get(CONFIG_DIR_ENV)"),
 }
 READ_BY_POSTGRES_IMAGE = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+READ_BY_GRAFANA_IMAGE = {"GF_AUTH_ANONYMOUS_ENABLED", "GF_AUTH_ANONYMOUS_ORG_ROLE"}
 # Python's and pip's own, set in the Dockerfile for the build and the runtime.
 READ_BY_PYTHON = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR"}
 
@@ -118,6 +119,7 @@ def test_compose_names_only_what_its_services_read() -> None:
     found = compose_names(read("docker-compose.yml"))
     assert found["hub"] and found["node"], "no environment parsed from docker-compose.yml"
     assert not unknown(found.pop("postgres"), READ_BY_POSTGRES_IMAGE)
+    assert not unknown(found.pop("grafana"), READ_BY_GRAFANA_IMAGE)
     for service, names in found.items():
         assert not unknown(names), f"docker-compose.yml {service} sets variables nothing reads"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import ctypes.util
+import dataclasses
 import json
 import shutil
 import socket
@@ -567,7 +568,10 @@ def test_dstack_inventory_is_read_from_list_gpus(dstack: tuple[FakeDStack, str])
         ("0000:3b:00.0", "10de:2335", False),
     ]
     # Only the nominal size printed in a description is used; an unknown size is sent as 0, never guessed.
-    assert [g["vram_gb"] for g in registration_gpus(inv)] == [80.0, 0.0]
+    # A GPU DStack reports as not free is not offered at all (SPEC §8.4).
+    assert [g["vram_gb"] for g in registration_gpus(inv)] == [80.0]
+    freed = dataclasses.replace(inv, gpus=tuple(dataclasses.replace(g, is_free=True) for g in inv.gpus))
+    assert [g["vram_gb"] for g in registration_gpus(freed)] == [80.0, 0.0]
     assert all(g["uuid"] == "" and g["compute_capability"] == "" for g in registration_gpus(inv))
     meta = health_metadata(inv)
     assert meta["gpu_count"] == 2 and meta["gpus"][1]["description"].endswith("[10de:2335]")

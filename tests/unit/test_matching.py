@@ -106,9 +106,10 @@ def test_accel_capabilities_task_tags_and_ram() -> None:
     assert ids(t.match(Requirements(accel=["H100"]), Hints(), 3)) == ["h100"]
     assert ids(t.match(Requirements(accel=["cpu"]), Hints(), 3)) == ["cpu"]
     assert set(ids(t.match(Requirements(accel=["cpu", "rtx"]), Hints(), 3))) == {"cpu", "4090"}
-    assert ids(t.match(Requirements(task="training"), Hints(), 3)) == ["4090"]
-    both = t.match(Requirements(task="training", capabilities_any=["batch", "inference"]), Hints(), 3)
-    assert ids(both) == ["4090"] and both.rejected == {"capabilities": 2}
+    # ``task`` is a hint (seed 002): it never filters a node out.
+    assert set(ids(t.match(Requirements(task="training"), Hints(), 3))) == {"cpu", "h100", "4090"}
+    both = t.match(Requirements(task="training", capabilities_any=["batch"]), Hints(), 3)
+    assert ids(both) == ["cpu"] and both.rejected == {"capabilities": 2}
     tagged = t.match(Requirements(tags_any=["cheap", "llm"]), Hints(), 3)
     assert set(ids(tagged)) == {"cpu", "h100"} and tagged.rejected == {"tags": 1}
     assert ids(t.match(Requirements(min_ram_gb=128), Hints(), 3)) == ["cpu"]
@@ -179,6 +180,46 @@ def test_upsert_replaces_the_spec_but_keeps_live_state() -> None:
     assert t.match(Requirements(tags_any=["new"]), Hints(), 5).rejected == {"tags": 1, "busy": 1}
 
 
+def test_accel_names_a_runtime_or_a_gpu_model() -> None:
+    amd = spec("mi300", gpu_names=["AMD Instinct MI300X"], gpu_vram_gb=[192.0])
+    tagged = spec("tagged", gpu_names=["Some Accelerator"], tags=["CUDA", "12.2"])
+    old = spec("v100", gpu_names=["Tesla V100-SXM2-16GB"], gpu_vram_gb=[16.0])
+    t = table(spec("h100"), spec("4090", model=2), amd, tagged, old, spec("cpu", gpus=0))
+    assert set(ids(t.match(Requirements(accel=["cuda"]), Hints(), 9))) == {"h100", "4090", "tagged", "v100"}
+    assert ids(t.match(Requirements(accel=["rocm"]), Hints(), 9)) == ["mi300"]
+    assert ids(t.match(Requirements(accel=["CPU"]), Hints(), 9)) == ["cpu"]
+    assert ids(t.match(Requirements(accel=["4090"]), Hints(), 9)) == ["4090"]  # a model name still works
+    assert matching.runtimes(["NVIDIA H100 80GB HBM3"], []) == {"cuda"}
+    assert matching.runtimes([], ["rocm"]) == {"rocm", "cpu"}
+
+
+def test_region_hint_takes_regions_under_it_on_dash_boundaries() -> None:
+    t = table(
+        spec("eu", region="eu"),
+        spec("eu-west-1", region="eu-west-1"),
+        spec("europe", region="europe"),
+        spec("none", region=None),
+        spec("us", region="us-east"),
+    )
+    result = t.match(Requirements(), Hints(region="eu"), 9)
+    assert set(ids(result)) == {"eu", "eu-west-1"} and result.rejected == {"region": 3}
+    assert ids(t.match(Requirements(), Hints(region="eu-west"), 9)) == ["eu-west-1"]
+
+
+def test_each_candidate_carries_its_own_explain() -> None:
+    t = table(spec("cheap", price=100_000), spec("dear", price=900_000))
+    result = t.match(Requirements(), Hints(), 2)
+    assert [c.miner_id for c in result.candidates] == ["cheap", "dear"]
+    assert result.candidates[0].explain.startswith("score=0.925: cap 0.40*1.00 + price 0.20*1.00")
+    assert "price 0.20*0.00" in result.candidates[1].explain
+
+
+def test_better_nodes_and_a_tie_at_the_cut_return_exactly_top_k() -> None:
+    t = table(spec("best", trust=0.9), spec("b", trust=0.5), spec("a", trust=0.5), spec("c", trust=0.5))
+    assert ids(t.match(Requirements(), Hints(), 2)) == ["best", "a"]
+    assert ids(t.match(Requirements(), Hints(), 3)) == ["best", "a", "b"]
+
+
 def test_a_big_tie_ranks_by_miner_id() -> None:
     t = table(*(spec(f"m{i:03d}") for i in reversed(range(300))))
     assert ids(t.match(Requirements(), Hints(), 4)) == ["m000", "m001", "m002", "m003"]
@@ -245,8 +286,8 @@ node_strategy = st.builds(
     st.integers(0, 999),
     st.lists(st.integers(0, 2), max_size=4),
     st.sampled_from([100_000, 500_000, 1_000_000, 2_000_000]),
-    st.sampled_from(["eu", "us", None]),
-    st.lists(st.sampled_from(["llm", "spot", "secure"]), max_size=2),
+    st.sampled_from(["eu", "eu-west-1", "europe", "us", None]),
+    st.lists(st.sampled_from(["llm", "spot", "secure", "cuda"]), max_size=2),
     st.lists(st.sampled_from(["inference", "training", "embed"]), max_size=2),
     st.integers(0, 2),
     st.booleans(),
@@ -260,13 +301,13 @@ req_strategy = st.builds(
     min_vram_gb=st.sampled_from([None, 20.0, 40.0, 80.0]),
     min_ram_gb=st.sampled_from([None, 32.0]),
     gpu_count=st.sampled_from([None, 1, 2, 4]),
-    accel=st.lists(st.sampled_from(["h100", "A100", "cpu", "rtx"]), max_size=2),
+    accel=st.lists(st.sampled_from(["h100", "A100", "cpu", "rtx", "cuda", "rocm"]), max_size=2),
     tags_any=st.lists(st.sampled_from(["llm", "spot", "stale"]), max_size=2),
     capabilities_any=st.lists(st.sampled_from(["inference", "embed", "stale"]), max_size=1),
 )
 hints_strategy = st.builds(
     Hints,
-    region=st.sampled_from([None, "eu", "stale"]),
+    region=st.sampled_from([None, "eu", "eu-west", "stale"]),
     max_price=st.sampled_from([None, 600_000]),
     deadline_ms=st.sampled_from([None, 900]),
 )
@@ -312,3 +353,25 @@ def test_vectorised_match_equals_the_reference_loop(
     ]
     assert fast.explain == slow.explain
     assert sum(fast.rejected.values()) + len(fast.candidates) <= len(kept)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(2, 12),
+    st.data(),
+)
+def test_strictly_better_nodes_and_a_tie_at_the_cut_give_exactly_top_k(
+    n_better: int, n_tied: int, data: st.DataObject
+) -> None:
+    """Some nodes strictly better, the rest tied, and the cut inside the tie: exactly ``top_k`` come back,
+    the better ones first and then the tied ones by id, as the reference loop says."""
+    top_k = data.draw(st.integers(n_better + 1, n_better + n_tied - 1))
+    ids_ = data.draw(st.permutations([f"m{i:03d}" for i in range(n_better + n_tied)]))
+    views = [NodeView(spec(i, trust=0.9 if j < n_better else 0.5), True, 0) for j, i in enumerate(ids_)]
+    t = table(*(v.spec for v in views))
+    fast = t.match(Requirements(), Hints(), top_k)
+    slow = matching.match_reference(views, Requirements(), Hints(), top_k)
+    assert len(fast.candidates) == top_k
+    assert ids(fast) == ids(slow)
+    assert set(ids(fast)[:n_better]) == set(ids_[:n_better])

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gpupool.node.runner import OutputChunk, OutputLog, TaskRunner, TaskSpec, _utf8_boundary
+from gpupool.node.runner import OutputChunk, OutputLog, TaskRunner, TaskSpec, Usage, _utf8_boundary
 
 PY = sys.executable
 
@@ -124,6 +124,27 @@ async def test_usage_counts_cpu_and_memory(tmp_path: Path) -> None:
     usage = outcome.usage.to_report()  # type: ignore[attr-defined]
     assert usage["cpu_seconds"] >= 1.0 and usage["ram_peak_mb"] >= 100
     assert usage["gpu_seconds"] == 0 and usage["duration_sec"] >= 1.5
+
+
+async def test_a_task_that_exits_at_once_succeeds(tmp_path: Path) -> None:
+    # The process can exit and be reaped before the usage sampler first looks at it; that race once
+    # turned a clean exit into a failed task (UnboundLocalError in the sampler). It lost ~1 run in 5.
+    for i in range(40):
+        s = TaskSpec(f"quick{i}", ["/bin/true"], {}, [], 10)
+        outcome = await TaskRunner(s, tmp_path).run(_ignore)
+        assert (outcome.status, outcome.exit_code) == ("succeeded", 0)
+
+
+async def test_sampling_a_process_already_reaped_measures_nothing(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec("/bin/true")
+    await proc.wait()  # reaped: the pid names nothing now
+    usage = Usage()
+    await asyncio.wait_for(TaskRunner(spec("pass"), tmp_path)._sample(proc.pid, usage), 5)
+    assert usage.cpu_seconds == 0 and usage.ram_peak_mb == 0
+
+
+async def _ignore(chunk: OutputChunk) -> None:
+    return None
 
 
 async def test_missing_program_fails_with_a_message(tmp_path: Path) -> None:

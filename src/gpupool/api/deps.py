@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -28,7 +29,7 @@ async def get_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("missing bearer token")
-    return hub.auth.authenticate(credentials.credentials)
+    return await hub.auth.authenticate(credentials.credentials)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -65,15 +66,30 @@ async def rate_limit(request: Request, hub: HubDep) -> None:
 RateLimitDep = Depends(rate_limit)
 
 COORDINATOR_SECRET_USER = Principal(user_id=0, username="coordinator-secret", role=Role.COORDINATOR)
+COORDINATOR_NETWORK_USER = Principal(user_id=0, username="coordinator-network", role=Role.COORDINATOR)
+
+
+def _trusted_network(hub: Hub, request: Request) -> bool:
+    """The caller's address is inside ``GPUPOOL_HUB_COORDINATOR_CIDRS`` (empty by default)."""
+    if not hub.settings.coordinator_cidrs or request.client is None:
+        return False
+    try:
+        address = ipaddress.ip_address(request.client.host)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(c, strict=False) for c in hub.settings.coordinator_cidrs)
 
 
 async def get_coordinator(
     hub: HubDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     secret: Annotated[str | None, Header(alias="X-Coordinator-Secret")] = None,
 ) -> Principal:
     """A coordinator or admin token, or the shared coordinator secret (compared in constant time)."""
     configured = hub.settings.coordinator_shared_secret
+    if secret is None and credentials is None and _trusted_network(hub, request):
+        return COORDINATOR_NETWORK_USER  # seed 002's model: the coordinator is known by its network
     if secret is not None:
         if configured is None or not hmac.compare_digest(
             secret.encode(), configured.get_secret_value().encode()

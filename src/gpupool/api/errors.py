@@ -1,4 +1,4 @@
-"""The one table from error class to HTTP status, and the handlers that write the error body.
+"""The handlers that write the error body, by the one table in ``error_status`` (beside ``errors``).
 
 Every 4xx/5xx body is ``{"error": {"code", "message", "details"}}``; the status is looked up along the
 raised class's MRO so a subclass inherits its parent's status unless listed itself.
@@ -15,43 +15,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpupool import errors
+from gpupool.error_status import HTTP_STATUS, WS_CLOSE, error_body, status_for, ws_close_code
+
+__all__ = ["HTTP_STATUS", "WS_CLOSE", "error_body", "install", "status_for", "ws_close_code"]
 
 log = logging.getLogger("gpupool.api")
 
-HTTP_STATUS: dict[type[errors.GpupoolError], int] = {
-    errors.InvalidInput: 422,
-    errors.Unauthenticated: 401,
-    errors.Forbidden: 403,
-    errors.NotFound: 404,
-    errors.Conflict: 409,
-    errors.PaymentRequired: 402,
-    errors.PayloadTooLarge: 413,
-    errors.RateLimited: 429,
-    errors.Unavailable: 503,
-}
-
-# WebSocket close codes: the 4000 range mirrors the HTTP status, so a node reads them the same way.
-WS_CLOSE: dict[type[errors.GpupoolError], int] = {cls: 4000 + status for cls, status in HTTP_STATUS.items()}
-
 _STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "forbidden"}
-
-
-def status_for(exc: errors.GpupoolError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]
-    return 500
-
-
-def ws_close_code(exc: errors.GpupoolError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in WS_CLOSE:
-            return WS_CLOSE[cls]
-    return 1011
-
-
-def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
 async def _gpupool_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -78,11 +78,17 @@ class TrialBalanceOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: str
+    status: str  # ok | degraded
     version: str
     online_miners: int
+    miners_online: int  # seed 002's name for the same count
     avg_latency_ms: float | None
     hub_pubkey: str
+    db: bool
+    redis: bool
+    db_error: str | None
+    redis_error: str | None
+    timestamp: str
     features: dict[str, Any]
 
 
@@ -102,7 +108,8 @@ class PoolNodeOut(BaseModel):
     region: str | None
     gpus: list[PoolGpuOut]
     cpu_cores: int
-    price_token_per_ksec: int
+    price_token_per_ksec: float
+    price_micro_per_ksec: int
     queue_len: int
     max_parallel: int
     trust: float

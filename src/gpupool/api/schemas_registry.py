@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt, model_validator
+
+from gpupool import wire
+from gpupool.core.units import MAX_MICRO, micro_from_tokens
+from gpupool.errors import InvalidInput
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+
+
+def _to_micro(value: object) -> int:
+    try:
+        return micro_from_tokens(value, field="tokens")
+    except InvalidInput as exc:
+        raise ValueError(exc.message.removeprefix("tokens: ")) from exc
+
+
+# A field named in tokens (SPEC §7): a JSON number or decimal string, held as micro-units once parsed.
+TokensAsMicro = Annotated[int, BeforeValidator(_to_micro)]
+MicroAmount = Annotated[StrictInt, Field(ge=0, le=MAX_MICRO)]
+
+
+def twin(tokens: int | None, micro: int | None, name: str) -> int | None:
+    """The one micro-unit figure a token field and its ``*_micro`` twin name; they must agree."""
+    if tokens is not None and micro is not None and tokens != micro:
+        raise InvalidInput(f"{name} and its micro-unit twin disagree", field=name)
+    return micro if micro is not None else tokens
+
+
+class PriceTwin(BaseModel):
+    """``price_token_per_ksec`` (tokens) or ``price_micro_per_ksec`` (micro-units), or both, agreeing."""
+
+    price_token_per_ksec: TokensAsMicro | None = None
+    price_micro_per_ksec: MicroAmount | None = None
+
+    @model_validator(mode="after")
+    def _one_price(self) -> PriceTwin:
+        self.price_micro_per_ksec = twin(
+            self.price_token_per_ksec, self.price_micro_per_ksec, "price_token_per_ksec"
+        )
+        return self
 
 
 class Open(BaseModel):
@@ -23,7 +60,7 @@ class GpuSpecIn(BaseModel):
     compute_capability: str = Field("", max_length=16)
 
 
-class RegisterIn(Open):
+class RegisterIn(Open, PriceTwin):
     miner_id: str | None = Field(None, min_length=1, max_length=64, pattern=NAME_PATTERN)
     pubkey: str = Field(min_length=63, max_length=100, description="64 hex characters or an npub")
     owner: str = Field(min_length=42, max_length=42)
@@ -32,20 +69,23 @@ class RegisterIn(Open):
     gpus: list[GpuSpecIn] = Field(default_factory=list, max_length=64)
     cpu_cores: StrictInt = Field(ge=0, le=100_000)
     ram_gb: StrictFloat | StrictInt = Field(ge=0, le=1_000_000)
-    price_token_per_ksec: StrictInt = Field(ge=0, le=10**15, description="micro-units per 1000 GPU-seconds")
     max_parallel: StrictInt = Field(1, ge=1, le=1024)
     region: str | None = Field(None, max_length=64)
     tags: list[str] = Field(default_factory=list, max_length=64)
     capabilities: list[str] = Field(default_factory=list, max_length=64)
     sig_event: dict[str, Any]
 
+    @model_validator(mode="after")
+    def _priced(self) -> RegisterIn:
+        if self.price_micro_per_ksec is None:
+            raise InvalidInput(  # raised past pydantic so that the 422 names the field
+                "price_token_per_ksec (tokens) or price_micro_per_ksec is required",
+                field="price_token_per_ksec",
+            )
+        return self
 
-class RegisterOut(BaseModel):
-    miner_id: str
-    status: str
-    session_token: str
-    lease_ttl_sec: int
-    next_heartbeat_sec: float
+
+RegisterOut = wire.Registered  # what a node reads back: the wire contract's own type
 
 
 class WorkerIn(Open):
@@ -55,14 +95,13 @@ class WorkerIn(Open):
     sig_event: dict[str, Any] | None = None
 
 
-class UpdateIn(BaseModel):
+class UpdateIn(PriceTwin):
     model_config = ConfigDict(extra="forbid")
     session_token: str = Field(min_length=1, max_length=128)
     miner_id: str | None = None
     queue_len: StrictInt = Field(0, ge=0, le=1_000_000)
     busy: bool = False
     current_jobs: list[str] = Field(default_factory=list, max_length=1024)
-    price_token_per_ksec: StrictInt | None = Field(None, ge=0, le=10**15)
 
 
 class SessionIn(BaseModel):
@@ -83,9 +122,15 @@ class RequirementsIn(BaseModel):
 
 class HintsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    region: str | None = None
-    max_price: int | None = Field(None, ge=0)
+    region: str | None = Field(None, max_length=64)
+    max_price: TokensAsMicro | None = Field(None, description="tokens per 1000 GPU-seconds")
+    max_price_micro: MicroAmount | None = None
     deadline_ms: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_cap(self) -> HintsIn:
+        self.max_price_micro = twin(self.max_price, self.max_price_micro, "max_price")
+        return self
 
 
 class MatchIn(BaseModel):
@@ -119,24 +164,28 @@ class ApiKeyIn(BaseModel):
     label: str = Field("", max_length=64)
 
 
-class GpuTelemetryIn(BaseModel):
-    index: StrictInt = Field(ge=0, le=1023)
-    util_pct: float | None = Field(None, ge=0, le=100)
-    mem_used_mb: float | None = Field(None, ge=0)
-    mem_total_mb: float | None = Field(None, ge=0)
-    temp_c: float | None = Field(None, ge=-50, le=200)
-    power_w: float | None = Field(None, ge=0, le=10_000)
+class OwnApiKeyIn(BaseModel):
+    """``POST /v1/api-keys``: an owner makes their own key. ``owner`` is the account paid for the work
+    of nodes registered with it: the caller's own (default), or an owner address."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("", max_length=64)
+    owner: str | None = Field(None, min_length=1, max_length=80)
 
 
-class HeartbeatIn(BaseModel):
-    """One heartbeat message on the WebSocket; unknown fields are ignored, not refused (newer nodes)."""
+class OwnApiKeyOut(BaseModel):
+    id: str
+    key: str | None = Field(None, description="the key itself, shown once at creation")
+    owner: str
+    name: str
+    created_at: float
+    revoked_at: float | None = None
+    admits: bool
 
-    model_config = ConfigDict(extra="ignore")
-    ts: float | None = None
-    queue_len: StrictInt = Field(0, ge=0, le=1_000_000)
-    avg_latency_ms: float | None = Field(None, ge=0)
-    gpus: list[GpuTelemetryIn] = Field(default_factory=list, max_length=64)
-    mem_free_gb: float | None = Field(None, ge=0)
+
+# The heartbeat is a hub↔node message: its one definition is the wire contract's.
+GpuTelemetryIn = wire.GpuTelemetry
+HeartbeatIn = wire.Heartbeat
 
 
 class LeaseOut(BaseModel):
@@ -157,8 +206,9 @@ class GpuOut(BaseModel):
 
 class MinerOut(BaseModel):
     miner_id: str
-    pubkey: str
+    pubkey: str | None = Field(description="none for an account-bound node")
     owner: str
+    identity: Literal["signed", "api_key", "user_token"]
     status: str
     addr: str | None
     proto: str
@@ -166,7 +216,8 @@ class MinerOut(BaseModel):
     gpus: list[GpuOut]
     cpu_cores: int
     ram_gb: float
-    price_token_per_ksec: int
+    price_token_per_ksec: float
+    price_micro_per_ksec: int
     max_parallel: int
     tags: list[str]
     capabilities: list[str]
@@ -204,6 +255,7 @@ class PermissionsOut(BaseModel):
     registered: bool
     authorized: bool
     owner: str | None
+    signed: bool | None = Field(description="false: the owner was named by an unsigned registration")
     node_type: str | None
     read: PermissionMode
     write: PermissionMode
@@ -229,7 +281,9 @@ class CandidateOut(BaseModel):
     proto: str
     score: float
     eta_ms: float
-    price: int
+    price: float = Field(description="tokens per 1000 GPU-seconds")
+    price_micro: int
+    explain: str
 
 
 class MatchOut(BaseModel):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from gpupool.api.schemas_registry import RequirementsIn
-from gpupool.hub.tasks import MAX_OUTPUT_CHUNK, NewTask
+from gpupool import wire
+from gpupool.api.schemas_registry import MicroAmount, RequirementsIn, TokensAsMicro, twin
+from gpupool.errors import InvalidInput
+from gpupool.hub.tasks import NewTask
 
 
 class TaskRequirementsIn(RequirementsIn):
@@ -20,11 +22,20 @@ class TaskIn(BaseModel):
     command: list[str] = Field(min_length=1, max_length=256)
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
     requirements: TaskRequirementsIn = Field(default_factory=TaskRequirementsIn)
-    max_price_token_per_ksec: StrictInt = Field(
-        gt=0, le=10**15, description="price cap, micro-units per ksec"
-    )
+    max_price_token_per_ksec: TokensAsMicro | None = Field(None, description="price cap, tokens per ksec")
+    max_price_micro_per_ksec: MicroAmount | None = Field(None, description="the same cap in micro-units")
     timeout_sec: float = Field(3600, gt=0, le=7 * 86400)
     max_attempts: StrictInt = Field(3, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _one_cap(self) -> TaskIn:
+        cap = twin(self.max_price_token_per_ksec, self.max_price_micro_per_ksec, "max_price_token_per_ksec")
+        if not cap:  # raised past pydantic so that the 422 names the field
+            given = "max_price_micro_per_ksec" if self.max_price_micro_per_ksec is not None else "token"
+            field = given if given != "token" else "max_price_token_per_ksec"
+            raise InvalidInput("a price cap above 0 is required", field=field)
+        self.max_price_micro_per_ksec = cap
+        return self
 
     def to_new_task(self) -> NewTask:
         return NewTask(
@@ -32,7 +43,7 @@ class TaskIn(BaseModel):
             command=self.command,
             env=self.env,
             requirements=self.requirements.model_dump(exclude_none=True),
-            price_cap_micro_per_ksec=self.max_price_token_per_ksec,
+            price_cap_micro_per_ksec=self.max_price_micro_per_ksec or 0,
             timeout_sec=self.timeout_sec,
             max_attempts=self.max_attempts,
         )
@@ -52,9 +63,13 @@ class TaskOut(BaseModel):
     exit_code: int | None
     outcome: str | None
     hold: int
-    price_token_per_ksec: int | None
+    price_token_per_ksec: float | None
+    price_micro_per_ksec: int | None
     cost: int | None
     usage: dict[str, Any] | None
+    waiting_reason: str | None = Field(
+        None, description="a queued task: why no node has taken it yet, from the matcher's filters"
+    )
 
 
 class SubmittedOut(BaseModel):
@@ -88,11 +103,7 @@ class ResultOut(BaseModel):
     artifacts: list[dict[str, Any]]
 
 
-class OutputIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seq: StrictInt = Field(ge=0)
-    stream: Literal["stdout", "stderr"]
-    data: str = Field(max_length=MAX_OUTPUT_CHUNK)
+OutputIn = wire.OutputChunk  # a node's output chunk: the wire contract's own type
 
 
 class OutputAck(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from gpupool.cli import node_cmds, poc_cmds, pow_cmds, task_cmds, user_cmds
+from gpupool.cli.api_key_cmds import api_key_app
 from gpupool.cli.delegate_cmd import delegate_app
 from gpupool.cli.hub_cmd import hub
 from gpupool.cli.node_cmd import node
@@ -33,6 +34,7 @@ app.command("transfers")(user_cmds.transfers)
 app.command("nodes")(node_cmds.nodes)
 app.command("match")(node_cmds.match)
 app.add_typer(user_cmds.admin_app, name="admin")
+app.add_typer(api_key_app, name="api-key")
 app.add_typer(task_cmds.task_app, name="task")
 poc_cmds.poc_app.command("status")(pow_cmds.status)  # a node's generation, beside the hub's rounds
 app.add_typer(poc_cmds.poc_app, name="poc")

@@ -38,7 +38,9 @@ def hub(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    grpc = f", gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_enabled else ""
+    # Port 0: the real one is known once bound; the hub prints it then (api/app.py).
+    announce = settings.grpc_enabled and settings.grpc_port != 0
+    grpc = f", gRPC on {settings.host}:{settings.grpc_port}" if announce else ""
     database = _safe_url(settings.db_url)
     typer.echo(f"gpupool hub on http://{settings.host}:{settings.port}{grpc}  (database: {database})")
     serve(build_app(settings), settings.host, settings.port, settings.log_level)

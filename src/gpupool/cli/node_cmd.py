@@ -34,8 +34,12 @@ def node(
         str | None, typer.Option(help="host:port [env GPUPOOL_NODE_ADVERTISE_ADDR]")
     ] = None,
     price: Annotated[
+        str | None,
+        typer.Option(help="Tokens per 1000 GPU-seconds, e.g. 0.75 [env PRICE_TOKEN_PER_KSEC]"),
+    ] = None,
+    price_micro_per_ksec: Annotated[
         int | None,
-        typer.Option(help="Micro-units per 1000 GPU-seconds [env GPUPOOL_NODE_PRICE_MICRO_PER_KSEC]"),
+        typer.Option(help="The same in micro-units [env GPUPOOL_NODE_PRICE_MICRO_PER_KSEC]"),
     ] = None,
     max_parallel: Annotated[int | None, typer.Option(help="[env GPUPOOL_NODE_MAX_PARALLEL]")] = None,
     region: Annotated[str | None, typer.Option(help="[env GPUPOOL_NODE_REGION]")] = None,
@@ -105,6 +109,7 @@ _SETTING_FLAGS = {
     "miner_id",
     "advertise_addr",
     "price",
+    "price_micro_per_ksec",
     "max_parallel",
     "region",
     "tags",

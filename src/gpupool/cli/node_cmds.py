@@ -66,7 +66,7 @@ def nodes(
             Text(m["status"], style="green" if m["status"] == "online" else "red"),
             Text(_gpus(m["gpus"])),
             Text(m.get("region") or "-"),
-            format_amount(int(m["price_token_per_ksec"])),
+            format_amount(int(m["price_micro_per_ksec"])),
             f"{m['trust']:.2f}",
             f"{telemetry.get('queue_len', 0)}/{m['max_parallel']}",
             _ago(float(m["last_seen"])),
@@ -102,7 +102,7 @@ def match(
                 "tags_any": tag or [],
                 "capabilities_any": capability or [],
             },
-            "hints": {"region": region, "max_price": parse_amount(max_price) if max_price else None},
+            "hints": {"region": region, "max_price_micro": parse_amount(max_price) if max_price else None},
             "top_k": top_k,
         }
         if secret:
@@ -123,7 +123,7 @@ def _print_match(result: dict[str, Any]) -> None:
             str(rank),
             Text(c["miner_id"]),
             f"{c['score']:.3f}",
-            format_amount(int(c["price"])),
+            format_amount(int(c["price_micro"])),
             f"{c['eta_ms']:.0f}",
             Text(f"{c['proto']}://{c['addr']}"),
         )

@@ -6,6 +6,7 @@ import hashlib
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +20,10 @@ from rich.text import Text
 from gpupool.cli import output
 from gpupool.cli.user_cmds import EXIT_API, HubOpt, fail, reporting, session
 from gpupool.client import Client, format_amount, parse_amount
-from gpupool.core.scheduling import TaskState
+from gpupool.core.scheduling import TERMINAL_STATES, TaskState
 from gpupool.hub.files import safe_relative
 
+FINAL = {s.value for s in TERMINAL_STATES}
 task_app = typer.Typer(no_args_is_help=True, help="Submit and watch tasks.")
 
 
@@ -39,6 +41,7 @@ def submit(
     name: Annotated[str, typer.Option()] = "task",
     max_attempts: Annotated[int, typer.Option(min=1, max=20)] = 3,
     wait: Annotated[bool, typer.Option(help="Stream the output and exit with the task's exit code")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print the task id only")] = False,
     hub: HubOpt = None,
 ) -> None:
     """Submit [DIR] -- COMMAND: DIR's files are uploaded (with a progress bar); prints the task id."""
@@ -56,14 +59,15 @@ def submit(
             "requirements": {
                 k: v for k, v in {"gpu_count": gpus, "min_vram_gb": vram}.items() if v is not None
             },
-            "max_price_token_per_ksec": parse_amount(max_price),
+            "max_price_micro_per_ksec": parse_amount(max_price),
             "timeout_sec": timeout,
             "max_attempts": max_attempts,
         }
         with session(hub) as (client, _saved), _bundled(folder) as bundle:
-            submitted = _upload(client, body, bundle)
+            submitted = _upload(client, body, bundle, show_progress=not quiet)
             task_id = submitted["task_id"]
-            output.info(f"{task_id} queued (held {format_amount(int(submitted['hold']))} tokens in escrow)")
+            held = format_amount(int(submitted["hold"]))
+            output.info(task_id if quiet else f"{task_id} queued (held {held} tokens in escrow)")
             if wait:
                 raise typer.Exit(_follow(client, task_id))
 
@@ -83,9 +87,11 @@ def _bundled(folder: Path | None) -> Iterator[Path | None]:
         yield archive
 
 
-def _upload(client: Client, body: dict[str, Any], bundle: Path | None) -> dict[str, Any]:
-    if bundle is None:
-        return client.submit_task(body)
+def _upload(
+    client: Client, body: dict[str, Any], bundle: Path | None, *, show_progress: bool = True
+) -> dict[str, Any]:
+    if bundle is None or not show_progress:
+        return client.submit_task(body, bundle)
     with Progress(transient=True) as progress:
         bar = progress.add_task("uploading", total=bundle.stat().st_size)
         return client.submit_task(body, bundle, lambda sent, _total: progress.update(bar, completed=sent))
@@ -120,7 +126,8 @@ def ls(
     with reporting(), session(hub) as (client, _saved):
         rows = client.tasks(limit, [s.value for s in status or []])
     if not rows:
-        output.info("No tasks yet.")
+        wanted = " or ".join(s.value for s in status or [])
+        output.info(f"No {wanted} tasks." if wanted else "No tasks yet.")
         return
     table = Table(title=Text("Tasks"))
     for column in ("task", "name", "status", "node", "exit", "cost"):
@@ -128,9 +135,14 @@ def ls(
     for t in rows:
         cost = format_amount(int(t["cost"])) if t["cost"] is not None else "-"
         table.add_row(
-            t["task_id"], Text(t["name"]), t["status"], t["miner_id"] or "-", str(t["exit_code"] or "-"), cost
+            t["task_id"], Text(t["name"]), t["status"], t["miner_id"] or "-", _or_dash(t["exit_code"]), cost
         )
     output.print_table(table)
+
+
+def _or_dash(value: Any) -> str:
+    """A field as text; one the task has no value for yet (None) as ``-``, while 0 stays ``0``."""
+    return "-" if value is None else str(value)
 
 
 @task_app.command("show")
@@ -140,7 +152,9 @@ def show(task_id: str, hub: HubOpt = None) -> None:
         t = client.task(task_id)
     table = Table(show_header=False, box=None)
     for key in ("task_id", "name", "status", "miner_id", "attempts", "exit_code", "outcome"):
-        table.add_row(key, Text(str(t[key])))
+        table.add_row(key, Text(_or_dash(t[key])))
+    if t.get("waiting_reason"):
+        table.add_row("waiting", Text(str(t["waiting_reason"])))
     table.add_row("held", format_amount(int(t["hold"])))
     table.add_row("cost", format_amount(int(t["cost"])) if t["cost"] is not None else "-")
     for key, value in (t.get("usage") or {}).items():
@@ -166,11 +180,19 @@ def logs(
 
 
 @task_app.command("stop")
-def stop(task_id: str, hub: HubOpt = None) -> None:
-    """Stop a task; you pay for what already ran."""
+def stop(
+    task_id: str,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for a running task to end")] = 10.0,
+    hub: HubOpt = None,
+) -> None:
+    """Stop a task; you pay for what already ran. Prints ``stopped``, or ``stopping`` while it ends."""
     with reporting(), session(hub) as (client, _saved):
-        t = client.stop_task(task_id)
-    output.info(f"{task_id}: {t['status']}")
+        status = client.stop_task(task_id)["status"]
+        deadline = time.monotonic() + wait
+        while status not in FINAL and time.monotonic() < deadline:
+            time.sleep(0.25)
+            status = client.task(task_id)["status"]
+    output.info(f"{task_id}: {'stopping' if status not in FINAL else status}")
 
 
 @task_app.command("result")

@@ -2,12 +2,17 @@
 
 For a laptop or a single GPU box. The hub runs in this process; the node agent runs as a child
 process (its own key under ``DATA_DIR/node``) and registers with the hub like any other node. Ctrl-C
-or SIGTERM stops the node first (it logs out) and then the hub; both exit cleanly.
+(SIGINT to the whole process group, as a terminal sends it) or SIGTERM stops the node first, while the
+hub still answers: it stops its tasks, reports them and logs out. Only then does the hub stop; both
+exit 0 and no task is left ``running``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +26,8 @@ from gpupool import crypto
 from gpupool.config import HubSettings
 
 DEFAULT_LOCAL_OWNER = "local"
+# The node stops its tasks (SIGTERM, then SIGKILL after 5 s), reports each (retried) and logs out.
+NODE_STOP_S = 60.0
 
 
 def up(
@@ -55,14 +62,39 @@ def up(
     typer.echo(
         f"gpupool up: hub on {url} (API docs {url}/docs, health {url}/v1/health), database {settings.db_url}"
     )
-    if settings.grpc_enabled:
+    if settings.grpc_enabled and grpc_port:
         typer.echo(f"gRPC (HiveMind nodepool) on {settings.host}:{grpc_port}")
     typer.echo(f"local node {key.pubkey[:16]}… (owner {owner}) health on http://127.0.0.1:{node_port}/health")
-    typer.echo("submit work: gpupool login --username admin, then gpupool task submit DIR -- COMMAND …")
+    for line in how_to_use(cli_command(), url):
+        typer.echo(line)
     try:
-        serve(build_app(settings), settings.host, port, settings.log_level)
+        serve(build_app(settings), settings.host, port, settings.log_level, before_stop=lambda: _stop(node))
     finally:
         _stop(node)
+
+
+def cli_command() -> str:
+    """How to call the CLI from another terminal: the checkout's ``./gpupool`` wrapper where it is
+    (``make run``), else the ``gpupool`` script of this interpreter, else a bare ``gpupool``."""
+    if Path("gpupool").is_file() and os.access("gpupool", os.X_OK):
+        return "./gpupool"
+    script = Path(sys.executable).parent / "gpupool"
+    on_path = shutil.which("gpupool")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return "gpupool"
+    return str(script) if script.is_file() else "gpupool"
+
+
+def how_to_use(cli: str, url: str) -> list[str]:
+    """The first commands, exactly as they are typed, printed before the hub starts."""
+    venv = Path(sys.executable).parent
+    return [
+        f"Use the CLI from another terminal in this folder: {cli} …"
+        f"  (or: source {venv}/activate, then gpupool …)",
+        f"  {cli} login --hub {url} --username admin      # the password: printed below on first start",
+        f"  {cli} task submit --wait -- python3 -c \"print('hello')\"",
+        f"  dashboard: {url}/  ·  every command: {cli} --help  ·  walkthrough: README.md, First hour",
+    ]
 
 
 def local_owner(key: crypto.KeyPair) -> str:
@@ -86,12 +118,15 @@ def _start_node(url: str, owner: str, node_dir: Path, node_port: int) -> subproc
 
 
 def _stop(node: subprocess.Popen[bytes]) -> None:
+    """Stop the node and wait for it; a terminal's Ctrl-C may have reached it already (no harm)."""
     if node.poll() is None:
-        node.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            node.send_signal(signal.SIGTERM)
         try:
-            node.wait(15)
+            node.wait(NODE_STOP_S)
         except subprocess.TimeoutExpired:
             node.kill()
+            node.wait()
 
 
 def _wait_then_run_node(url: str) -> int:

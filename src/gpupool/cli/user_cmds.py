@@ -31,7 +31,13 @@ EXIT_UNREACHABLE = 3
 DEFAULT_HUB = "http://127.0.0.1:8203"
 # Lets "-1" reach the amount parser (and its clear message) instead of being read as an unknown option.
 AMOUNT_CONTEXT: dict[str, Any] = {"ignore_unknown_options": True}
-_SESSION_CODES = {"token_expired", "invalid_token", "refresh_token_reused", "unauthenticated"}
+_SESSION_CODES = {
+    "token_expired",
+    "invalid_token",
+    "token_revoked",
+    "refresh_token_reused",
+    "unauthenticated",
+}
 
 HubOpt = Annotated[
     str | None,
@@ -47,7 +53,9 @@ KeyOpt = Annotated[
     typer.Option("--idempotency-key", help="Repeat a key to repeat a request safely [default: a new UUID]"),
 ]
 
-admin_app = typer.Typer(no_args_is_help=True, help="Admin: create users, mint tokens, inspect accounts.")
+admin_app = typer.Typer(
+    no_args_is_help=True, help="Admin: create, disable and delete users, mint tokens, inspect accounts."
+)
 
 
 def fail(message: str, exit_code: int) -> NoReturn:
@@ -198,6 +206,50 @@ def create_user(
         password = read_password(password_stdin, f"Password for {username}", confirm=True)
         user = client.create_user(username, password, role)
     output.info(f"Created user {user.username} (role {user.role}, account {user.account}).")
+
+
+@admin_app.command("disable-user")
+def disable_user(
+    username: Annotated[str, typer.Argument(help="The user to disable")], hub: HubOpt = None
+) -> None:
+    """Stop a user from signing in; every token they hold stops working at once."""
+    with reporting(), session(hub) as (client, _saved):
+        user = client.manage_user(username, "disable")
+    output.info(f"Disabled user {user.username}; their sessions are over.")
+
+
+@admin_app.command("enable-user")
+def enable_user(
+    username: Annotated[str, typer.Argument(help="The user to enable")], hub: HubOpt = None
+) -> None:
+    """Let a disabled user sign in again (their old tokens stay dead)."""
+    with reporting(), session(hub) as (client, _saved):
+        user = client.manage_user(username, "enable")
+    output.info(f"Enabled user {user.username}.")
+
+
+@admin_app.command("revoke-sessions")
+def revoke_sessions(
+    username: Annotated[str, typer.Argument(help="The user whose sessions end")], hub: HubOpt = None
+) -> None:
+    """End every session of a user: all their access and refresh tokens stop working."""
+    with reporting(), session(hub) as (client, _saved):
+        user = client.manage_user(username, "revoke-sessions")
+    output.info(f"Revoked every session of {user.username}.")
+
+
+@admin_app.command("delete-user")
+def delete_user(
+    username: Annotated[str, typer.Argument(help="The user to delete (their accounts must be empty)")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+    hub: HubOpt = None,
+) -> None:
+    """Delete a user; a new user of the same name later is a different user."""
+    if not yes and not typer.confirm(f"Delete user {username}?"):
+        fail("nothing deleted", EXIT_USAGE)
+    with reporting(), session(hub) as (client, _saved):
+        client.delete_user(username)
+    output.info(f"Deleted user {username}.")
 
 
 @admin_app.command("mint", context_settings=AMOUNT_CONTEXT)

@@ -12,10 +12,12 @@ reason it fails (the order of ``REASONS``):
     gpu_count     fewer GPUs than ``gpu_count`` (0 or None: no requirement)
     vram          fewer than ``gpu_count`` (default 1) GPUs with at least ``min_vram_gb`` each
     ram           less RAM than ``min_ram_gb``
-    accel         no GPU whose name contains one of ``accel`` (case-insensitive; "cpu" = a GPU-less node)
-    capabilities  none of ``capabilities_any``; and, when ``task`` is given, ``task`` not among them
+    accel         offers none of ``accel``: a runtime (``cuda``, ``rocm``, ``cpu`` = a GPU-less node, see
+                  ``runtimes``) or, for any other word, a GPU whose name contains it (case-insensitive)
+    capabilities  none of ``capabilities_any`` (``task`` is a hint only: it never filters, seed 002)
     tags          none of ``tags_any``
-    region        region differs from the ``region`` hint
+    region        region neither equal to the ``region`` hint nor under it on a ``-`` boundary
+                  (``eu`` takes ``eu-west-1``, not ``europe``)
     price         price above the ``max_price`` hint
     busy          ``queue_len >= max_parallel``
     deadline      ``eta_ms`` above the ``deadline_ms`` hint
@@ -30,7 +32,8 @@ Score = sum of weight * term over these terms, each in [0, 1]:
     load     1 - queue_len / max_parallel
 
 Top-K is ``np.argpartition`` plus a sort of the K; equal scores rank by miner id (a tie at the cut is
-settled with ``heapq`` over just the tied rows, so a pool of identical nodes costs O(ties)).
+settled with ``heapq`` over just the tied rows, so a pool of identical nodes costs O(ties)). Each
+candidate carries its own explain string (its terms), as seed 002's pool hub returns.
 ``eta_ms`` = latency estimate * (1 + queue_len): each job queued ahead is assumed to take about one
 round trip. ``match_reference`` is the same rules as a plain loop: the tests hold both to the same
 answers and ``bench/match.py`` measures one against the other.
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -66,6 +70,11 @@ REASONS = (
 TERMS = ("cap", "price", "latency", "trust", "load")
 DEFAULT_LATENCY_MS = INITIAL_LATENCY_MS  # a node with no latency estimate yet
 DENSE_CACHE = 256  # query values whose boolean masks are kept, per index
+RUNTIMES = ("cuda", "rocm", "cpu")
+_NVIDIA = re.compile(
+    r"nvidia|geforce|tesla|quadro|titan|\b[rg]tx\b|\b[ahlvptk]\d{1,3}s?\b|\bgh200\b|\bgb200\b"
+)
+_AMD = re.compile(r"\bamd\b|radeon|instinct|\bmi\d{2,3}x?\b")
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -145,10 +154,6 @@ class Requirements:
     def gpus_needed(self) -> int:
         return self.gpu_count or (1 if self.min_vram_gb else 0)
 
-    @property
-    def capabilities_wanted(self) -> list[str]:
-        return [*self.capabilities_any, *([self.task] if self.task else [])]
-
 
 @dataclass(frozen=True, slots=True)
 class Hints:
@@ -164,7 +169,28 @@ class Candidate:
     proto: str
     score: float
     eta_ms: float
-    price: int
+    price: int  # micro-tokens per 1000 GPU-seconds
+    explain: str = ""  # this candidate's terms
+
+
+def runtimes(gpu_names: Sequence[str], tags: Sequence[str]) -> set[str]:
+    """The runtimes a node offers: ``cuda`` for an NVIDIA GPU (by its name: NVML names them so) or a
+    ``cuda`` tag, ``rocm`` likewise for AMD, ``cpu`` for a node without GPUs."""
+    names = [n.lower() for n in gpu_names]
+    lowered = {t.lower() for t in tags}
+    out: set[str] = {r for r in ("cuda", "rocm") if r in lowered}
+    if any(_NVIDIA.search(n) for n in names):
+        out.add("cuda")
+    if any(_AMD.search(n) for n in names):
+        out.add("rocm")
+    if not gpu_names:
+        out.add("cpu")
+    return out
+
+
+def region_fits(hint: str, region: str | None) -> bool:
+    """``eu`` fits ``eu`` and ``eu-west-1``: equal, or under it on a ``-`` boundary."""
+    return region is not None and (region == hint or region.startswith(hint + "-"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +285,7 @@ class NodeTable:
         self._free: list[int] = []
         self._specs: list[NodeSpec | None] = []
         self._tags, self._caps, self._regions, self._gpus = _Index(), _Index(), _Index(), _Index()
+        self._runtimes = _Index()
         self._cap = 0
         self._grow(max(1, capacity), gpu_width=1)
 
@@ -292,7 +319,7 @@ class NodeTable:
         col("ids", "", object)
         self._specs.extend([None] * (capacity - old))
         self._free.extend(range(capacity - 1, old - 1, -1))  # popped lowest first
-        for index in (self._tags, self._caps, self._regions, self._gpus):
+        for index in (self._tags, self._caps, self._regions, self._gpus, self._runtimes):
             index.dense.clear()
 
     def __len__(self) -> int:
@@ -330,6 +357,7 @@ class NodeTable:
         self._caps.add(spec.capabilities, row)
         self._regions.add([spec.region] if spec.region is not None else [], row)
         self._gpus.add([n.lower() for n in spec.gpu_names], row)
+        self._runtimes.add(runtimes(spec.gpu_names, spec.tags), row)
 
     def _unindex(self, row: int) -> None:
         old = self._specs[row]
@@ -338,6 +366,7 @@ class NodeTable:
         self._caps.discard(old.capabilities, row)
         self._regions.discard([old.region] if old.region is not None else [], row)
         self._gpus.discard([n.lower() for n in old.gpu_names], row)
+        self._runtimes.discard(runtimes(old.gpu_names, old.tags), row)
 
     def remove(self, miner_id: str) -> None:
         """Forget a node (unknown ids are ignored); its row is reused by the next new node."""
@@ -402,15 +431,21 @@ class NodeTable:
         terms = self._terms(rows, req)
         score = _score(terms, self.weights, len(rows))
         picked = _top_k(score, rows, self, top_k)
-        candidates = [self._candidate(int(rows[i]), float(score[i])) for i in picked]
+        candidates = [
+            self._candidate(int(rows[i]), float(score[i]), {t: float(terms[t][i]) for t in TERMS})
+            for i in picked
+        ]
         best = {t: float(terms[t][picked[0]]) for t in TERMS}
         return MatchResult(candidates, _explain(candidates[0], best, self.weights, total, rejected), rejected)
 
-    def _candidate(self, row: int, score: float) -> Candidate:
+    def _candidate(self, row: int, score: float, terms: dict[str, float]) -> Candidate:
         spec = self._specs[row]
         assert spec is not None
         eta = float(self.latency[row] * (1 + self.queue_len[row]))
-        return Candidate(spec.miner_id, spec.addr, spec.proto, round(score, 6), eta, int(self.price[row]))
+        explain = _terms_text(score, terms, self.weights)
+        return Candidate(
+            spec.miner_id, spec.addr, spec.proto, round(score, 6), eta, int(self.price[row]), explain
+        )
 
     def _filters(self, req: Requirements, hints: Hints) -> Iterable[tuple[str, BoolArray]]:
         """(reason, rows passing) for each filter the query switches on, in ``REASONS`` order."""
@@ -427,13 +462,13 @@ class NodeTable:
             yield "ram", self.ram >= req.min_ram_gb
         if req.accel:
             yield "accel", self._accel(req.accel)
-        if wanted := req.capabilities_wanted:
-            ok = self._caps.any_of(req.capabilities_any or wanted, self._cap)
-            yield "capabilities", ok & self._caps.mask(req.task, self._cap) if req.task else ok
+        if req.capabilities_any:
+            yield "capabilities", self._caps.any_of(req.capabilities_any, self._cap)
         if req.tags_any:
             yield "tags", self._tags.any_of(req.tags_any, self._cap)
         if hints.region:
-            yield "region", self._regions.mask(hints.region, self._cap)
+            regions = [r for r in self._regions.rows if region_fits(hints.region, r)]
+            yield "region", self._regions.any_of(regions, self._cap)
         if hints.max_price is not None:
             yield "price", self.price <= hints.max_price
         yield "busy", self.queue_len < self.max_parallel
@@ -442,9 +477,10 @@ class NodeTable:
 
     def _accel(self, accel: Sequence[str]) -> BoolArray:
         wanted = [a.lower() for a in accel]
-        names = [n for n in self._gpus.rows if any(w in n for w in wanted)]
+        models = [w for w in wanted if w not in RUNTIMES]
+        names = [n for n in self._gpus.rows if any(w in n for w in models)]
         mask = self._gpus.any_of(names, self._cap)
-        return mask | (self.n_gpus == 0) if "cpu" in wanted else mask
+        return mask | self._runtimes.any_of([w for w in wanted if w in RUNTIMES], self._cap)
 
     def _terms(self, rows: npt.NDArray[np.intp], req: Requirements) -> dict[str, FloatArray]:
         need = req.gpus_needed
@@ -488,7 +524,7 @@ def _top_k(score: FloatArray, rows: npt.NDArray[np.intp], table: NodeTable, k: i
         pick = np.concatenate([better, tied]).astype(np.intp)
     ids = table.ids[rows[pick]].tolist()
     order = sorted(range(len(pick)), key=lambda j: (-score[pick[j]], ids[j]))
-    return [int(pick[j]) for j in order]
+    return [int(pick[j]) for j in order[:k]]
 
 
 def _explain(
@@ -496,6 +532,11 @@ def _explain(
 ) -> str:
     parts = " + ".join(f"{t} {getattr(weights, t):.2f}*{terms[t]:.2f}" for t in TERMS)
     return f"best {best.miner_id} score={best.score:.3f}: {parts}; {_filtered(total, rejected)}"
+
+
+def _terms_text(score: float, terms: dict[str, float], weights: Weights) -> str:
+    parts = " + ".join(f"{t} {getattr(weights, t):.2f}*{terms[t]:.2f}" for t in TERMS)
+    return f"score={score:.3f}: {parts}"
 
 
 def _filtered(total: int, rejected: dict[str, int]) -> str:
@@ -546,8 +587,16 @@ def match_reference(
         scored.append((-score, v.spec.miner_id, v, terms))
     scored.sort(key=lambda x: (x[0], x[1]))
     candidates = [
-        Candidate(v.spec.miner_id, v.spec.addr, v.spec.proto, round(-neg, 6), _eta(v), v.spec.price)
-        for neg, _, v, _ in scored[:top_k]
+        Candidate(
+            v.spec.miner_id,
+            v.spec.addr,
+            v.spec.proto,
+            round(-neg, 6),
+            _eta(v),
+            v.spec.price,
+            _terms_text(-neg, terms, weights),
+        )
+        for neg, _, v, terms in scored[:top_k]
     ]
     return MatchResult(
         candidates, _explain(candidates[0], scored[0][3], weights, len(nodes), rejected), rejected
@@ -577,6 +626,7 @@ def _first_failure(view: NodeView, req: Requirements, hints: Hints) -> str | Non
     s = view.spec
     names = [n.lower() for n in s.gpu_names]
     accel = [a.lower() for a in req.accel]
+    offered = runtimes(s.gpu_names, s.tags)
     checks = (
         ("offline", view.online),
         ("gpu_count", not req.gpu_count or len(s.gpu_vram_gb) >= req.gpu_count),
@@ -584,11 +634,11 @@ def _first_failure(view: NodeView, req: Requirements, hints: Hints) -> str | Non
         ("ram", not req.min_ram_gb or s.ram_gb >= req.min_ram_gb),
         (
             "accel",
-            not accel or any((a == "cpu" and not s.gpu_vram_gb) or any(a in n for n in names) for a in accel),
+            not accel or any(a in offered if a in RUNTIMES else any(a in n for n in names) for a in accel),
         ),
         ("capabilities", _has_capabilities(s, req)),
         ("tags", not req.tags_any or any(t in s.tags for t in req.tags_any)),
-        ("region", not hints.region or s.region == hints.region),
+        ("region", not hints.region or region_fits(hints.region, s.region)),
         ("price", hints.max_price is None or s.price <= hints.max_price),
         ("busy", view.queue_len < s.max_parallel),
         ("deadline", hints.deadline_ms is None or _eta(view) <= hints.deadline_ms),
@@ -597,6 +647,4 @@ def _first_failure(view: NodeView, req: Requirements, hints: Hints) -> str | Non
 
 
 def _has_capabilities(s: NodeSpec, req: Requirements) -> bool:
-    if req.task and req.task not in s.capabilities:
-        return False
     return not req.capabilities_any or any(c in s.capabilities for c in req.capabilities_any)

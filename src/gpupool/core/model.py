@@ -6,6 +6,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
+class Identity(StrEnum):
+    """How a node proves who it is (SPEC §8): its own key signs, or an account's credential vouches."""
+
+    SIGNED = "signed"
+    API_KEY = "api_key"
+    USER_TOKEN = "user_token"
+
+
 class Role(StrEnum):
     ADMIN = "admin"
     USER = "user"

@@ -5,7 +5,7 @@ Every route answers under ``/api/v1/delegation`` and at the root (``/start``, ``
 or ``?auth_token=``.
 
 Errors answer ``{"detail": message}`` as the reference service does (a Gonka small node reads
-``detail``), plus our usual ``error`` object; the status comes from the one table in ``api/errors``.
+``detail``), plus our usual ``error`` object; the status comes from the one table in ``error_status``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from gpupool import errors
-from gpupool.api.errors import error_body, status_for
 from gpupool.config import DelegationSettings
 from gpupool.core.poc_batch import DEFAULT_R_TARGET, FRAUD_THRESHOLD
 from gpupool.delegation.sessions import GeneratorFactory, SessionManager
+from gpupool.error_status import error_body, status_for
 from gpupool.pow.rounds import BatchGenerator, PowRound, engine_generator
 
 log = logging.getLogger("gpupool.delegation")

@@ -2,15 +2,19 @@
 
 A refresh token is ``<id>.<secret>``; only the secret's sha256 is stored. Each refresh spends the
 token and issues the next one of its family; presenting a spent token again means it was stolen or
-replayed, so the whole family is revoked and the caller must log in again.
+replayed, so the family is revoked, every session of the user ends and the caller must log in again.
+An access token names the user's id and generation; a user disabled, deleted or logged out everywhere
+has a new generation and the old tokens are refused on the next request.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,11 +25,13 @@ from gpupool.core.ports import Clock
 from gpupool.errors import Forbidden, InvalidCredentials, InvalidInput, TokenInvalid
 from gpupool.hub.passwords import MIN_PASSWORD_LENGTH, Passwords
 from gpupool.hub.throttle import Budget
+from gpupool.hub.user_state import UserStateCache
 from gpupool.store.db import Database
 from gpupool.store.ledger_repo import LedgerRepo
-from gpupool.store.users_repo import RefreshRecord, UserRecord, UsersRepo
+from gpupool.store.users_repo import FamilyRecord, RefreshRecord, UserRecord, UsersRepo
 
 JWT_ALGORITHM = "HS256"
+_TOKEN_ID = re.compile(r"[0-9a-f]{24}")  # secrets.token_hex(12), the id part of a refresh token
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +50,10 @@ class AuthService:
         config: AuthConfig,
         failures_by_user: Budget,
         failures_by_client: Budget,
+        users: UserStateCache,
     ) -> None:
         self.db = db
+        self.users = users
         self.clock = clock
         self.passwords = passwords
         self.config = config
@@ -59,15 +67,31 @@ class AuthService:
         async with self.db.read() as conn:
             user = await UsersRepo(conn).by_username(username)
         ok = await self.passwords.verify(user.password_hash if user else None, password)
-        if user is None or not ok or user.disabled:
+        if user is None or not ok or not user.active:
             await self._failures_by_user.hit(username, message)
             await self._failures_by_client.hit(client, message)
             raise InvalidCredentials("invalid username or password")
         await self._failures_by_user.clear(username)
-        return await self._issue(user, family_id=secrets.token_hex(12))
+        now = self.clock.now()
+        family = FamilyRecord(secrets.token_hex(12), user.id, user.generation, now, None)
+
+        async def start(conn: AsyncConnection) -> TokenPair:
+            repo = UsersRepo(conn)
+            await repo.add_family(family)
+            return await self._issue(repo, user, family, now)
+
+        return await self.db.run(start)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
+        """Spend a refresh token and issue the next of its family, in one transaction.
+
+        The family's row is locked first (one writer on SQLite), so two uses of one token are
+        ordered: the second sees the first's spend, revokes the family and ends every session of
+        the user, including the tokens the first one was just given.
+        """
         token_id, _, secret = refresh_token.partition(".")
+        if not _TOKEN_ID.fullmatch(token_id):  # junk never reaches the database (NUL bytes fail there)
+            raise TokenInvalid("invalid refresh token")
         now = self.clock.now()
         async with self.db.read() as conn:
             record = await UsersRepo(conn).refresh_by_id(token_id)
@@ -76,37 +100,58 @@ class AuthService:
         if record.expires_at <= now:
             raise TokenInvalid("refresh token expired", code="token_expired")
 
-        async def spend(conn: AsyncConnection) -> bool:
+        async def rotate(conn: AsyncConnection) -> TokenPair | str:
             repo = UsersRepo(conn)
-            if await repo.spend_refresh(record.id, now):
-                return True
-            await repo.revoke_family(record.family_id)
-            return False
+            family = await repo.lock_family(record.family_id)
+            user = await repo.by_id(record.user_id)
+            if family is None or family.revoked_at is not None or user is None:
+                return "revoked"
+            if not user.active or family.generation != user.generation:
+                return "revoked"
+            if not await repo.spend_refresh(record.id, now):
+                await repo.revoke_family_at(family.id, now)
+                await repo.set_state(user.id, bump=True)
+                return "reused"
+            return await self._issue(repo, user, family, now)
 
-        if not await self.db.run(spend):
+        outcome = await self.db.run(rotate)
+        if outcome == "reused":
+            self.users.invalidate(record.user_id)
             raise TokenInvalid(
-                "refresh token already used; its family has been revoked", code="refresh_token_reused"
+                "refresh token already used; every session of this user has been revoked",
+                code="refresh_token_reused",
             )
-        async with self.db.read() as conn:
-            user = await UsersRepo(conn).by_id(record.user_id)
-        if user is None or user.disabled:
-            raise TokenInvalid("user no longer exists")
-        return await self._issue(user, family_id=record.family_id)
+        if isinstance(outcome, str):
+            raise TokenInvalid("refresh token revoked; log in again", code="token_revoked")
+        return outcome
 
-    async def reissue(self, principal: Principal) -> TokenPair:
-        """A new pair for the holder of a still valid access token (HiveMind's RefreshToken, gRPC).
+    async def exchange(self, access_token: str) -> TokenPair:
+        """A new access token for a valid one (HiveMind's RefreshToken over gRPC), never a refresh token.
 
-        It starts a family of its own; the user must still exist and not be disabled.
+        The new token ends no later than the session the old one came from (``sess_exp``, the expiry
+        of the refresh token issued beside it), so a leaked access token cannot be chained forever.
         """
-        async with self.db.read() as conn:
-            user = await UsersRepo(conn).by_id(principal.user_id)
-        if user is None or user.disabled:
-            raise TokenInvalid("user no longer exists")
-        return await self._issue(user, family_id=secrets.token_hex(12))
+        claims = self._decode(access_token)
+        await self._principal(claims)
+        now = int(self.clock.now())
+        session_end = claims.get("sess_exp")
+        if not isinstance(session_end, int):
+            raise TokenInvalid("this access token cannot be exchanged; log in again")
+        if session_end <= now:
+            raise TokenInvalid("session over; log in again", code="token_expired")
+        expires_at = min(now + self.config.access_ttl_s, session_end)
+        claims.update(iat=now, exp=expires_at, jti=secrets.token_hex(8))
+        access = jwt.encode(claims, self.config.jwt_secret, algorithm=JWT_ALGORITHM)
+        return TokenPair(access_token=access, refresh_token="", expires_in=expires_at - now)
 
-    def authenticate(self, access_token: str) -> Principal:
+    async def authenticate(self, access_token: str) -> Principal:
+        """The caller behind an access token, if its user still exists, is active and has not had
+        every session revoked since (checked against a short-lived in-process cache)."""
+        return await self._principal(self._decode(access_token))
+
+    def _decode(self, access_token: str) -> dict[str, Any]:
         try:
-            claims = jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 access_token,
                 self.config.jwt_secret,
                 algorithms=[JWT_ALGORITHM],
@@ -118,12 +163,22 @@ class AuthService:
             raise TokenInvalid("not an access token")
         if float(claims["exp"]) <= self.clock.now():
             raise TokenInvalid("access token expired", code="token_expired")
+        return claims
+
+    async def _principal(self, claims: dict[str, Any]) -> Principal:
         try:
-            return Principal(
-                user_id=int(claims["sub"]), username=str(claims["name"]), role=Role(claims["role"])
-            )
-        except (ValueError, KeyError) as exc:
+            user_id, generation = int(claims["sub"]), int(claims.get("gen", 0))
+        except (ValueError, TypeError) as exc:
             raise TokenInvalid("invalid access token") from exc
+        state = await self.users.get(user_id)
+        if (
+            state is None
+            or not state.active
+            or state.generation != generation
+            or state.username != claims["name"]
+        ):
+            raise TokenInvalid("token revoked; log in again", code="token_revoked")
+        return Principal(user_id=state.user_id, username=state.username, role=Role(state.role))
 
     async def create_user(
         self, actor: Principal | None, username: str, password: str, role: str
@@ -163,34 +218,36 @@ class AuthService:
         await self.create_user(None, "admin", password, Role.ADMIN.value)
         return password if generated else None
 
-    async def _issue(self, user: UserRecord, family_id: str) -> TokenPair:
-        now = self.clock.now()
+    async def _issue(self, repo: UsersRepo, user: UserRecord, family: FamilyRecord, now: float) -> TokenPair:
+        """The next refresh token of ``family`` and an access token bound to the user's id and generation."""
+        token_id, secret = secrets.token_hex(12), secrets.token_urlsafe(32)
+        refresh_expires_at = now + self.config.refresh_ttl_s
+        await repo.add_refresh(
+            RefreshRecord(
+                id=token_id,
+                family_id=family.id,
+                user_id=user.id,
+                secret_hash=_digest(secret),
+                issued_at=now,
+                expires_at=refresh_expires_at,
+                used_at=None,
+                revoked=False,
+            )
+        )
         claims = {
             "sub": str(user.id),
             "name": user.username,
             "role": user.role,
             "typ": "access",
+            "gen": user.generation,
+            "fam": family.id,
+            "auth_time": int(family.auth_time),
+            "sess_exp": int(refresh_expires_at),
             "iat": int(now),
             "exp": int(now) + self.config.access_ttl_s,
             "jti": secrets.token_hex(8),
         }
         access = jwt.encode(claims, self.config.jwt_secret, algorithm=JWT_ALGORITHM)
-        token_id, secret = secrets.token_hex(12), secrets.token_urlsafe(32)
-        record = RefreshRecord(
-            id=token_id,
-            family_id=family_id,
-            user_id=user.id,
-            secret_hash=_digest(secret),
-            issued_at=now,
-            expires_at=now + self.config.refresh_ttl_s,
-            used_at=None,
-            revoked=False,
-        )
-
-        async def work(conn: AsyncConnection) -> None:
-            await UsersRepo(conn).add_refresh(record)
-
-        await self.db.run(work)
         return TokenPair(
             access_token=access, refresh_token=f"{token_id}.{secret}", expires_in=self.config.access_ttl_s
         )

@@ -2,16 +2,16 @@
 
 The WebSocket handler attaches a sender when a node's socket opens and detaches it when it closes; a
 service pushes by miner id and learns at once whether the node was reachable. A node whose socket
-speaks the batch extension (``heartbeat_protocol``) gets several commands in one frame.
+speaks the batch extension (``gpupool.wire``) gets several commands in one frame.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from gpupool.heartbeat_protocol import MAX_BATCH, envelope
+from gpupool.wire import MAX_BATCH, HubMessage, envelope
 
 log = logging.getLogger(__name__)
 Sender = Callable[[dict[str, Any]], Awaitable[None]]
@@ -32,11 +32,11 @@ class NodeChannels:
     def connected(self, miner_id: str) -> bool:
         return miner_id in self._senders
 
-    async def send(self, miner_id: str, message: dict[str, Any]) -> bool:
+    async def send(self, miner_id: str, message: HubMessage) -> bool:
         """True when the message was written to the node's socket."""
         return await self.send_many(miner_id, [message]) == 1
 
-    async def send_many(self, miner_id: str, messages: list[dict[str, Any]]) -> int:
+    async def send_many(self, miner_id: str, messages: Sequence[HubMessage]) -> int:
         """How many of ``messages``, in order, were written: in envelopes where the node batches."""
         attached = self._senders.get(miner_id)
         if attached is None:

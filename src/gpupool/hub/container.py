@@ -13,6 +13,8 @@ from gpupool.core.ports import Clock
 from gpupool.hub.auth import AuthService
 from gpupool.hub.background import Periodic
 from gpupool.hub.channels import NodeChannels
+from gpupool.hub.dialout import DialOut
+from gpupool.hub.history import PoolHistory
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry
 from gpupool.hub.matchmaking import MatchService
@@ -23,6 +25,7 @@ from gpupool.hub.rewards import RewardService
 from gpupool.hub.sessions import SessionService
 from gpupool.hub.tasks import TaskService
 from gpupool.hub.throttle import Budget
+from gpupool.hub.users import UserAdmin
 from gpupool.store.db import Database
 from gpupool.store.registry_repo import RegistryRepo
 
@@ -34,6 +37,7 @@ class Hub:
     db: Database
     metrics: HubMetrics
     auth: AuthService
+    user_admin: UserAdmin
     ledger: LedgerService
     live: LiveRegistry
     sessions: SessionService
@@ -46,12 +50,16 @@ class Hub:
     poc: PocService
     periodic: Periodic
     version: str
+    history: PoolHistory
+    dialout: DialOut  # nodes the hub dials (HiveMind's workers)
+    started_at: float = 0.0  # this process's start, for uptime in the SLA view
 
     async def start(self) -> str | None:
         """Migrate, create the first admin, reload live nodes and start the loops.
 
         Returns the generated admin password on the very first start, once.
         """
+        self.started_at = self.started_at or self.clock.now()
         await self.db.migrate()
         password = self.settings.admin_password.get_secret_value() if self.settings.admin_password else None
         generated = await self.auth.ensure_admin(password)
@@ -60,6 +68,7 @@ class Hub:
         if not self.periodic.started:  # a second start (tests, reloads) must not double the loops
             self.periodic.when(self.tasks.wakeup, 0.5, "dispatch", self.tasks.dispatch_once)
             self.periodic.every(self.settings.flush_interval_sec, "flush", self.live.flush)
+            self.periodic.every(self.history.interval_s, "history", self.history.sample)
             self.periodic.every(min(1.0, self.settings.heartbeat_grace_sec / 4), "expire", self.expire)
             self.periodic.every(
                 self.settings.maintenance_interval_sec,

@@ -115,6 +115,33 @@ class TaskFiles:
             partial.unlink(missing_ok=True)
         return names
 
+    def bundle_zip(
+        self, task_id: str, extra: dict[str, bytes] | None = None, renames: dict[str, str] | None = None
+    ) -> bytes:
+        """The task's bundle as a zip (what a node that takes zips is sent): ``renames`` moves files,
+        ``extra`` files are added (replacing any of that name); executable files keep their mode."""
+        extra, renames = dict(extra or {}), dict(renames or {})
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            path = self.task_dir(task_id) / BUNDLE
+            if path.is_file():
+                with tarfile.open(path, "r:gz") as tar:
+                    for member in tar:
+                        source = tar.extractfile(member) if member.isfile() else None
+                        name = renames.get(member.name, member.name)
+                        if source is None or name in extra:
+                            continue
+                        info = zipfile.ZipInfo(safe_relative(name).as_posix())
+                        info.external_attr = ((member.mode & 0o777) | stat.S_IFREG) << 16
+                        info.compress_type = zipfile.ZIP_DEFLATED
+                        with source, archive.open(info, "w") as target:
+                            shutil.copyfileobj(source, target, 1 << 20)
+            for name, content in extra.items():
+                info = zipfile.ZipInfo(safe_relative(name).as_posix())
+                info.external_attr = (0o755 | stat.S_IFREG) << 16
+                archive.writestr(info, content, zipfile.ZIP_DEFLATED)
+        return out.getvalue()
+
     def artifacts_zip(self, task_id: str, artifacts: list[dict[str, Any]]) -> bytes:
         """The task's artifacts as one zip (gRPC's ``result_zip``), each under the path it was sent as."""
         out = io.BytesIO()

@@ -31,9 +31,9 @@ class GpuSpec:
 
 @dataclass(frozen=True, slots=True)
 class NodeSpec:
-    """What a node declares at registration."""
+    """What a node declares at registration (an account-bound node has no ``pubkey``)."""
 
-    pubkey: str
+    pubkey: str | None
     owner: str
     cpu_cores: int
     ram_gb: float
@@ -51,7 +51,7 @@ class NodeSpec:
         return {
             "cpu_cores": self.cpu_cores,
             "ram_gb": self.ram_gb,
-            "price_token_per_ksec": self.price_micro_per_ksec,
+            "price_micro_per_ksec": self.price_micro_per_ksec,
             "max_parallel": self.max_parallel,
             "gpus": [_gpu_json(g) for g in self.gpus],
             "addr": self.addr,
@@ -70,7 +70,7 @@ class NodeSpec:
             miner_id=record.miner_id,
             cpu_cores=int(s.get("cpu_cores", 0)),
             ram_gb=float(s.get("ram_gb", 0)),
-            price_micro_per_ksec=int(s.get("price_token_per_ksec", 0)),
+            price_micro_per_ksec=spec_price_micro(s),
             max_parallel=int(s.get("max_parallel", 1)),
             gpus=tuple(GpuSpec(**g) for g in s.get("gpus", [])),
             addr=s.get("addr"),
@@ -79,6 +79,11 @@ class NodeSpec:
             tags=tuple(s.get("tags", [])),
             capabilities=tuple(s.get("capabilities", [])),
         )
+
+
+def spec_price_micro(spec: dict[str, Any]) -> int:
+    """A stored spec's price in micro-units per 1000 GPU-seconds."""
+    return int(spec.get("price_micro_per_ksec", 0))
 
 
 def _gpu_json(gpu: GpuSpec) -> dict[str, Any]:
@@ -174,7 +179,7 @@ class LiveRegistry:
         if node is None:
             return
         node.record = replace(
-            node.record, spec={**node.record.spec, "price_token_per_ksec": price_micro_per_ksec}
+            node.record, spec={**node.record.spec, "price_micro_per_ksec": price_micro_per_ksec}
         )
         self.table.set_price(miner_id, price_micro_per_ksec)
 

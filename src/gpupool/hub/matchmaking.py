@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,6 +25,7 @@ from gpupool.store.db import Database
 from gpupool.store.registry_repo import RegistryRepo
 
 FEEDBACK_MEMORY_S = 7 * 86400
+RECENT_MATCHES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +52,18 @@ class MatchService:
         self.remember_jobs = remember_jobs
         self._offered: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._feedback_lock = asyncio.Lock()  # read-modify-write of trust: one outcome at a time
+        self.recent_latency_ms: deque[float] = deque(maxlen=RECENT_MATCHES)  # the SLA view's window
 
     def match(
         self, job_id: str, req: matching.Requirements, hints: matching.Hints, top_k: int
     ) -> matching.MatchResult:
         started = time.perf_counter()
         result = self.live.table.match(req, hints, top_k)
-        self.metrics.match_latency.observe((time.perf_counter() - started) * 1000.0)
+        elapsed_s = time.perf_counter() - started
+        self.metrics.match_latency.observe(elapsed_s * 1000.0)
+        self.metrics.match_requests.inc()
+        self.metrics.match_latency_seconds.observe(elapsed_s)
+        self.recent_latency_ms.append(elapsed_s * 1000.0)
         self.metrics.matches.labels("matched" if result.candidates else "empty").inc()
         offered = self._offered.get(job_id, frozenset()) | {c.miner_id for c in result.candidates}
         self._offered[job_id] = offered

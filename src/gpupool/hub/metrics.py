@@ -53,6 +53,16 @@ class HubMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100),
             registry=r,
         )
+        # Seed 002's own names (AITBC's pool hub), beside ours: its dashboards and tests read these.
+        self.match_requests = Counter(
+            "poolhub_match_requests", "Total number of match requests received", registry=r
+        )
+        self.match_latency_seconds = Histogram(
+            "poolhub_match_latency_seconds",
+            "Latency of match processing",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
         self.tasks_live = Gauge(
             "poolhub_tasks", "Live tasks by state (refreshed by maintenance)", ["state"], registry=r
         )

@@ -18,7 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gpupool import crypto
 from gpupool.core.model import Principal
 from gpupool.core.ports import Clock
-from gpupool.errors import Conflict, Forbidden, InvalidInput, NotFound, SignatureRejected
+from gpupool.errors import Conflict, Forbidden, InvalidInput, NotFound, SignatureRejected, TokenInvalid
+from gpupool.hub.account_bound import PENDING as NODE_PENDING
+from gpupool.hub.account_bound import AccountBinding, check_rebind, normalize_account
+from gpupool.hub.api_keys import OwnerApiKeys
 from gpupool.hub.enrolment import Enrolment, Enrolments, owner_address
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry, NodeSpec
@@ -26,7 +29,7 @@ from gpupool.hub.metrics import HubMetrics
 from gpupool.hub.sessions import SessionService, token_hash
 from gpupool.hub.signatures import SignedRequests
 from gpupool.store.db import Database
-from gpupool.store.registry_repo import ApiKeyRecord, MinerRecord, RegistryRepo, WorkerRecord
+from gpupool.store.registry_repo import MinerRecord, RegistryRepo, WorkerRecord
 
 PENDING, AUTHORIZED = "pending", "authorized"
 DEFAULT_TRUST = 0.5
@@ -46,9 +49,10 @@ class Registration:
     session_token: str
     lease_ttl_sec: int
     next_heartbeat_sec: float
+    created: bool = True
 
 
-class RegistryService:
+class RegistryService(OwnerApiKeys):
     def __init__(
         self,
         db: Database,
@@ -82,7 +86,10 @@ class RegistryService:
             "pubkey": pubkey,
             "registered": worker is not None,
             "authorized": authorized,
-            "owner": worker.owner if worker and worker.status == AUTHORIZED else None,
+            # An unsigned registration's owner is shown as named, flagged signed: false (SPEC §8.4);
+            # it binds nothing until an admin approves it or the key signs.
+            "owner": worker.owner if worker else None,
+            "signed": worker.signed if worker else None,
             "node_type": worker.node_type if worker else None,
             "read": {"mode": mode},
             "write": {"mode": mode},
@@ -120,6 +127,15 @@ class RegistryService:
         record = await self.db.run(work)
         self.metrics.registrations.labels(f"worker_{record.status}").inc()
         return record
+
+    async def worker(self, pubkey: str) -> WorkerRecord:
+        """``GET /workers/{pubkey}`` (DStack backend versions that poll it): 404 when unknown."""
+        pubkey = crypto.normalize_pubkey(pubkey)
+        async with self.db.read() as conn:
+            worker = await RegistryRepo(conn).worker(pubkey)
+        if worker is None:
+            raise NotFound(f"no worker registration for {pubkey}")
+        return worker
 
     async def approve_worker(self, pubkey: str) -> WorkerRecord:
         pubkey = crypto.normalize_pubkey(pubkey)
@@ -164,35 +180,135 @@ class RegistryService:
         async with self.db.read() as conn:
             return await RegistryRepo(conn).allowlist_entries()
 
-    async def create_api_key(self, owner: str, label: str) -> tuple[ApiKeyRecord, str]:
-        """A new owner API key; the key itself is returned once and only its hash is kept."""
-        owner = crypto.normalize_owner_address(owner)
-        key_id, key = secrets.token_hex(6), "gpk_" + secrets.token_urlsafe(32)
-        now = self.clock.now()
+    # account-bound nodes (SPEC §8) ----------------------------------------------------------------
+    async def register_with_api_key(self, api_key: str, spec: NodeSpec) -> Registration:
+        """An unsigned registration carrying an owner API key (AITBC's miner, GGB's nodes)."""
+        return await self.admit_account_bound(await self.api_key_binding(api_key), spec)
 
-        async def work(conn: AsyncConnection) -> None:
-            await RegistryRepo(conn).add_api_key(key_id, owner, token_hash(key), label, now)
+    async def admit_account_bound(self, binding: AccountBinding, spec: NodeSpec) -> Registration:
+        """Admit a node that cannot sign, bound to the account whose credential vouched for it.
 
-        await self.db.run(work)
-        return ApiKeyRecord(id=key_id, owner=owner, label=label, created_at=now, revoked_at=None), key
+        Registry mode applies: in ``allowlist`` mode the node is ``pending`` (stored, not matched)
+        until an admin approves it, unless its owner is on the allowlist or an admin's key admitted
+        it. A re-registration keeps the node's trust and an approval already given.
+        """
+        owner = normalize_account(binding.owner)
+        if not spec.miner_id:
+            raise InvalidInput("an account-bound node names its miner_id", field="miner_id")
+        miner_id, now = spec.miner_id, self.clock.now()
+        token = "gps_" + secrets.token_urlsafe(32)
 
-    async def api_keys(self, owner: str | None) -> list[ApiKeyRecord]:
-        owner = crypto.normalize_owner_address(owner) if owner else None
+        async def work(conn: AsyncConnection) -> tuple[MinerRecord, bool]:
+            repo = RegistryRepo(conn)
+            existing = await repo.miner(miner_id)
+            check_rebind(existing, binding)
+            admitted = (
+                self.config.mode == "open"
+                or binding.admitted
+                or (existing is not None and existing.status != NODE_PENDING)
+                or await repo.allowed(owner.lower(), owner)
+            )
+            record = MinerRecord(
+                miner_id=miner_id,
+                pubkey=None,
+                owner=owner,
+                spec=spec.to_json(),
+                status="online" if admitted else NODE_PENDING,
+                trust=existing.trust if existing else DEFAULT_TRUST,
+                latency_ms=existing.latency_ms if existing else None,
+                poc_weight=existing.poc_weight if existing else 0,
+                telemetry=None,
+                registered_at=existing.registered_at if existing else now,
+                last_seen=now,
+                identity=binding.identity.value,
+                bound_to=binding.credential,
+            )
+            await repo.put_miner(record)
+            await repo.revoke_sessions(miner_id)
+            await repo.add_session(token_hash(token), miner_id, now + self.config.session_ttl_s)
+            return record, existing is None
+
+        try:
+            record, created = await self.db.run(work)
+        except Conflict:
+            self.metrics.registrations.labels("refused").inc()
+            raise
+        return await self._admitted_registration(record, token, now, created=created)
+
+    async def approve_miner(self, miner_id: str) -> MinerRecord:
+        """An admin admits a pending account-bound node: it is matched from now on."""
+
+        async def work(conn: AsyncConnection) -> MinerRecord:
+            repo = RegistryRepo(conn)
+            record = await repo.miner(miner_id)
+            if record is None:
+                raise NotFound(f"no miner {miner_id}")
+            if record.status == NODE_PENDING:
+                record = replace(record, status="online", last_seen=self.clock.now())
+                await repo.put_miner(record)
+            return record
+
+        record = await self.db.run(work)
+        if record.status == "online":
+            await self._open_owner(record.owner)
+            self.live.upsert(record, record.last_seen)
+        return record
+
+    async def bound_miner(self, binding: AccountBinding, miner_id: str | None = None) -> str:
+        """The node a credential speaks for: the one bound to it, or the one named among several."""
         async with self.db.read() as conn:
-            return await RegistryRepo(conn).api_keys(owner)
+            bound = await RegistryRepo(conn).miners_bound_to(binding.credential, binding.identity.value)
+        if miner_id is not None:
+            bound = [m for m in bound if m.miner_id == miner_id]
+        if not bound:
+            raise NotFound(
+                "no node is registered with this credential; register first", code="not_registered"
+            )
+        if len(bound) > 1:
+            raise Conflict(
+                "several nodes are registered with this credential; name one (X-Miner-ID)",
+                code="ambiguous_credential",
+            )
+        return bound[0].miner_id
 
-    async def revoke_api_key(self, key_id: str) -> None:
-        async def work(conn: AsyncConnection) -> bool:
-            return await RegistryRepo(conn).revoke_api_key(key_id, self.clock.now())
+    async def node_for_bearer(self, token: str, miner_id: str | None = None) -> str:
+        """The node a bearer token speaks for: a session token, or the API key an account-bound node
+        was registered with (AITBC's miner heartbeats with its key)."""
+        try:
+            return await self.sessions.resolve(token, miner_id)
+        except TokenInvalid:
+            pass
+        return await self.bound_miner(await self.api_key_binding(token), miner_id)
 
-        if not await self.db.run(work):
-            raise NotFound(f"no active API key {key_id}")
+    async def _admitted_registration(
+        self, record: MinerRecord, token: str, now: float, *, created: bool, owner_open: bool = False
+    ) -> Registration:
+        expires_at = now + self.config.session_ttl_s
+        if record.status != NODE_PENDING:
+            if not owner_open:
+                await self._open_owner(record.owner)
+            self.live.upsert(record, now)
+        self.sessions.forget(record.miner_id)
+        self.sessions.remember(token, record.miner_id, expires_at)
+        self.metrics.registrations.labels("accepted" if record.status != NODE_PENDING else "pending").inc()
+        return Registration(
+            miner_id=record.miner_id,
+            status=record.status,
+            session_token=token,
+            lease_ttl_sec=self.config.session_ttl_s,
+            next_heartbeat_sec=self.config.heartbeat_interval_s,
+            created=created,
+        )
+
+    async def _open_owner(self, owner: str) -> None:
+        if not owner.startswith("user:"):  # a user's account exists since the user does
+            await self.ledger.open_owner_account(owner)
 
     # miners ---------------------------------------------------------------------------------------------
     async def register_miner(
         self, raw: Mapping[str, Any], spec: NodeSpec, api_key: str | None
     ) -> Registration:
-        pubkey = crypto.normalize_pubkey(spec.pubkey)
+        pubkey = crypto.normalize_pubkey(spec.pubkey or "")
         owner = owner_address(spec.owner)
         try:
             event = self.signed.check(raw, crypto.KIND_REGISTRATION, pubkey)
@@ -211,16 +327,9 @@ class RegistryService:
         except (Forbidden, Conflict):
             self.metrics.registrations.labels("refused").inc()
             raise
-        self.live.upsert(record, now)  # the owner's accounts were opened in the registration's transaction
-        self.sessions.forget(record.miner_id)
-        self.sessions.remember(token, record.miner_id, now + self.config.session_ttl_s)
-        self.metrics.registrations.labels("accepted").inc()
-        return Registration(
-            miner_id=record.miner_id,
-            status="online",
-            session_token=token,
-            lease_ttl_sec=self.config.session_ttl_s,
-            next_heartbeat_sec=self.config.heartbeat_interval_s,
+        # the owner's accounts were opened in the registration's own transaction
+        return await self._admitted_registration(
+            record, token, now, created=record.registered_at == now, owner_open=True
         )
 
     async def set_price(self, miner_id: str, price_micro_per_ksec: int) -> None:
@@ -231,7 +340,7 @@ class RegistryService:
             record = await repo.miner(miner_id)
             if record is None:
                 return None
-            updated = replace(record, spec={**record.spec, "price_token_per_ksec": price_micro_per_ksec})
+            updated = replace(record, spec={**record.spec, "price_micro_per_ksec": price_micro_per_ksec})
             await repo.put_miner(updated)
             return updated
 
@@ -263,7 +372,8 @@ class RegistryService:
         worker = await repo.worker(pubkey)
         if worker is not None and worker.status == AUTHORIZED and worker.owner == owner and not worker.signed:
             return True  # approved by an admin
-        return bool(api_key) and await repo.api_key_owner(token_hash(api_key or "")) == owner
+        key = await repo.api_key(token_hash(api_key)) if api_key else None
+        return key is not None and key.admits and key.owner == owner
 
     async def _authorized(self, repo: RegistryRepo, worker: WorkerRecord) -> bool:
         """Whether the registry answers AllowAll for this worker now (admission can be withdrawn)."""
@@ -276,12 +386,16 @@ class RegistryService:
 
 def _allow_entry(entry: str) -> tuple[str, str]:
     entry = entry.strip()
+    if entry.startswith("user:"):
+        return normalize_account(entry, field="entry"), "user"
     if entry.lower().startswith("0x"):
         return crypto.normalize_owner_address(entry).lower(), "owner"
     try:
         return crypto.normalize_pubkey(entry), "pubkey"
     except InvalidInput as exc:
-        raise InvalidInput("an allowlist entry is a node pubkey or an owner address", field="entry") from exc
+        raise InvalidInput(
+            "an allowlist entry is a node pubkey, an owner address or user:<name>", field="entry"
+        ) from exc
 
 
 def _fields(worker: WorkerRecord) -> dict[str, Any]:

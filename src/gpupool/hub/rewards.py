@@ -37,6 +37,7 @@ class RewardConfig:
     epoch_sec: int
     base_reward_micro: int
     min_settlement_micro: int
+    count_reported: bool = False  # contributions nodes record themselves count for rewards (GGB)
 
 
 _SEALED_CACHE = 8
@@ -145,6 +146,26 @@ class RewardService:
 
         return await self.db.run(work)
 
+    async def record_reported(self, node_id: str, ref: str, values: dict[str, Any]) -> bool:
+        """A contribution a node records itself (GGB's ``/api/contributions/record``): stored and shown,
+        flagged ``reported``; it counts for rewards only with ``GPUPOOL_REWARDS_COUNT_REPORTED=true``.
+        Once per (node, ref): a re-sent record is not counted twice."""
+        now = self.clock.now()
+
+        async def work(conn: AsyncConnection) -> bool:
+            node = await RegistryRepo(conn).miner(node_id)
+            if node is None:
+                raise NotFound(f"no miner {node_id}")
+            row = {
+                **contribution_from_usage(node, f"{node_id}:{ref}"[:64], {}, now, now, self.epoch_now()),
+                **values,
+                "source": "reported",
+                "recorded_by": f"node:{node_id}"[:64],
+            }
+            return await RewardsRepo(conn).add_contribution(row)
+
+        return await self.db.run(work)
+
     async def distribute(self, epoch: int | None = None) -> EpochResult:
         """Close ``epoch`` (default: the last finished one) and pay it; a second call pays nothing."""
         target = self.epoch_now() - 1 if epoch is None else epoch
@@ -160,7 +181,8 @@ class RewardService:
             repo = RewardsRepo(conn)
             if not await repo.claim_epoch(target, emission, now):
                 return True, [], None
-            scores, carried_in = await repo.scores_for_epoch(target), await repo.carried()
+            scores = await repo.scores_for_epoch(target, include_reported=self.config.count_reported)
+            carried_in = await repo.carried()
             lap("aggregate")
             plan = rewards.distribute_epoch(emission, scores, carried_in, self.config.min_settlement_micro)
             plan.check()

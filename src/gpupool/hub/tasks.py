@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gpupool import crypto
+from gpupool import crypto, wire
 from gpupool.core import ledger, matching, scheduling
-from gpupool.core.model import Principal
+from gpupool.core.model import Identity, Principal
 from gpupool.core.ports import Clock
 from gpupool.core.scheduling import Outcome, TaskState, TaskView
 from gpupool.errors import (
@@ -34,7 +34,7 @@ from gpupool.errors import (
 )
 from gpupool.hub.channels import NodeChannels
 from gpupool.hub.files import BUNDLE, TaskFiles
-from gpupool.hub.live import LiveRegistry
+from gpupool.hub.live import LiveRegistry, spec_price_micro
 from gpupool.hub.postings import post_many_in
 from gpupool.hub.rewards import contribution_from_usage
 from gpupool.hub.signatures import SignedRequests
@@ -45,7 +45,7 @@ from gpupool.store.rewards_repo import RewardsRepo
 from gpupool.store.tasks_repo import OutputRow, TaskRow, TasksRepo
 
 SYSTEM_ACTOR = "hub"
-MAX_OUTPUT_CHUNK = 1 << 20  # characters of one output chunk
+MAX_OUTPUT_CHUNK = wire.MAX_OUTPUT_CHUNK
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +221,10 @@ class TaskService:
         if view.state is TaskState.QUEUED:
             return (await self._finish(scheduling.stop(view, self.clock.now()), usage=None)).view
         # Running somewhere: the node kills it and reports what ran; that report settles it.
-        await self.channels.send(view.assigned_node or "", {"type": "stop", "task_id": task_id})
+        await self.channels.send(view.assigned_node or "", wire.Stop(task_id=task_id))
+        if self.bills_by_clock(view.assigned_node):  # it reports nothing the hub would bill from
+            now = self.clock.now()
+            return (await self._finish(scheduling.stop(view, now), usage=self._clock_usage(view, now))).view
         return view
 
     # -- dispatch ---------------------------------------------------------------------------------
@@ -272,25 +275,25 @@ class TaskService:
         """Record every assignment of a dispatch round in one transaction, then push them all."""
         now = self.clock.now()
         changes = []
-        messages: dict[str, list[dict[str, Any]]] = {}  # by node: one frame each where it batches
+        messages: dict[str, list[wire.Assign]] = {}  # by node: one frame each where it batches
         for task_id, miner_id in plan:
             view = scheduling.assign(self.views[task_id], miner_id, now)
             node = self.live.nodes[miner_id]
-            price = int(node.record.spec.get("price_token_per_ksec", 0))
+            price = spec_price_micro(node.record.spec)
             changes.append((view, {"price_micro_per_ksec": price}))
             held = self.held[task_id]
             held.row = replace(held.row, price_micro_per_ksec=price)
             spec = held.spec
             gpus = int(spec["requirements"].get("gpu_count") or (1 if node.record.spec.get("gpus") else 0))
-            task = {
-                "task_id": task_id,
-                "command": spec["command"],
-                "env": spec["env"],
-                "timeout_sec": view.timeout_sec,
-                "gpu_indices": list(range(gpus)),
-                "bundle": bool(spec.get("bundle")),
-            }
-            messages.setdefault(miner_id, []).append({"type": "assign", "task": task})
+            task = wire.TaskAssignment(
+                task_id=task_id,
+                command=spec["command"],
+                env=spec["env"],
+                timeout_sec=view.timeout_sec,
+                gpu_indices=list(range(gpus)),
+                bundle=bool(spec.get("bundle")),
+            )
+            messages.setdefault(miner_id, []).append(wire.Assign(task=task))
 
         async def work(conn: AsyncConnection) -> None:
             await TasksRepo(conn).save_many(changes)
@@ -301,7 +304,7 @@ class TaskService:
         sent = await asyncio.gather(*(self.channels.send_many(m, pushes) for m, pushes in messages.items()))
         for (miner_id, pushes), written in zip(messages.items(), sent, strict=True):
             for push in pushes[written:]:  # not delivered: back to the queue, the attempt counted
-                view = self.views[push["task"]["task_id"]]
+                view = self.views[push.task.task_id]
                 await self._save(scheduling.node_refused(view, self.clock.now(), node_id=miner_id))
 
     async def _save(self, view: TaskView, **extra: Any) -> None:
@@ -385,19 +388,22 @@ class TaskService:
 
     async def _pubkey(self, miner_id: str) -> str:
         node = self.live.nodes.get(miner_id)
-        if node is not None:
-            return node.record.pubkey
-        async with self.db.read() as conn:  # a result can come before the socket, after a hub restart
-            record = await RegistryRepo(conn).miner(miner_id)
+        record = node.record if node is not None else None
+        if record is None:
+            async with self.db.read() as conn:  # a result can come before the socket, after a hub restart
+                record = await RegistryRepo(conn).miner(miner_id)
         if record is None:
             raise NotFound(f"no miner {miner_id}")
+        if record.pubkey is None:  # account-bound: it has no key to sign a result with
+            raise Forbidden("this node is account-bound and cannot sign results", code="unsigned_node")
         return record.pubkey
 
     async def _ended(self, miner_id: str, pubkey: str, raw: Any) -> _Finish | TaskRow:
         """What a verified result makes of its task: how it ended, or (re-sent) how it had ended."""
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("task_id"), str):
+        if not isinstance(raw, Mapping):
             raise InvalidInput("a result is a signed body holding its task_id", field="result")
-        task_id = raw["task_id"]
+        result = wire.decode(wire.TaskResult, raw)
+        task_id = result.task_id
         event = self.signed.check(raw, crypto.KIND_TASK_RESULT, pubkey)
         view = self.views.get(task_id)
         if view is None:  # finished already: a re-sent result is answered, not applied again
@@ -408,30 +414,112 @@ class TaskService:
             return row
         view = self._held_by(task_id, miner_id)
         now = self.clock.now()
-        status = str(raw.get("status", "succeeded"))
-        if status == "stopped":
+        if result.status == "stopped":
             ended = scheduling.stop(view, now)
-        elif status == "expired":
+        elif result.status == "expired":
             ended = scheduling.expire(view, now)
         else:
-            ended = scheduling.finish(view, raw.get("exit_code", 1), now, node_id=miner_id)
-        usage = scheduling.check_usage(raw.get("usage"))
-        return _Finish(ended, usage, self._verified_artifacts(task_id, raw.get("artifacts")), event)
+            ended = scheduling.finish(view, result.exit_code, now, node_id=miner_id)
+        usage = wire.encode(result.usage) if result.usage is not None else None
+        return _Finish(ended, usage, self._verified_artifacts(task_id, result.artifacts), event)
 
-    def _verified_artifacts(self, task_id: str, claimed: Any) -> list[dict[str, Any]]:
+    def _verified_artifacts(self, task_id: str, claimed: Sequence[wire.Artifact]) -> list[dict[str, Any]]:
         """The claimed artifacts whose uploaded file has the claimed size and sha256; others are dropped."""
         verified = []
-        for item in claimed if isinstance(claimed, list) else []:
+        for item in claimed:
             try:
-                path = self.files.artifact(task_id, str(item["path"]))
-            except (KeyError, TypeError, InvalidInput):
+                path = self.files.artifact(task_id, item.path)
+            except InvalidInput:
                 continue
-            if self.files.digest_of(path) == (item.get("size"), item.get("sha256")):
-                verified.append({"path": str(item["path"]), "size": item["size"], "sha256": item["sha256"]})
+            if self.files.digest_of(path) == (item.size, item.sha256):
+                verified.append(wire.encode(item))
         return verified
 
     def assigned_to(self, task_id: str, miner_id: str) -> TaskView:
         return self._held_by(task_id, miner_id)
+
+    # -- account-bound nodes: they sign nothing, so the hub bills them from its own clock ----------
+    def bills_by_clock(self, miner_id: str | None) -> bool:
+        node = self.live.nodes.get(miner_id or "")
+        return node is not None and node.record.identity != Identity.SIGNED.value
+
+    def holder(self, task_id: str) -> str | None:
+        """The node a live task is assigned to, if any."""
+        view = self.views.get(task_id)
+        return view.assigned_node if view is not None else None
+
+    def requirements_of(self, task_id: str) -> dict[str, Any]:
+        held = self.held.get(task_id)
+        return dict(held.spec["requirements"]) if held else {}
+
+    async def node_started(self, miner_id: str, task_id: str) -> None:
+        """The node took the task (a dialed node answered the call): it runs from now."""
+        view = self._held_by(task_id, miner_id)
+        if view.state is TaskState.ASSIGNED:
+            await self._save(scheduling.start(view, self.clock.now(), node_id=miner_id))
+
+    def bound_usage(self, miner_id: str, task_id: str, figures: dict[str, float]) -> None:
+        """What an account-bound node says its task used: kept with the task, never billed from."""
+        self._held_by(task_id, miner_id)
+        self.held[task_id].reported = figures
+
+    async def bound_result(
+        self, miner_id: str, task_id: str, exit_code: int, artifacts: list[dict[str, Any]]
+    ) -> TaskRow:
+        """An account-bound node's result: settled once, for what the hub's clock measured."""
+        if not self.bills_by_clock(miner_id):
+            raise Forbidden("a signed node sends a signed result", code="signature_required")
+        view = self._held_by(task_id, miner_id)
+        now = self.clock.now()
+        ended = scheduling.finish(view, exit_code, now, node_id=miner_id)
+        row = _only(await self._finish_many([_Finish(ended, self._clock_usage(view, now), artifacts, None)]))
+        if row.view.state is TaskState.STOPPED and artifacts and not row.artifacts:  # the stop came first
+
+            async def kept() -> list[dict[str, Any]]:
+                return artifacts
+
+            row = await self.late_artifacts(miner_id, task_id, kept)
+        return row
+
+    async def last_node(self, task_id: str) -> str | None:
+        """The node a task ran on last, live or finished."""
+        view = self.views.get(task_id)
+        if view is not None:
+            return view.assigned_node
+        async with self.db.read() as conn:
+            row = await TasksRepo(conn).get(task_id)
+        return row.view.assigned_node if row is not None else None
+
+    async def late_artifacts(
+        self, miner_id: str, task_id: str, keep: Callable[[], Awaitable[list[dict[str, Any]]]]
+    ) -> TaskRow:
+        """What a node sends back of a task the hub stopped and settled already: ``keep`` writes the
+        files (once the node is known to have run it), the task lists them; they move no money."""
+        async with self.db.read() as conn:
+            row = await TasksRepo(conn).get(task_id)
+        if row is None or row.view.assigned_node != miner_id or row.view.state is not TaskState.STOPPED:
+            raise Forbidden("this task is not a stopped task of this node", code="not_assigned_node")
+        if row.artifacts:
+            raise IdempotencyConflict("this task's files were sent already", code="result_sent")
+        artifacts = await keep()
+
+        async def work(conn: AsyncConnection) -> None:
+            await TasksRepo(conn).save(row.view, artifacts=artifacts)
+
+        await self.db.run(work)
+        return replace(row, artifacts=artifacts)
+
+    def _clock_usage(self, view: TaskView, now: float) -> dict[str, Any]:
+        """From assignment to now by the hub's clock, times the GPUs the task holds; what the node
+        reported rides along, shown only."""
+        held = self.held.get(view.task_id)
+        seconds = max(0.0, now - (view.assigned_at or now))
+        needs = held.spec["requirements"] if held else {}
+        gpus = max(1, int(needs.get("gpu_count") or (1 if needs.get("min_vram_gb") else 0)))  # as held
+        usage: dict[str, Any] = {"duration_sec": seconds, "gpu_seconds": seconds * gpus, "measured_by": "hub"}
+        if held is not None and held.reported:
+            usage["reported"] = held.reported
+        return usage
 
     async def lose_nodes(self, miner_ids: list[str]) -> None:
         """Nodes went silent: their tasks go back to the queue, or fail when out of attempts."""
@@ -579,6 +667,7 @@ class _Held:
 
     row: TaskRow
     spec: dict[str, Any]
+    reported: dict[str, float] | None = None  # an account-bound node's own figures, shown only
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import socket
 import time
 from collections.abc import Callable
@@ -29,12 +28,13 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
-from gpupool import crypto
+from gpupool import crypto, wire
 from gpupool.config import NodeSettings
 from gpupool.errors import GpupoolError, InvalidInput
-from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, MAX_BATCH, envelope, opened
 from gpupool.node import gpu
 from gpupool.node.dstack import fetch_dstack_inventory
+from gpupool.node.hub_client import Backoff, HubClient
+from gpupool.wire import BATCH_SUBPROTOCOL, MAX_BATCH, envelope
 
 log = logging.getLogger("gpupool.node")
 
@@ -49,6 +49,10 @@ class ConfigError(Exception):
 
 class RegistrationError(Exception):
     """The registry could not be reached or refused this node."""
+
+
+class InventoryUnavailable(RegistrationError):
+    """The DStack GPU service cannot be read: the agent serves /health (503) and registers later."""
 
 
 def check_settings(settings: NodeSettings) -> tuple[str, str]:
@@ -68,21 +72,6 @@ def check_settings(settings: NodeSettings) -> tuple[str, str]:
     return settings.registry_url.rstrip("/"), owner
 
 
-class Backoff:
-    """Full-jitter exponential backoff: 0.5 s, 1 s, 2 s … capped, each wait uniform in [0, cap]."""
-
-    def __init__(self, base_s: float = 0.5, max_s: float = 30.0) -> None:
-        self.base_s, self.max_s, self.attempt = base_s, max_s, 0
-
-    def next(self) -> float:
-        cap = min(self.max_s, self.base_s * (2**self.attempt))
-        self.attempt += 1
-        return random.uniform(cap / 2, cap)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 @dataclass
 class NodeAgent:
     settings: NodeSettings
@@ -95,13 +84,18 @@ class NodeAgent:
     heartbeat_s: float = 10.0
     queue_len: int = 0
     connected: asyncio.Event = field(default_factory=asyncio.Event)
-    on_command: Callable[[dict[str, Any]], None] | None = None
+    on_command: Callable[[wire.Assign | wire.Stop], None] | None = None
     queue_source: Callable[[], int] | None = None
+    # The ids of the tasks this node runs: said on every beat and registration, so a hub that lost
+    # track (it restarted, the node re-registered) re-queues what the node no longer runs.
+    running_source: Callable[[], list[str]] | None = None
     _socket: ClientConnection | None = None
     _acks: dict[str, asyncio.Future[int | None]] = field(default_factory=dict)
     # Results waiting for the socket, when it batches: those ready in one tick leave in one frame.
-    _outbox: list[dict[str, Any]] = field(default_factory=list)
+    _outbox: list[wire.ResultReport] = field(default_factory=list)
     _flusher: asyncio.Task[None] | None = None
+    _registering: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _signed_at: int = 0
 
     # -- inventory ------------------------------------------------------------------------------------
     def read_inventory(self) -> gpu.Inventory:
@@ -109,33 +103,56 @@ class NodeAgent:
             return fetch_dstack_inventory(self.settings.dstack_url)
         return gpu.read_inventory(self.nvml)
 
-    def heartbeat_body(self) -> dict[str, Any]:
+    def heartbeat_body(self) -> wire.Heartbeat:
         telemetry = [] if self.settings.dstack_url else gpu.read_telemetry(self.nvml)
-        return {
-            "ts": time.time(),
-            "queue_len": self.queue_source() if self.queue_source else self.queue_len,
-            "gpus": gpu.heartbeat_gpus(telemetry),
-            "mem_free_gb": gpu.mem_free_gb(telemetry),
-        }
+        return wire.Heartbeat(
+            ts=time.time(),
+            queue_len=self.queue_source() if self.queue_source else self.queue_len,
+            gpus=[t for g in gpu.heartbeat_gpus(telemetry) if (t := _reading(g)) is not None],
+            mem_free_gb=gpu.mem_free_gb(telemetry),
+            running_task_ids=self.running_task_ids(),
+        )
+
+    def running_task_ids(self) -> list[str]:
+        return self.running_source()[: wire.MAX_RUNNING] if self.running_source else []
 
     # -- registration ---------------------------------------------------------------------------------
-    async def register(self, http: httpx.AsyncClient) -> None:
+    def attach(self, hub: HubClient) -> None:
+        """Make ``hub`` send this agent's session token, and register again when the hub refuses it."""
+        hub.token = lambda: self.session_token
+        hub.reauthenticate = lambda: self.register_again(hub)
+
+    async def register_again(self, hub: HubClient) -> None:
+        """After a 401: one registration however many requests were refused together."""
+        refused = self.session_token
+        async with self._registering:
+            if self.session_token == refused:
+                await self.register(hub)
+                log.info("Worker registration completed successfully (re-registered as %s)", self.miner_id)
+
+    async def register(self, hub: HubClient) -> None:
         """``/permissions`` → ``/workers`` when unknown → ``/v1/miners/register``; RegistrationError else."""
         try:
             inventory = await asyncio.to_thread(self.read_inventory)
-            perms = await self._call(http, "GET", f"/permissions/{self.key.pubkey}")
+        except GpupoolError as exc:
+            if self.settings.dstack_url:
+                raise InventoryUnavailable(str(exc)) from exc
+            raise RegistrationError(str(exc)) from exc
+        try:
+            perms = await self._call(hub, "GET", f"/permissions/{self.key.pubkey}")
             if not perms.get("registered") or perms.get("write", {}).get("mode") != "AllowAll":
                 worker = {
                     "pubkey": self.key.pubkey,
                     "owner": self.owner,
                     "node_type": self.settings.node_type,
                 }
-                await self._call(http, "POST", "/workers", self._signed(worker))
-            out = await self._call(http, "POST", "/v1/miners/register", self._signed(self._spec(inventory)))
+                await self._call(hub, "POST", "/workers", self._signed(worker))
+            out = await self._call(hub, "POST", "/v1/miners/register", self._signed(self._spec(inventory)))
+            registered = wire.decode(wire.Registered, out)
         except (httpx.HTTPError, GpupoolError, OSError) as exc:
             raise RegistrationError(str(exc) or repr(exc)) from exc
-        self.miner_id, self.session_token = out["miner_id"], out["session_token"]
-        self.heartbeat_s = float(out.get("next_heartbeat_sec", 10.0))
+        self.miner_id, self.session_token = registered.miner_id, registered.session_token
+        self.heartbeat_s = registered.next_heartbeat_sec
 
     def _spec(self, inventory: gpu.Inventory) -> dict[str, Any]:
         s = self.settings
@@ -147,24 +164,29 @@ class NodeAgent:
             "gpus": gpu.registration_gpus(inventory),
             "cpu_cores": inventory.cpu_cores,
             "ram_gb": inventory.ram_gb,
-            "price_token_per_ksec": s.price_token_per_ksec,
+            "price_micro_per_ksec": s.price_micro_per_ksec,
             "max_parallel": s.max_parallel,
             "region": s.region,
             "tags": s.tags,
             "capabilities": s.capabilities,
+            "running_task_ids": self.running_task_ids(),
         }
         if s.miner_id:
             body["miner_id"] = s.miner_id
         return body
 
     def _signed(self, body: dict[str, Any]) -> dict[str, Any]:
-        return crypto.sign_body(self.key, crypto.KIND_REGISTRATION, body, created_at=int(time.time()))
+        # A second within the same clock second would be the same event, refused as a replay: a
+        # registration again right after a 401 must differ from the one it replaces.
+        self._signed_at = max(int(time.time()), self._signed_at + 1)
+        return crypto.sign_body(self.key, crypto.KIND_REGISTRATION, body, created_at=self._signed_at)
 
     async def _call(
-        self, http: httpx.AsyncClient, method: str, path: str, body: dict[str, Any] | None = None
+        self, hub: HubClient, method: str, path: str, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        headers = {"X-Api-Key": self.settings.api_key.get_secret_value()} if self.settings.api_key else {}
-        resp = await http.request(method, path, json=body, headers=headers)
+        # One try: at start-up a refusal ends the process (the seed's behaviour); later the heartbeat
+        # loop retries registration with its own backoff.
+        resp = await hub.request(method, path, json=body, attempts=1, reauthenticate=False)
         if resp.status_code >= 400:
             try:
                 error = resp.json()["error"]
@@ -176,17 +198,17 @@ class NodeAgent:
         return result
 
     # -- heartbeats -----------------------------------------------------------------------------------
-    async def heartbeat_forever(self, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
-        """Keep a heartbeat socket open; reconnect with backoff, register again when refused."""
+    async def heartbeat_forever(
+        self, hub: HubClient, stop: asyncio.Event, *, registered: bool = True
+    ) -> None:
+        """Keep a heartbeat socket open; reconnect with backoff, register again when refused (or first,
+        when the start could not: DStack unreachable)."""
         backoff = Backoff(max_s=self.settings.backoff_max_sec)
-        must_register = False
+        must_register = not registered
         while not stop.is_set():
             try:
                 if must_register:
-                    await self.register(http)
-                    log.info(
-                        "Worker registration completed successfully (re-registered as %s)", self.miner_id
-                    )
+                    await self.register_again(hub)
                     must_register = False
                 await self._beat_on_socket(stop, backoff)
             except ConnectionClosed as exc:
@@ -226,32 +248,34 @@ class NodeAgent:
     async def _converse(self, ws: ClientConnection, stop: asyncio.Event, backoff: Backoff) -> None:
         """Beat every ``heartbeat_s``; in between, take commands and acknowledgements of results."""
         while not stop.is_set():
-            await ws.send(json.dumps(await asyncio.to_thread(self.heartbeat_body)))
+            beat = await asyncio.to_thread(self.heartbeat_body)
+            await ws.send(json.dumps(wire.encode(beat)))
             deadline = time.monotonic() + self.heartbeat_s
             while (left := deadline - time.monotonic()) > 0 and not stop.is_set():
                 try:
-                    messages = opened(json.loads(await asyncio.wait_for(ws.recv(), min(left, 0.5))))
+                    frame = await asyncio.wait_for(ws.recv(), min(left, 0.5))
+                    messages = wire.decode_hub_frame(frame)
                 except TimeoutError:
                     continue
-                except ValueError:
-                    log.warning("the hub sent a frame that is not a message; ignored")
+                except (ValueError, InvalidInput) as exc:
+                    log.warning("the hub sent a frame this node cannot read (%s); ignored", exc)
                     continue
                 for message in messages:
                     self._take(message, backoff)
 
-    def _take(self, message: Any, backoff: Backoff) -> None:
+    def _take(self, message: wire.HubMessage, backoff: Backoff) -> None:
         """One message from the hub: an ack of a beat or of a result, or a command."""
-        if not isinstance(message, dict):
-            return
-        if message.get("type") == "ack":
+        if isinstance(message, wire.Ack):
             self.connected.set()
             backoff.reset()
-            self.heartbeat_s = float(message.get("next_heartbeat_sec", self.heartbeat_s))
-        elif message.get("type") == "result_ack":
-            pending = self._acks.get(str(message.get("task_id")))
+            self.heartbeat_s = message.next_heartbeat_sec
+        elif isinstance(message, wire.ResultAck):
+            pending = self._acks.get(str(message.task_id))
             if pending is not None and not pending.done():
-                pending.set_result(int(message.get("status", 500)))
-        elif self.on_command is not None and message.get("type") in ("assign", "stop"):
+                pending.set_result(message.status)
+        elif isinstance(message, wire.Error):
+            log.warning("the hub could not read a message: %s (%s)", message.message, message.code)
+        elif self.on_command is not None and isinstance(message, wire.Assign | wire.Stop):
             self.on_command(message)
 
     async def report(self, task_id: str, signed: dict[str, Any], timeout_s: float = 10.0) -> int | None:
@@ -261,14 +285,14 @@ class NodeAgent:
         if ws is None:
             return None
         pending = self._acks[task_id] = asyncio.get_running_loop().create_future()
-        message = {"type": "result", "result": signed}
+        message = wire.ResultReport(result=signed)
         try:
             if ws.subprotocol == BATCH_SUBPROTOCOL:
                 self._outbox.append(message)
                 if self._flusher is None:
                     self._flusher = asyncio.create_task(self._flush())
             else:
-                await ws.send(json.dumps(message))
+                await ws.send(json.dumps(wire.encode(message)))
             return await asyncio.wait_for(pending, timeout_s)
         except (ConnectionClosed, OSError, TimeoutError):
             return None
@@ -287,11 +311,23 @@ class NodeAgent:
         finally:
             self._flusher = None
 
-    async def logout(self, http: httpx.AsyncClient) -> None:
+    async def logout(self, hub: HubClient) -> None:
         if self.session_token is None:
             return
+        body = {"session_token": self.session_token}
         with contextlib.suppress(httpx.HTTPError):
-            await http.post("/v1/miners/logout", json={"session_token": self.session_token}, timeout=3)
+            await hub.request(
+                "POST", "/v1/miners/logout", json=body, attempts=1, timeout_s=3, reauthenticate=False
+            )
+
+
+def _reading(values: dict[str, Any]) -> wire.GpuTelemetry | None:
+    """One GPU's readings for a beat; a reading out of any sane range (a sensor glitch) is left out."""
+    try:
+        return wire.decode(wire.GpuTelemetry, values)
+    except InvalidInput as exc:
+        log.debug("GPU %s: reading left out of the heartbeat: %s", values.get("index"), exc)
+        return None
 
 
 def local_ip(registry_url: str) -> str:
@@ -328,14 +364,22 @@ async def serve(settings: NodeSettings) -> int:
     key = crypto.load_or_create_key(settings.data_dir / "key")
     agent = NodeAgent(settings, registry_url, owner, key, nvml=gpu.open_nvml(settings.fake_nvml))
     log.info("node key %s (npub %s), registry %s", key.pubkey, key.npub, registry_url)
-    async with httpx.AsyncClient(base_url=registry_url, timeout=15) as http:
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    async with HubClient(registry_url, backoff_max_s=settings.backoff_max_sec, api_key=api_key) as hub:
+        agent.attach(hub)
+        registered = True
         try:
-            await agent.register(http)
+            await agent.register(hub)
+            log.info("Worker registration completed successfully")
+        except InventoryUnavailable as exc:
+            # As the DStack backend does: start anyway, answer 503 "Error: …", register on recovery.
+            log.error("DStack GPU service unavailable at start: %s", exc)
+            log.error("Serving /health as Unavailable; registering once DStack recovers")
+            registered = False
         except RegistrationError as exc:
             log.error("Worker registration failed: %s", exc)
             log.error("Cannot start service without successful registration")
             return EXIT_REGISTRATION
-        log.info("Worker registration completed successfully")
         host, port = settings.listen_host_port
         token = settings.delegation_auth_token
         pow_service = PowService(
@@ -354,7 +398,7 @@ async def serve(settings: NodeSettings) -> int:
             )
         if pow_service.delegation_mode:
             log.info("DELEGATION mode: PoC generation goes to %s", pow_service.delegation_url)
-        worker = TaskWorker(agent, http, settings.data_dir / "tasks")
+        worker = TaskWorker(agent, hub, settings.data_dir / "tasks")
         collector = NodeCollector(agent.connected.is_set, lambda: worker.queue_len, pow_service.status)
         app = create_health_app(
             key.pubkey,
@@ -365,8 +409,9 @@ async def serve(settings: NodeSettings) -> int:
         server = CleanExitServer(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         agent.on_command = worker.on_command
         agent.queue_source = lambda: worker.queue_len
+        agent.running_source = lambda: list(worker.running)
         stop = asyncio.Event()
-        beats = asyncio.create_task(agent.heartbeat_forever(http, stop))
+        beats = asyncio.create_task(agent.heartbeat_forever(hub, stop, registered=registered))
         try:
             await server.serve()  # returns on SIGTERM/SIGINT, after draining
         finally:
@@ -374,6 +419,6 @@ async def serve(settings: NodeSettings) -> int:
             await worker.stop_all()  # stopped tasks still report what ran
             stop.set()
             await beats
-            await agent.logout(http)
+            await agent.logout(hub)
             log.info("node %s stopped", agent.miner_id)
     return 0

@@ -406,8 +406,10 @@ def _cpu_inventory(detail: str) -> Inventory:
 
 
 def registration_gpus(inventory: Inventory) -> list[dict[str, Any]]:
-    """``gpus`` of ``POST /v1/miners/register``; an unknown size is sent as 0 GB, never guessed upward."""
-    return [_registration_gpu(g) for g in inventory.gpus]
+    """``gpus`` of ``POST /v1/miners/register``; an unknown size is sent as 0 GB, never guessed upward.
+    A GPU DStack reports as not free (attached to a workload) is not offered."""
+    busy_is_withheld = inventory.source == "dstack"  # NVML's is_free only says a process runs there
+    return [_registration_gpu(g) for g in inventory.gpus if not (busy_is_withheld and g.is_free is False)]
 
 
 def _registration_gpu(gpu: GpuInfo) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Route
@@ -17,6 +19,7 @@ from gpupool.errors import GpupoolError
 from gpupool.node.gpu import Inventory, health_metadata
 
 TOPIC = "dstack-gpu-monitor"
+BACKEND_VERSION = "1.0.0"  # the DStack backend's BackendInfo.version, which its watchers read
 CACHE_S = 2.0
 
 
@@ -46,12 +49,13 @@ def create_health_app(
             status, code = "Unavailable", 503
             metadata = f"Error: {exc}"
         body: dict[str, object] = {
-            "version": __version__,
+            "version": BACKEND_VERSION,
             "topic": TOPIC,
             "pubkeys": [pubkey],
             "status": status,
             "metadata": metadata,
             "ip_address": ip_address,
+            "gpupool_version": __version__,
         }
         cached["health"] = (time.monotonic(), code, body)
         return code, body
@@ -63,4 +67,6 @@ def create_health_app(
     async def root(_request: Request) -> PlainTextResponse:
         return PlainTextResponse("DStack Backend Health Monitor")
 
-    return Starlette(routes=[Route("/health", health), Route("/", root), *extra_routes])
+    # CORS as the backend's CorsLayer::permissive(): dashboards in browsers read /health directly.
+    cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
+    return Starlette(routes=[Route("/health", health), Route("/", root), *extra_routes], middleware=[cors])

@@ -17,10 +17,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 
+from gpupool import wire
 from gpupool.node.gpu import NvmlModule, process_usage
 
 CHUNK_BYTES = 16 * 1024
@@ -42,16 +43,12 @@ class TaskSpec:
 @dataclass(frozen=True, slots=True)
 class OutputChunk:
     seq: int
-    stream: str
+    stream: wire.Stream
     data: str
     ts: float
 
 
-@dataclass(frozen=True, slots=True)
-class Artifact:
-    path: str
-    size: int
-    sha256: str
+Artifact = wire.Artifact  # a file the task left under output/, as the node claims it
 
 
 @dataclass
@@ -64,21 +61,25 @@ class Usage:
     duration_sec: float = 0.0
     _util_samples: list[float] = field(default_factory=list)
 
+    def to_wire(self) -> wire.Usage:
+        """The figures the node signs in its result."""
+        return wire.Usage(
+            gpu_seconds=round(self.gpu_seconds, 3),
+            gpu_util_avg=self.gpu_util_avg,
+            vram_peak_mb=self.vram_peak_mb,
+            cpu_seconds=round(self.cpu_seconds, 3),
+            ram_peak_mb=round(self.ram_peak_mb, 1),
+            duration_sec=round(self.duration_sec, 3),
+        )
+
     def to_report(self) -> dict[str, Any]:
-        return {
-            "gpu_seconds": round(self.gpu_seconds, 3),
-            "gpu_util_avg": self.gpu_util_avg,
-            "vram_peak_mb": self.vram_peak_mb,
-            "cpu_seconds": round(self.cpu_seconds, 3),
-            "ram_peak_mb": round(self.ram_peak_mb, 1),
-            "duration_sec": round(self.duration_sec, 3),
-        }
+        return wire.encode(self.to_wire())
 
 
 @dataclass(frozen=True, slots=True)
 class TaskOutcome:
     exit_code: int | None
-    status: str  # succeeded | failed | stopped | expired
+    status: wire.TaskStatus
     artifacts: list[Artifact]
     usage: Usage
 
@@ -149,11 +150,13 @@ class TaskRunner:
         if usage._util_samples:
             usage.gpu_util_avg = round(sum(usage._util_samples) / len(usage._util_samples), 1)
         code = proc.returncode
-        if status == "exited":
-            status = "succeeded" if code == 0 else "failed"
-        return TaskOutcome(code, status, self._artifacts(), usage)
+        ended: wire.TaskStatus = ("succeeded" if code == 0 else "failed") if status is None else status
+        return TaskOutcome(code, ended, self._artifacts(), usage)
 
-    async def _wait(self, proc: asyncio.subprocess.Process, stop: asyncio.Event | None) -> str:
+    async def _wait(
+        self, proc: asyncio.subprocess.Process, stop: asyncio.Event | None
+    ) -> Literal["stopped", "expired"] | None:
+        """How the task ended when the node ended it; None when it exited by itself."""
         waiter = asyncio.create_task(proc.wait())
         stopper = asyncio.create_task(stop.wait()) if stop is not None else None
         done, _ = await asyncio.wait(
@@ -164,7 +167,7 @@ class TaskRunner:
         if stopper is not None:
             stopper.cancel()
         if waiter in done:
-            return "exited"
+            return None
         await self._kill_group(proc, waiter)
         return "stopped" if stopper is not None and stopper in done else "expired"
 
@@ -184,7 +187,7 @@ class TaskRunner:
     async def _pump(
         self,
         stream: asyncio.StreamReader | None,
-        name: str,
+        name: wire.Stream,
         on_output: Callable[[OutputChunk], Awaitable[None]],
         lock: asyncio.Lock,
     ) -> None:
@@ -205,15 +208,17 @@ class TaskRunner:
                 await self._emit(on_output, name, pending.decode("utf-8", errors="replace"))
 
     async def _emit(
-        self, on_output: Callable[[OutputChunk], Awaitable[None]], stream: str, text: str
+        self, on_output: Callable[[OutputChunk], Awaitable[None]], stream: wire.Stream, text: str
     ) -> None:
         chunk = OutputChunk(self._seq, stream, text, time.time())
         self._seq += 1
         await on_output(chunk)
 
     async def _sample(self, pid: int, usage: Usage) -> None:
-        with contextlib.suppress(psutil.Error):
+        try:
             leader = psutil.Process(pid)
+        except psutil.Error:
+            return  # it exited and was reaped before the first sample: there is nothing to measure
         cpu_by_pid: dict[int, float] = {}
         while True:
             procs = []
@@ -249,7 +254,8 @@ class TaskRunner:
             with path.open("rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
-            found.append(Artifact(path.relative_to(out).as_posix(), path.stat().st_size, digest.hexdigest()))
+            rel, size = path.relative_to(out).as_posix(), path.stat().st_size
+            found.append(Artifact(path=rel, size=size, sha256=digest.hexdigest()))
         return found
 
 

@@ -15,13 +15,14 @@ import tarfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 import httpx
 
-from gpupool import crypto
+from gpupool import crypto, wire
 from gpupool.node import runner
 from gpupool.node.gpu import NvmlModule
+from gpupool.node.hub_client import Backoff, HubClient
 
 log = logging.getLogger("gpupool.node.tasks")
 RESULT_RETRY_S = 120.0
@@ -31,7 +32,6 @@ class Session(Protocol):
     """What the worker needs from the agent: the current session and the node's key."""
 
     key: crypto.KeyPair
-    session_token: str | None
     nvml: NvmlModule | None
 
     async def report(self, task_id: str, signed: dict[str, Any]) -> int | None:
@@ -39,51 +39,53 @@ class Session(Protocol):
 
 
 class TaskWorker:
-    def __init__(self, session: Session, http: httpx.AsyncClient, work_dir: Path) -> None:
+    def __init__(self, session: Session, hub: HubClient, work_dir: Path) -> None:
         self.session = session
-        self.http = http
+        self.hub = hub
         self.work_dir = work_dir
         self.running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self.closing = False
 
     @property
     def queue_len(self) -> int:
         return len(self.running)
 
-    def on_command(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "assign":
-            task = message["task"]
-            task_id = str(task["task_id"])
+    def on_command(self, message: wire.Assign | wire.Stop) -> None:
+        if isinstance(message, wire.Assign):
+            task = message.task
+            task_id = task.task_id
             if task_id in self.running:
                 return  # the same assignment pushed twice: it is already running
+            if self.closing:  # stopping: never start what would outlive the agent; the hub re-queues it
+                log.info("task %s not started: this node is stopping", task_id)
+                return
             stop = asyncio.Event()
             job = asyncio.create_task(self._run(task, stop), name=f"task:{task_id}")
             self.running[task_id] = (job, stop)
             job.add_done_callback(lambda _t: self.running.pop(task_id, None))
-        elif kind == "stop":
-            entry = self.running.get(str(message.get("task_id")))
+        else:
+            entry = self.running.get(message.task_id)
             if entry is not None:
                 entry[1].set()
 
     async def stop_all(self) -> None:
-        """On shutdown: stop every task; each still reports what ran, so the user pays only for that."""
+        """On shutdown: stop every task; each still reports what ran, so the user pays only for that.
+        From here on no assignment is started (one could come while the results go out)."""
+        self.closing = True
         for _job, stop in list(self.running.values()):
             stop.set()
         jobs = [job for job, _stop in self.running.values()]
         if jobs:
             await asyncio.wait(jobs, timeout=30)
 
-    def _headers(self) -> dict[str, str]:
-        return {"X-Session-Token": self.session.session_token or ""}
-
-    async def _run(self, task: dict[str, Any], stop: asyncio.Event) -> None:
-        task_id = str(task["task_id"])
+    async def _run(self, task: wire.TaskAssignment, stop: asyncio.Event) -> None:
+        task_id = task.task_id
         spec = runner.TaskSpec(
             task_id=task_id,
-            command=[str(c) for c in task["command"]],
-            env={str(k): str(v) for k, v in (task.get("env") or {}).items()},
-            gpu_indices=[int(i) for i in task.get("gpu_indices") or []],
-            timeout_sec=float(task.get("timeout_sec") or 3600),
+            command=list(task.command),
+            env=dict(task.env),
+            gpu_indices=list(task.gpu_indices),
+            timeout_sec=task.timeout_sec,
         )
         pending = runner.OutputLog()
 
@@ -93,7 +95,7 @@ class TaskWorker:
 
         log.info("task %s started: %s", task_id, spec.command)
         try:
-            if task.get("bundle"):
+            if task.bundle:
                 await self._fetch_bundle(task_id, self.work_dir / task_id)
             outcome = await runner.TaskRunner(spec, self.work_dir, nvml=self.session.nvml).run(
                 on_output, stop
@@ -111,9 +113,9 @@ class TaskWorker:
 
     async def _flush(self, task_id: str, pending: runner.OutputLog) -> None:
         for chunk in pending.pending():
-            body = {"seq": chunk.seq, "stream": chunk.stream, "data": chunk.data}
-            try:
-                resp = await self.http.post(f"/v1/tasks/{task_id}/output", json=body, headers=self._headers())
+            body = wire.encode(wire.OutputChunk(seq=chunk.seq, stream=chunk.stream, data=chunk.data))
+            try:  # one try: the task's output pipes wait on this; what is left goes with the next flush
+                resp = await self.hub.request("POST", f"/v1/tasks/{task_id}/output", json=body, attempts=1)
             except httpx.HTTPError:
                 return  # the hub is away: these stay pending and go with the next flush
             if resp.status_code >= 500 or resp.status_code == 401:
@@ -124,11 +126,14 @@ class TaskWorker:
         """Download the task's files and unpack them; the ``data`` filter refuses paths that escape."""
         workdir.mkdir(parents=True, exist_ok=True)
         archive = workdir.parent / f"{task_id}.bundle.tar.gz"
-        async with self.http.stream("GET", f"/v1/tasks/{task_id}/bundle", headers=self._headers()) as resp:
+        resp = await self.hub.request("GET", f"/v1/tasks/{task_id}/bundle", stream=True)
+        try:
             resp.raise_for_status()
             with archive.open("wb") as out:
                 async for chunk in resp.aiter_bytes():
                     out.write(chunk)
+        finally:
+            await resp.aclose()
 
         def unpack() -> None:
             with tarfile.open(archive) as tar:
@@ -148,18 +153,14 @@ class TaskWorker:
         uploaded = []
         for artifact in outcome.artifacts:
             path = self.work_dir / task_id / "output" / artifact.path
-            headers = {
-                **self._headers(),
-                "X-Content-SHA256": artifact.sha256,
-                "Content-Length": str(artifact.size),
-            }
+            headers = {"X-Content-SHA256": artifact.sha256, "Content-Length": str(artifact.size)}
             try:
-                with path.open("rb") as handle:
-                    resp = await self.http.put(
-                        f"/v1/tasks/{task_id}/artifacts/{artifact.path}",
-                        content=_pieces(handle),
-                        headers=headers,
-                    )
+                resp = await self.hub.request(
+                    "PUT",
+                    f"/v1/tasks/{task_id}/artifacts/{artifact.path}",
+                    content=lambda path=path: _pieces(path),  # type: ignore[misc]
+                    headers=headers,
+                )
             except (OSError, httpx.HTTPError) as exc:
                 log.warning("task %s: artifact %s not uploaded: %s", task_id, artifact.path, exc)
                 continue
@@ -172,13 +173,15 @@ class TaskWorker:
     async def _report(
         self, task_id: str, outcome: runner.TaskOutcome, artifacts: list[runner.Artifact], deadline: float
     ) -> None:
-        body = {
-            "task_id": task_id,
-            "exit_code": outcome.exit_code if outcome.exit_code is not None else -1,
-            "status": outcome.status,
-            "usage": outcome.usage.to_report(),
-            "artifacts": [{"path": a.path, "size": a.size, "sha256": a.sha256} for a in artifacts],
-        }
+        result = wire.TaskResult(
+            task_id=task_id,
+            exit_code=outcome.exit_code if outcome.exit_code is not None else -1,
+            status=outcome.status,
+            usage=outcome.usage.to_wire(),
+            artifacts=artifacts,
+        )
+        body = wire.encode(result)
+        backoff = Backoff(base_s=1.0, max_s=10.0)
         while True:
             signed = crypto.sign_body(
                 self.session.key, crypto.KIND_TASK_RESULT, body, created_at=int(time.time())
@@ -187,10 +190,8 @@ class TaskWorker:
             answer = await self.session.report(task_id, signed)
             if answer is None:
                 with contextlib.suppress(httpx.HTTPError):
-                    resp = await self.http.post(
-                        f"/v1/tasks/{task_id}/result", json=signed, headers=self._headers()
-                    )
-                    answer = resp.status_code
+                    path = f"/v1/tasks/{task_id}/result"
+                    answer = (await self.hub.request("POST", path, json=signed, attempts=1)).status_code
             if answer is not None and answer < 500 and answer != 401:
                 log.info(
                     "task %s %s (exit %s): hub answered %s",
@@ -203,9 +204,10 @@ class TaskWorker:
             if time.monotonic() > deadline:
                 log.error("task %s: the hub did not take the result; giving up", task_id)
                 return
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(backoff.next())  # signed afresh each time: the event stays recent
 
 
-async def _pieces(handle: BinaryIO, size: int = 1 << 20) -> AsyncIterator[bytes]:
-    while piece := await asyncio.to_thread(handle.read, size):
-        yield piece
+async def _pieces(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while piece := await asyncio.to_thread(handle.read, size):
+            yield piece

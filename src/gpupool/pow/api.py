@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from gpupool import crypto
 from gpupool.core.poc_batch import Batch
+from gpupool.error_status import error_body, status_for
 from gpupool.errors import Conflict, Forbidden, GpupoolError, InvalidInput
 from gpupool.pow.rounds import PowRound
 from gpupool.pow.service import PowService
@@ -39,10 +40,6 @@ Handler = Callable[[Request], Awaitable[JSONResponse]]
 
 
 def _error(exc: GpupoolError) -> JSONResponse:
-    # Imported here: the error table's module pulls in FastAPI, which the node agent otherwise never
-    # loads (it serves this API with plain Starlette to stay small).
-    from gpupool.api.errors import error_body, status_for
-
     body = {"detail": exc.message, **error_body(exc.code, exc.message, exc.details)}
     return JSONResponse(body, status_code=400 if exc.code in GONKA_400 else status_for(exc))
 

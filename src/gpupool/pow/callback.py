@@ -5,7 +5,7 @@ node posts each ``ProofBatch`` to ``{url}/generated`` and each ``ValidatedBatch`
 and retries what failed. Here a delivery is one body at a time, in order: the head is retried with
 backoff until the API node accepts it (2xx), and a body it accepted is never sent again.
 
-This module is the pow package's one import of the node's ``Backoff``.
+This module is the pow package's one import of ``Backoff`` (it lives with the node's hub client).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from gpupool.errors import InvalidInput, Unavailable
-from gpupool.node.agent import Backoff
+from gpupool.node.hub_client import Backoff
 
 log = logging.getLogger("gpupool.pow")
 

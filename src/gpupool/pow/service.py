@@ -25,6 +25,7 @@ import httpx
 from gpupool import crypto
 from gpupool.core.poc_batch import Batch
 from gpupool.errors import Conflict, GpupoolError, TokenInvalid
+from gpupool.node.hub_client import HubClient
 from gpupool.pow.callback import GENERATED, Backoff, callback_base, post_once
 from gpupool.pow.delegation_client import DelegationClient
 from gpupool.pow.rounds import BatchGenerator, PowRound, engine_generator
@@ -139,7 +140,8 @@ class PowService:
         self._source: LocalSource | DelegationClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
-        self._http: httpx.AsyncClient | None = None
+        self._http: httpx.AsyncClient | None = None  # to a Gonka callback base
+        self._hub: HubClient | None = None  # to our hub
         self._lock = asyncio.Lock()
 
     @property
@@ -213,14 +215,15 @@ class PowService:
             self.pow_round, self.state, self._callback = pow_round, "LOADING", callback
             self.tally = RoundTally(time.time())
             self._stop = asyncio.Event()
-            self._http = httpx.AsyncClient(timeout=30)
+            self._http = httpx.AsyncClient(timeout=30)  # to a callback base: not the hub
+            self._hub = HubClient(self.hub_url or "", timeout_s=30, backoff_max_s=self.backoff_max_s)
             if self.delegation_mode:
                 assert self.delegation_url is not None and self.delegation_token is not None
                 big = httpx.AsyncClient(base_url=self.delegation_url, timeout=30)
                 self._source = DelegationClient(big, self.delegation_token, pow_round)
             else:
                 self._source = LocalSource(await asyncio.to_thread(self._factory, pow_round))
-            self._task = asyncio.create_task(self._run(self._source, self.hub_url or ""))
+            self._task = asyncio.create_task(self._run(self._source))
 
     def _generating(self, pow_round: PowRound, callback: str | None) -> bool:
         alive = self._task is not None and not self._task.done()
@@ -252,9 +255,12 @@ class PowService:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._hub is not None:
+            await self._hub.aclose()
+            self._hub = None
 
     # -- the loop --------------------------------------------------------------------------------------
-    async def _run(self, source: LocalSource | DelegationClient, hub_url: str) -> None:
+    async def _run(self, source: LocalSource | DelegationClient) -> None:
         tally, backoff = self.tally, Backoff(max_s=self.backoff_max_s)
         assert tally is not None
         pending: list[Batch] = []
@@ -270,7 +276,7 @@ class PowService:
                     pending = coalesce([*pending, *fresh], self.max_submit_nonces)
                     self._refresh_state(source)
                     while pending and not self._stop.is_set():
-                        outcome = await self._submit(hub_url, pending[0], tally)
+                        outcome = await self._submit(pending[0], tally)
                         pending.pop(0)
                         if outcome in ROUND_OVER:
                             tally.ended_because = outcome
@@ -306,7 +312,7 @@ class PowService:
             status, "GENERATING" if status in ("stopped", "expired") else status.upper()
         )
 
-    async def _submit(self, hub_url: str, batch: Batch, tally: RoundTally) -> str:
+    async def _submit(self, batch: Batch, tally: RoundTally) -> str:
         """Deliver one batch (signed to the hub, or to the callback); an outcome, or raises to retry."""
         if self.pow_round is None or not self.pow_round.owns(batch):
             tally.foreign_batches += 1  # never sign what is not this node's own round and key
@@ -314,14 +320,14 @@ class PowService:
             return "foreign"
         if not len(batch):
             return "empty"
-        assert self._http is not None
+        assert self._http is not None and self._hub is not None
         if self._callback is not None:
             await post_once(self._http, self._callback, GENERATED, batch.to_dict())  # raises: retried
             tally.batches_submitted += 1
             tally.nonces_submitted += len(batch)
             return "accepted"
         body = signed_batch(self.key, batch, int(time.time()))
-        resp = await self._http.post(f"{hub_url}/v1/poc/batches", json=body)
+        resp = await self._hub.request("POST", "/v1/poc/batches", json=body)  # 5xx, 429: retried there
         if resp.status_code >= 500 or resp.status_code == 429:
             raise httpx.HTTPStatusError(
                 f"hub answered {resp.status_code}", request=resp.request, response=resp

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from gpupool.hub.container import Hub
 from gpupool.hub.metrics import HubMetrics
 from gpupool.rpc.services import add_services
+from gpupool.rpc.workers import HiveMindDialer
 
 log = logging.getLogger("gpupool.rpc")
 
@@ -29,10 +30,12 @@ STOP_GRACE_S = 5.0
 class GrpcServer:
     server: grpc.aio.Server
     port: int
+    dialer: HiveMindDialer
 
     async def stop(self) -> None:
         """Refuse new calls, give running ones ``STOP_GRACE_S`` to end, then cancel them."""
         await self.server.stop(STOP_GRACE_S)
+        await self.dialer.close()
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -86,6 +89,8 @@ async def start_grpc(hub: Hub) -> GrpcServer:
         ],
     )
     names = add_services(server, hub)
+    dialer = HiveMindDialer(limit)
+    hub.dialout.dialer = dialer  # the hub dials HiveMind workers while it serves their protocol
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     try:
@@ -96,4 +101,4 @@ async def start_grpc(hub: Hub) -> GrpcServer:
         raise OSError(f"cannot serve gRPC on {host}:{settings.grpc_port}: the port is taken")
     await server.start()
     log.info("gRPC (nodepool) on %s:%d", host, port)
-    return GrpcServer(server, port)
+    return GrpcServer(server, port, dialer)

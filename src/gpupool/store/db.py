@@ -20,6 +20,7 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from gpupool.errors import Unavailable
@@ -74,6 +75,8 @@ class Database:
                 yield conn
         except OperationalError as exc:
             raise Unavailable("the database is unreachable") from exc
+        except PoolTimeout as exc:  # every connection busy for pool_timeout: shed load, 503 not 500
+            raise Unavailable("the database is busy; try again") from exc
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -89,6 +92,8 @@ class Database:
             if not self.is_sqlite and _is_retryable(exc):
                 raise
             raise Unavailable("the database is unreachable or busy") from exc
+        except PoolTimeout as exc:
+            raise Unavailable("the database is busy; try again") from exc
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = 5) -> T:
         """Run ``work`` in a write transaction, retrying PostgreSQL deadlocks and serialization failures."""

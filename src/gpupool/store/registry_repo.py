@@ -35,7 +35,7 @@ class WorkerRecord:
 @dataclass(frozen=True, slots=True)
 class MinerRecord:
     miner_id: str
-    pubkey: str
+    pubkey: str | None  # None for an account-bound node: it has no key of its own
     owner: str
     spec: dict[str, Any]
     status: str
@@ -45,6 +45,8 @@ class MinerRecord:
     telemetry: dict[str, Any] | None
     registered_at: float
     last_seen: float
+    identity: str = "signed"  # signed | api_key | user_token (core.model.Identity)
+    bound_to: str | None = None  # the API key id or username an account-bound node answers to
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,11 @@ class ApiKeyRecord:
     label: str
     created_at: float
     revoked_at: float | None
+    created_by: str | None = None
+    admits: bool = True  # issued by an admin: a node it registers is admitted in allowlist mode
+
+
+_API_KEY_COLUMNS = [owner_api_keys.c[name] for name in ApiKeyRecord.__slots__]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +75,7 @@ class Standing:
     """What a registration keeps of a node registered before: its id, and what the hub measured."""
 
     miner_id: str
-    pubkey: str
+    pubkey: str | None  # None for an account-bound node
     trust: float
     latency_ms: float | None
     poc_weight: int
@@ -148,32 +155,37 @@ class RegistryRepo:
         return [r._asdict() for r in rows]
 
     # owner API keys -----------------------------------------------------------------------------
-    async def add_api_key(self, key_id: str, owner: str, key_hash: str, label: str, now: float) -> None:
-        await self.conn.execute(
-            insert(owner_api_keys).values(
-                id=key_id, owner=owner, key_hash=key_hash, label=label, created_at=now
-            )
-        )
+    async def add_api_key(self, record: ApiKeyRecord, key_hash: str) -> None:
+        values = {k: getattr(record, k) for k in ApiKeyRecord.__slots__}
+        await self.conn.execute(insert(owner_api_keys).values(**values, key_hash=key_hash))
 
     async def api_key_owner(self, key_hash: str) -> str | None:
+        record = await self.api_key(key_hash)
+        return record.owner if record is not None else None
+
+    async def api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The live (unrevoked) key with this hash."""
         row = await self.conn.execute(
-            select(owner_api_keys.c.owner).where(
+            select(*_API_KEY_COLUMNS).where(
                 owner_api_keys.c.key_hash == key_hash, owner_api_keys.c.revoked_at.is_(None)
             )
         )
-        return row.scalar()
+        found = row.first()
+        return ApiKeyRecord(**found._asdict()) if found else None
 
-    async def api_keys(self, owner: str | None) -> list[ApiKeyRecord]:
-        query = select(
-            owner_api_keys.c.id,
-            owner_api_keys.c.owner,
-            owner_api_keys.c.label,
-            owner_api_keys.c.created_at,
-            owner_api_keys.c.revoked_at,
-        ).order_by(owner_api_keys.c.created_at)
+    async def api_keys(self, owner: str | None, created_by: str | None = None) -> list[ApiKeyRecord]:
+        query = select(*_API_KEY_COLUMNS).order_by(owner_api_keys.c.created_at)
         if owner:
             query = query.where(owner_api_keys.c.owner == owner)
+        if created_by:
+            query = query.where(owner_api_keys.c.created_by == created_by)
         return [ApiKeyRecord(**r._asdict()) for r in await self.conn.execute(query)]
+
+    async def api_key_by_id(self, key_id: str) -> ApiKeyRecord | None:
+        row = (
+            await self.conn.execute(select(*_API_KEY_COLUMNS).where(owner_api_keys.c.id == key_id))
+        ).first()
+        return ApiKeyRecord(**row._asdict()) if row else None
 
     async def revoke_api_key(self, key_id: str, now: float) -> bool:
         result = await self.conn.execute(
@@ -188,7 +200,9 @@ class RegistryRepo:
         values = {k: getattr(record, k) for k in MinerRecord.__slots__}
         values["spec"] = json.dumps(record.spec, sort_keys=True)
         values["telemetry"] = json.dumps(record.telemetry) if record.telemetry is not None else None
-        changes = {k: values[k] for k in ("pubkey", "owner", "spec", "status", "last_seen")}
+        changes = {
+            k: values[k] for k in ("pubkey", "owner", "spec", "status", "last_seen", "identity", "bound_to")
+        }
         stmt = self._insert(miners).values(**values)
         await self.conn.execute(stmt.on_conflict_do_update(index_elements=["miner_id"], set_=changes))
 
@@ -228,6 +242,15 @@ class RegistryRepo:
             select(*_STANDING).where(miners.c.miner_id.in_(sorted(set(miner_ids))))
         )
         return {r.miner_id: Standing(*r) for r in rows}
+
+    async def miners_bound_to(self, credential: str, identity: str) -> list[MinerRecord]:
+        """The account-bound nodes that answer to one credential (an API key id, a username)."""
+        rows = await self.conn.execute(
+            select(miners)
+            .where(miners.c.bound_to == credential, miners.c.identity == identity)
+            .order_by(miners.c.miner_id)
+        )
+        return [_miner(r) for r in rows]
 
     async def all_miners(self) -> list[MinerRecord]:
         return [_miner(r) for r in await self.conn.execute(select(miners))]

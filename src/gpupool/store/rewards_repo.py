@@ -38,7 +38,10 @@ def _once_per_ref(stmt: Any) -> Any:
     return stmt.on_conflict_do_nothing(index_elements=["source", "ref"])
 
 
-CONTRIBUTION_COLUMNS = tuple(c.name for c in contributions.columns if c.name != "id")
+# GGB's batch and network figures come only with a contribution a node records itself (one at a time);
+# the hub's own rows leave them at their default 0.
+_REPORTED_ONLY = ("batches_processed", "network_upload_mb", "network_download_mb")
+CONTRIBUTION_COLUMNS = tuple(c.name for c in contributions.columns if c.name not in ("id", *_REPORTED_ONLY))
 _ADD_CONTRIBUTIONS = Prepared(
     lambda dialect: _once_per_ref(
         (pg_insert if dialect == "postgresql" else sqlite_insert)(contributions).values(
@@ -63,15 +66,19 @@ class RewardsRepo:
         are left as they are."""
         await _ADD_CONTRIBUTIONS.many(self.conn, rows)
 
-    async def scores_for_epoch(self, epoch: int) -> dict[str, int]:
-        """Each owner's summed score in ``epoch``, aggregated by the database."""
+    async def scores_for_epoch(self, epoch: int, *, include_reported: bool = False) -> dict[str, int]:
+        """Each owner's summed score in ``epoch``, aggregated by the database; contributions nodes
+        recorded themselves (``reported``) only when asked."""
         if self.conn.dialect.name == "postgresql":
             # 10^5 owners' sums fit in memory: a hash aggregate instead of a sort spilled to disk
             # (~40 % faster at 10^6 rows). LOCAL: ends with this transaction.
             await self.conn.execute(text("SET LOCAL work_mem = '64MB'"))
         rows = await self.conn.execute(
             select(contributions.c.owner, func.sum(contributions.c.compute_score))
-            .where(contributions.c.epoch == epoch)
+            .where(
+                contributions.c.epoch == epoch,
+                *(() if include_reported else (contributions.c.source != "reported",)),
+            )
             .group_by(contributions.c.owner)
         )
         return {owner: int(total) for owner, total in rows}
@@ -87,6 +94,10 @@ class RewardsRepo:
                     func.coalesce(func.sum(contributions.c.compute_score), 0),
                     func.avg(contributions.c.avg_gpu_usage_percent),
                     func.avg(contributions.c.avg_cpu_usage_percent),
+                    func.coalesce(
+                        func.sum(contributions.c.network_upload_mb + contributions.c.network_download_mb), 0
+                    ),
+                    func.count().filter(contributions.c.source == "reported"),
                 ).where(cond)
             )
         ).one()
@@ -103,6 +114,8 @@ class RewardsRepo:
             "total_compute_score": int(total[3]),
             "avg_gpu_usage_percent": float(total[4]) if total[4] is not None else None,
             "avg_cpu_usage_percent": float(total[5]) if total[5] is not None else None,
+            "total_network_mb": int(total[6]),
+            "reported_count": int(total[7]),  # recorded by the node itself: counted only if so configured
             "epochs": [
                 {"epoch": int(e), "contributions": int(n), "compute_score": int(s)} for e, n, s in epochs
             ],

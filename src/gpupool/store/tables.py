@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 
 metadata = MetaData(
@@ -44,6 +45,21 @@ users = Table(
     Column("role", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
+    # Every token names the generation it was issued under; disabling, deleting or "revoke all
+    # sessions" bumps it, so older tokens stop working. A deleted user stays as a renamed tombstone so
+    # that its id is never handed out again (SQLite would reuse the highest rowid).
+    Column("generation", Integer, nullable=False, default=0),
+    Column("deleted_at", Float, nullable=True),
+)
+
+refresh_families = Table(
+    "refresh_families",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("generation", Integer, nullable=False),
+    Column("auth_time", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
 )
 
 refresh_tokens = Table(
@@ -112,7 +128,7 @@ workers = Table(
 allowlist = Table(
     "allowlist",
     metadata,
-    Column("entry", String(64), primary_key=True),
+    Column("entry", String(80), primary_key=True),
     Column("kind", String(8), nullable=False),
     Column("created_by", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
@@ -122,19 +138,25 @@ owner_api_keys = Table(
     "owner_api_keys",
     metadata,
     Column("id", String(16), primary_key=True),
-    Column("owner", String(42), nullable=False, index=True),
+    Column("owner", String(80), nullable=False, index=True),
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("label", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    Column("created_by", String(64), nullable=True),  # the user who made it (none: an admin, before 0009)
+    # issued by an admin: a node registered with it is admitted in allowlist mode
+    Column("admits", Boolean, nullable=False, server_default=true()),
 )
 
 miners = Table(
     "miners",
     metadata,
     Column("miner_id", String(64), primary_key=True),
-    Column("pubkey", String(64), nullable=False, unique=True),
-    Column("owner", String(42), nullable=False, index=True),
+    Column("pubkey", String(64), nullable=True, unique=True),  # none for an account-bound node
+    Column("owner", String(80), nullable=False, index=True),  # a 0x address or a user:<name> account
+    # signed (its key signs), api_key or user_token (account-bound: admitted by an account's credential)
+    Column("identity", String(16), nullable=False, server_default="signed"),
+    Column("bound_to", String(80), nullable=True),  # the credential an account-bound node answers to
     Column("spec", Text, nullable=False),
     Column("status", String(16), nullable=False),
     Column("trust", Float, nullable=False),
@@ -210,8 +232,8 @@ contributions = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("node_id", String(64), nullable=False, index=True),
-    Column("owner", String(42), nullable=False, index=True),
-    Column("source", String(8), nullable=False),  # task | poc | admin
+    Column("owner", String(80), nullable=False, index=True),
+    Column("source", String(8), nullable=False),  # task | poc | admin | reported (by the node itself)
     Column("ref", String(64), nullable=False),  # the task id, batch id or admin reason's key
     Column("epoch", BigInteger, nullable=False, index=True),
     Column("start_timestamp", Float, nullable=False),
@@ -222,6 +244,9 @@ contributions = Table(
     Column("avg_cpu_usage_percent", Float, nullable=True),
     Column("memory_used_mb", Float, nullable=True),
     Column("samples_processed", BigInteger, nullable=False, default=0),
+    Column("batches_processed", BigInteger, nullable=False, server_default="0"),
+    Column("network_upload_mb", BigInteger, nullable=False, server_default="0"),
+    Column("network_download_mb", BigInteger, nullable=False, server_default="0"),
     Column("compute_score", BigInteger, nullable=False),
     Column("recorded_by", String(64), nullable=False),
     Column("reason", Text, nullable=True),

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gpupool.errors import Conflict
-from gpupool.store.tables import refresh_tokens, users
+from gpupool.store.tables import refresh_families, refresh_tokens, users
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,13 @@ class UserRecord:
     role: str
     created_at: float
     disabled: bool
+    generation: int = 0
+    deleted_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """May sign in and use tokens: neither disabled nor deleted."""
+        return not self.disabled and self.deleted_at is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,17 @@ class RefreshRecord:
     expires_at: float
     used_at: float | None
     revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyRecord:
+    """One login's chain of refresh tokens: who, under which user generation, since when."""
+
+    id: str
+    user_id: int
+    generation: int
+    auth_time: float
+    revoked_at: float | None
 
 
 class UsersRepo:
@@ -66,6 +84,56 @@ class UsersRepo:
         await self.conn.execute(
             update(users).where(users.c.id == user_id).values(password_hash=password_hash)
         )
+
+    async def set_state(self, user_id: int, *, disabled: bool | None = None, bump: bool = False) -> None:
+        """Disable or enable a user; ``bump`` ends every token issued so far (a new generation)."""
+        values: dict[str, object] = {}
+        if disabled is not None:
+            values["disabled"] = disabled
+        if bump:
+            values["generation"] = users.c.generation + 1
+        if values:
+            await self.conn.execute(update(users).where(users.c.id == user_id).values(**values))
+
+    async def tombstone(self, user: UserRecord, now: float) -> None:
+        """Delete a user but keep the row under a name no one can take, so its id is never reused."""
+        await self.conn.execute(
+            update(users)
+            .where(users.c.id == user.id)
+            .values(
+                username=f"~deleted~{user.id}",
+                password_hash="!",
+                disabled=True,
+                deleted_at=now,
+                generation=users.c.generation + 1,
+            )
+        )
+
+    async def add_family(self, family: FamilyRecord) -> None:
+        await self.conn.execute(
+            insert(refresh_families).values(
+                id=family.id,
+                user_id=family.user_id,
+                generation=family.generation,
+                auth_time=family.auth_time,
+                revoked_at=family.revoked_at,
+            )
+        )
+
+    async def lock_family(self, family_id: str) -> FamilyRecord | None:
+        """The family row, locked until the transaction ends (PostgreSQL; SQLite has one writer)."""
+        row = (
+            await self.conn.execute(
+                select(refresh_families).where(refresh_families.c.id == family_id).with_for_update()
+            )
+        ).first()
+        return FamilyRecord(**row._asdict()) if row else None
+
+    async def revoke_family_at(self, family_id: str, now: float) -> None:
+        await self.conn.execute(
+            update(refresh_families).where(refresh_families.c.id == family_id).values(revoked_at=now)
+        )
+        await self.revoke_family(family_id)
 
     async def add_refresh(self, record: RefreshRecord) -> None:
         await self.conn.execute(insert(refresh_tokens).values(**_as_row(record)))

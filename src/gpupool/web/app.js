@@ -1,153 +1,146 @@
-// gpupool dashboard: plain JS over the hub's public API. Every value from the API goes into the page
-// through textContent, never as markup. The access token lives in sessionStorage (this tab only).
+// gpupool dashboard, the shell: API calls, sign-in, the page router and small DOM helpers. The pages
+// are in pool.js, user.js and admin.js; charts in charts.js (uPlot, vendored). Every value from the
+// API reaches the page through textContent, never as markup. The access token lives in
+// sessionStorage (this tab only) and travels in a header, never in a URL.
 "use strict";
 
+const GP = (window.GP = { pages: {}, timers: [] });
 const $ = (id) => document.getElementById(id);
-let token = sessionStorage.getItem("gpupool.token");
-let stream = null;
+GP.$ = $;
+GP.token = sessionStorage.getItem("gpupool.token");
+GP.me = null;
 
-async function api(path, options = {}) {
+GP.api = async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
-  if (token) headers.Authorization = "Bearer " + token;
+  if (GP.token) headers.Authorization = "Bearer " + GP.token;
   const resp = await fetch(path, Object.assign({}, options, { headers }));
-  if (resp.status === 401 && token) { signOut(); throw new Error("session expired: sign in again"); }
+  if (resp.status === 401 && GP.token) { signOut(); throw new Error("session expired: sign in again"); }
   if (!resp.ok) {
     let message = resp.status + " " + resp.statusText;
     try { message = (await resp.json()).error.message || message; } catch (_) { /* not JSON */ }
     throw new Error(message);
   }
   return resp;
-}
+};
+GP.json = async (path, options) => (await GP.api(path, options)).json();
+GP.post = (path, body) => GP.json(path, { method: "POST", headers: { "Content-Type": "application/json" },
+  body: JSON.stringify(body || {}) });
 
-const tokens = (micro) => (Number(micro) / 1e6).toLocaleString(undefined, { maximumFractionDigits: 6 });
-const when = (ts) => (ts ? new Date(ts * 1000).toLocaleTimeString() : "–");
+GP.tokens = (micro) => (micro === null || micro === undefined ? "–"
+  : (Number(micro) / 1e6).toLocaleString(undefined, { maximumFractionDigits: 6 }));
+GP.when = (ts) => (ts ? new Date(ts * 1000).toLocaleString() : "–");
+GP.dash = (v) => (v === null || v === undefined || v === "" ? "–" : String(v));
 
-function cell(row, text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text === null || text === undefined ? "–" : String(text);
-  if (cls) td.className = cls;
-  row.appendChild(td);
-  return td;
-}
-
-function bar(row, pct) {
-  const td = cell(row, "");
-  if (pct === null || pct === undefined) { td.textContent = "–"; return; }
-  const outer = document.createElement("span"), inner = document.createElement("i");
-  outer.className = "bar"; inner.style.width = Math.max(0, Math.min(100, pct)) + "%";
-  outer.appendChild(inner); td.appendChild(outer); td.appendChild(document.createTextNode(" " + pct + "%"));
-}
-
-function replaceRows(tbody, rows, empty) {
-  tbody.replaceChildren(...rows);
-  if (!rows.length) { const tr = document.createElement("tr"); cell(tr, empty, "dim").colSpan = 6; tbody.appendChild(tr); }
-}
-
-async function refreshHealth() {
-  const health = await (await api("/v1/health")).json();
-  $("online").textContent = health.online_miners;
-  $("node-latency").textContent = health.avg_latency_ms === null ? "–" : health.avg_latency_ms.toFixed(1) + " ms";
-  $("version").textContent = "hub " + health.version + " · " + health.features.database;
-  const text = await (await api("/metrics")).text();
-  const sum = /^poolhub_match_latency_ms_sum (\S+)$/m.exec(text), count = /^poolhub_match_latency_ms_count (\S+)$/m.exec(text);
-  $("match").textContent = count && Number(count[1]) > 0 ? (Number(sum[1]) / Number(count[1])).toFixed(2) + " ms" : "–";
-}
-
-async function refreshAccount() {
-  const me = await (await api("/v1/me")).json();
-  const balance = await (await api("/v1/balance")).json();
-  $("who").textContent = me.username + " (" + me.role + ")";
-  $("available").textContent = tokens(balance.available);
-  $("held").textContent = tokens(balance.held);
-}
-
-async function refreshNodes() {
-  const pool = await (await api("/v1/pool")).json();
-  $("gpus").textContent = pool.gpus_online;
-  replaceRows($("nodes"), pool.nodes.map((n) => {
-    const tr = document.createElement("tr");
-    cell(tr, n.miner_id + (n.region ? " · " + n.region : ""));
-    cell(tr, n.gpus.length ? n.gpus.length + "× " + n.gpus[0].name + " (" + n.gpus[0].vram_gb + " GB)" : "CPU");
-    bar(tr, n.gpus.length ? Math.round(n.gpus.reduce((a, g) => a + (g.util_pct || 0), 0) / n.gpus.length) : null);
-    const used = n.gpus.reduce((a, g) => a + (g.mem_used_mb || 0), 0), total = n.gpus.reduce((a, g) => a + (g.mem_total_mb || 0), 0);
-    cell(tr, total ? (used / 1024).toFixed(1) + " / " + (total / 1024).toFixed(1) + " GiB" : "–");
-    cell(tr, tokens(n.price_token_per_ksec));
-    cell(tr, n.queue_len + " / " + n.max_parallel);
-    return tr;
-  }), "no node is online");
-}
-
-async function refreshTasks() {
-  const tasks = await (await api("/v1/tasks?limit=50")).json();
-  replaceRows($("tasks"), tasks.map((t) => {
-    const tr = document.createElement("tr");
-    tr.className = "task" + (stream && stream.id === t.task_id ? " sel" : "");
-    cell(tr, t.task_id.slice(0, 12)); cell(tr, t.name); cell(tr, t.status, "s-" + t.status);
-    cell(tr, t.miner_id); cell(tr, when(t.submitted_at)); cell(tr, t.cost === null ? "–" : tokens(t.cost));
-    tr.addEventListener("click", () => watch(t.task_id));
-    return tr;
-  }), "no tasks yet: gpupool task submit DIR -- COMMAND");
-}
-
-// Server-Sent Events over fetch, so the bearer token travels in a header and not in the URL.
-async function watch(taskId) {
-  if (stream) stream.controller.abort();
-  const controller = new AbortController();
-  stream = { id: taskId, controller };
-  const out = $("output");
-  out.textContent = ""; out.className = "";
-  $("output-task").textContent = taskId;
-  try {
-    const resp = await api("/v1/tasks/" + encodeURIComponent(taskId) + "/output", { signal: controller.signal });
-    const reader = resp.body.getReader(), decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
-        const name = /^event: (.*)$/m.exec(event), data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6));
-        if (name && name[1] === "end") { out.appendChild(document.createTextNode("\n[task ended]\n")); continue; }
-        if (!data.length) continue;
-        let chunk = data.join("\n");
-        try { chunk = JSON.parse(chunk); } catch (_) { /* plain text */ }
-        if (typeof chunk !== "string") chunk = JSON.stringify(chunk);
-        out.appendChild(document.createTextNode(chunk));
-        out.scrollTop = out.scrollHeight;
-      }
-    }
-  } catch (e) {
-    if (e.name !== "AbortError") { out.className = "err"; out.appendChild(document.createTextNode("\n" + e.message)); }
+// el("tag.class", {attr: value}, child, "text", …): a DOM node; strings become text nodes.
+GP.el = function el(spec, attrs, ...children) {
+  const [tag, ...classes] = spec.split(".");
+  const node = document.createElement(tag);
+  if (classes.length) node.className = classes.join(" ");
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "text") node.textContent = String(v);
+    else node.setAttribute(k, v === true ? "" : String(v));
   }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    node.appendChild(typeof c === "string" || typeof c === "number" ? document.createTextNode(String(c)) : c);
+  }
+  return node;
+};
+
+// A table: heads, then rows of cells (strings or nodes); `empty` when there are none.
+GP.table = function table(heads, rows, empty, label) {
+  const el = GP.el;
+  const body = rows.length ? rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c === null ? "–" : c))))
+    : [el("tr", {}, el("td.dim", { colspan: heads.length }, empty))];
+  return el("div.scroll", { role: "region", "aria-label": label || heads.join(", "), tabindex: 0 },
+    el("table", {}, el("thead", {}, el("tr", {}, heads.map((h) => el("th", { scope: "col" }, h)))), el("tbody", {}, body)));
+};
+
+GP.card = (title, ...children) => GP.el("section.card", {}, GP.el("h2", {}, title), ...children);
+GP.stat = (label, value, id) => GP.el("div.stat", {}, GP.el("b", { id, text: value }), GP.el("span", {}, label));
+GP.errorBox = (e) => GP.el("p.err", { role: "alert" }, e.message || String(e));
+
+GP.download = async function download(path, filename) {
+  const blob = await (await GP.api(path)).blob();
+  GP.saveBlob(blob, filename);
+};
+GP.saveBlob = function saveBlob(blob, filename) {
+  const a = GP.el("a", { href: URL.createObjectURL(blob), download: filename });
+  document.body.appendChild(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+};
+
+// -- routing ------------------------------------------------------------------------------------------
+GP.every = (ms, fn) => { GP.timers.push(setInterval(fn, ms)); };
+GP.cleanup = [];
+
+async function route() {
+  GP.timers.forEach(clearInterval); GP.timers = [];
+  GP.cleanup.forEach((fn) => fn()); GP.cleanup = [];
+  const [name, arg] = (location.hash.slice(1) || "pool").split("/").map(decodeURIComponent);
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.dataset.page === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  const view = $("view");
+  if (!GP.token) { view.replaceChildren(); return; }
+  const page = GP.pages[name] || GP.pages.pool;
+  view.replaceChildren(GP.el("p.dim", {}, "loading…"));
+  try { await page(view, arg); } catch (e) { view.replaceChildren(GP.errorBox(e)); }
+}
+GP.route = route;
+
+// -- signing in and out --------------------------------------------------------------------------------
+function showSignedIn(signedIn) {
+  $("login-panel").hidden = signedIn;
+  $("account").hidden = !signedIn;
+  $("nav").hidden = !signedIn;
+}
+
+async function loadMe() {
+  GP.me = await GP.json("/v1/me");
+  $("who").textContent = GP.me.username + " (" + GP.me.role + ")";
+  for (const a of document.querySelectorAll("[data-admin]")) a.hidden = GP.me.role !== "admin";
+  showSignedIn(true);
 }
 
 function signOut() {
-  token = null; sessionStorage.removeItem("gpupool.token");
-  if (stream) stream.controller.abort();
-  $("login").hidden = false; $("me").hidden = true;
-}
-
-async function tick() {
-  try { await refreshHealth(); } catch (e) { $("version").textContent = "hub unreachable: " + e.message; }
-  if (!token) return;
-  try { await Promise.all([refreshAccount(), refreshNodes(), refreshTasks()]); $("account-error").textContent = ""; }
-  catch (e) { $("account-error").textContent = e.message; }
+  GP.token = null; GP.me = null; sessionStorage.removeItem("gpupool.token");
+  GP.cleanup.forEach((fn) => fn()); GP.cleanup = [];
+  showSignedIn(false);
+  $("view").replaceChildren();
+  $("username").focus();
 }
 
 $("login").addEventListener("submit", async (ev) => {
   ev.preventDefault();
+  $("login-error").textContent = "";
   try {
-    const resp = await api("/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username: $("username").value, password: $("password").value }) });
-    token = (await resp.json()).access_token;
-    sessionStorage.setItem("gpupool.token", token);
-    $("password").value = ""; $("login").hidden = true; $("me").hidden = false;
-    await tick();
-  } catch (e) { $("account-error").textContent = e.message; }
+    const body = { username: $("username").value, password: $("password").value };
+    GP.token = (await GP.post("/v1/auth/login", body)).access_token;
+    sessionStorage.setItem("gpupool.token", GP.token);
+    $("password").value = "";
+    await loadMe();
+    document.querySelector("nav a").focus();  // the form is gone: the keyboard lands on the pages
+    await route();
+  } catch (e) { $("login-error").textContent = e.message; }
 });
-$("logout").addEventListener("click", (ev) => { ev.preventDefault(); signOut(); });
-if (token) { $("login").hidden = true; $("me").hidden = false; }
-tick();
-setInterval(tick, 5000);
+$("logout").addEventListener("click", signOut);
+window.addEventListener("hashchange", route);
+
+async function refreshHealth() {
+  try {
+    const health = await GP.json("/v1/health");
+    $("version").textContent = "hub " + health.version + " · " + health.features.database + " · "
+      + health.online_miners + " node(s) online";
+  } catch (e) { $("version").textContent = "hub unreachable: " + e.message; }
+}
+
+async function start() {
+  refreshHealth(); setInterval(refreshHealth, 10000);
+  if (!GP.token) { showSignedIn(false); return; }
+  try { await loadMe(); } catch (_) { signOut(); return; }
+  await route();
+}
+document.addEventListener("DOMContentLoaded", start);

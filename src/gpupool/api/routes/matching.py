@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from gpupool.api.deps import CoordinatorDep, HubDep, RateLimitDep
 from gpupool.api.schemas_registry import CandidateOut, FeedbackIn, FeedbackOut, MatchIn, MatchOut
 from gpupool.core import matching
+from gpupool.core.units import tokens_from_micro
 
 router = APIRouter(prefix="/v1", tags=["matching"])
 
@@ -17,14 +18,21 @@ async def match(body: MatchIn, hub: HubDep, _coordinator: CoordinatorDep) -> Mat
     result = hub.matchmaking.match(
         body.job_id,
         matching.Requirements.from_mapping(body.requirements.model_dump()),
-        matching.Hints(region=h.region, max_price=h.max_price, deadline_ms=h.deadline_ms),
+        matching.Hints(region=h.region, max_price=h.max_price_micro, deadline_ms=h.deadline_ms),
         body.top_k,
     )
     return MatchOut(
         job_id=body.job_id,
         candidates=[
             CandidateOut(
-                miner_id=c.miner_id, addr=c.addr, proto=c.proto, score=c.score, eta_ms=c.eta_ms, price=c.price
+                miner_id=c.miner_id,
+                addr=c.addr,
+                proto=c.proto,
+                score=c.score,
+                eta_ms=c.eta_ms,
+                price=tokens_from_micro(c.price),
+                price_micro=c.price,
+                explain=c.explain,
             )
             for c in result.candidates
         ],

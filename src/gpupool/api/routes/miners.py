@@ -11,7 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect, status
 from pydantic import ValidationError
 
-from gpupool.api.deps import AdminDep, HubDep, PrincipalDep, RateLimitDep
+from gpupool import wire
+from gpupool.api.deps import AdminDep, ClientDep, HubDep, PrincipalDep, RateLimitDep
+from gpupool.api.dialects import aitbc, parsed
 from gpupool.api.errors import status_for, ws_close_code
 from gpupool.api.schemas_registry import (
     GpuOut,
@@ -24,13 +26,14 @@ from gpupool.api.schemas_registry import (
     SessionIn,
     UpdateIn,
 )
-from gpupool.errors import GpupoolError
-from gpupool.heartbeat_protocol import BATCH_SUBPROTOCOL, envelope, opened
+from gpupool.core.units import tokens_from_micro
+from gpupool.errors import GpupoolError, InvalidInput
 from gpupool.hub.channels import Sender
 from gpupool.hub.container import Hub
 from gpupool.hub.live import GpuSpec, NodeSpec
 from gpupool.store.registry_repo import MinerRecord
 from gpupool.store.tasks_repo import TaskRow
+from gpupool.wire import BATCH_SUBPROTOCOL, envelope, opened
 
 router = APIRouter(prefix="/v1/miners", tags=["miners"])
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ def miner_out(record: MinerRecord) -> MinerOut:
         miner_id=record.miner_id,
         pubkey=record.pubkey,
         owner=record.owner,
+        identity=record.identity,
         status=record.status,
         addr=spec.addr,
         proto=spec.proto,
@@ -49,7 +53,8 @@ def miner_out(record: MinerRecord) -> MinerOut:
         gpus=[GpuOut(**_gpu(g)) for g in spec.gpus],
         cpu_cores=spec.cpu_cores,
         ram_gb=spec.ram_gb,
-        price_token_per_ksec=spec.price_micro_per_ksec,
+        price_token_per_ksec=tokens_from_micro(spec.price_micro_per_ksec),
+        price_micro_per_ksec=spec.price_micro_per_ksec,
         max_parallel=spec.max_parallel,
         tags=list(spec.tags),
         capabilities=list(spec.capabilities),
@@ -73,7 +78,7 @@ def _spec(body: RegisterIn) -> NodeSpec:
         miner_id=body.miner_id,
         cpu_cores=body.cpu_cores,
         ram_gb=float(body.ram_gb),
-        price_micro_per_ksec=body.price_token_per_ksec,
+        price_micro_per_ksec=body.price_micro_per_ksec or 0,
         max_parallel=body.max_parallel,
         gpus=tuple(GpuSpec(**g.model_dump()) for g in body.gpus),
         addr=body.addr,
@@ -84,36 +89,63 @@ def _spec(body: RegisterIn) -> NodeSpec:
     )
 
 
-@router.post("/register", response_model=RegisterOut, dependencies=[RateLimitDep])
+@router.post(
+    "/register",
+    response_model=None,  # two wires: gpupool's RegisterOut, or AITBC's body (documented there)
+    responses={200: {"model": RegisterOut}},
+    dependencies=[RateLimitDep],
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RegisterIn"}}}
+        }
+    },
+)
 async def register(
-    body: RegisterIn,
     request: Request,
     hub: HubDep,
-    api_key: Annotated[str | None, Header(alias="X-Api-Key")] = None,
-) -> RegisterOut:
-    """Signed (kind 21000) by the node's key; the body is verified exactly as sent."""
-    registration = await hub.registry.register_miner(await request.json(), _spec(body), api_key)
-    return RegisterOut(**{k: getattr(registration, k) for k in registration.__slots__})
+    api_key: Annotated[str | None, Header(alias="X-Api-Key", max_length=256)] = None,
+) -> dict[str, Any]:
+    """Signed (kind 21000) by the node's key; the body is verified exactly as sent. An unsigned body
+    with an owner ``api_key`` is AITBC's miner (SPEC §8.2): an account-bound node."""
+    raw = await json_object(request)
+    if "sig_event" not in raw and "api_key" in raw:
+        return await aitbc.register(raw, hub)
+    body = parsed(RegisterIn, raw)
+    registration = await hub.registry.register_miner(raw, _spec(body), api_key)
+    return RegisterOut(**{k: getattr(registration, k) for k in RegisterOut.model_fields}).model_dump()
 
 
-@router.post("/update", response_model=LeaseOut)
-async def update(body: UpdateIn, hub: HubDep) -> LeaseOut:
-    miner_id = await hub.sessions.beat(body.session_token, body.queue_len, None, body.miner_id)
-    if body.price_token_per_ksec is not None:
-        await hub.registry.set_price(miner_id, body.price_token_per_ksec)
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON body, which must be an object."""
+    try:
+        raw = await request.json()
+    except ValueError as exc:
+        raise InvalidInput("the body is not JSON", field="body") from exc
+    if not isinstance(raw, dict):
+        raise InvalidInput("the body is a JSON object", field="body")
+    return raw
+
+
+@router.post("/update", response_model=LeaseOut, dependencies=[RateLimitDep])
+async def update(body: UpdateIn, hub: HubDep, client: ClientDep) -> LeaseOut:
+    miner_id = await hub.sessions.beat(body.session_token, body.queue_len, None, body.miner_id, client)
+    if body.price_micro_per_ksec is not None:
+        await hub.registry.set_price(miner_id, body.price_micro_per_ksec)
     return await _lease(hub, body.session_token)
 
 
-@router.get("/lease/renew", response_model=LeaseOut)
-async def renew(hub: HubDep, session_token: Annotated[str, Query(min_length=1, max_length=128)]) -> LeaseOut:
+@router.get("/lease/renew", response_model=LeaseOut, dependencies=[RateLimitDep])
+async def renew(
+    hub: HubDep, client: ClientDep, session_token: Annotated[str, Query(min_length=1, max_length=128)]
+) -> LeaseOut:
     """The HTTP fallback of the heartbeat socket: keeps the session and the node alive."""
-    await hub.sessions.beat(session_token, _queue_len(hub, session_token), None)
+    await hub.sessions.beat(session_token, _queue_len(hub, session_token), None, client=client)
     return await _lease(hub, session_token)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(body: SessionIn, hub: HubDep) -> None:
-    miner_id = await hub.sessions.logout(body.session_token)
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, dependencies=[RateLimitDep])
+async def logout(body: SessionIn, hub: HubDep, client: ClientDep) -> None:
+    miner_id = await hub.sessions.logout(body.session_token, client)
     await hub.tasks.lose_nodes([miner_id])
 
 
@@ -122,17 +154,18 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
     """Heartbeats in, commands out. A refused session closes with 4401/4403 and the reason code.
 
     A node that offers the batch subprotocol may send several results in one envelope and gets
-    commands and acknowledgements the same way (``heartbeat_protocol``).
+    commands and acknowledgements the same way (``gpupool.wire``).
     """
     hub: Hub = websocket.app.state.hub
     batching = BATCH_SUBPROTOCOL in websocket.scope.get("subprotocols", ())
     await websocket.accept(subprotocol=BATCH_SUBPROTOCOL if batching else None)
+    client = websocket.client.host if websocket.client else "unknown"
     try:
-        miner_id = await hub.sessions.beat(session_token, _queue_len(hub, session_token), None)
+        miner_id = await hub.sessions.beat(session_token, _queue_len(hub, session_token), None, client=client)
     except GpupoolError as exc:
         await websocket.close(code=ws_close_code(exc), reason=exc.code)
         return
-    ack = {"type": "ack", "next_heartbeat_sec": hub.settings.heartbeat_interval_sec}
+    ack = wire.encode(wire.Ack(next_heartbeat_sec=hub.settings.heartbeat_interval_sec))
     sender = websocket.send_json
     hub.channels.attach(miner_id, sender, batching=batching)
     hub.tasks.wakeup.set()  # a node that can take work is here: queued tasks need not wait
@@ -140,7 +173,10 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
     try:
         while True:
             try:
-                message = json.loads(await websocket.receive_text())
+                text = await websocket.receive_text()
+                # A heartbeat is the one message without a type: read from the text in one pass, which
+                # costs half of parsing then validating (bench/wire.py); the rest are parsed first.
+                message = json.loads(text) if '"type"' in text else None
                 kind = message.get("type") if isinstance(message, dict) else None
                 if kind == "result" or (kind == "batch" and batching):
                     # Signed task results: settled beside the beats, so many batch into one commit.
@@ -152,11 +188,14 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
                     continue
                 if kind == "batch":
                     raise ValueError(f"a batch needs the {BATCH_SUBPROTOCOL} subprotocol, offered on connect")
-                beat = HeartbeatIn.model_validate(message)
-            except (ValidationError, ValueError) as exc:
-                await websocket.send_json(
-                    {"type": "error", "code": "invalid_input", "message": str(exc)[:500]}
+                beat = (
+                    HeartbeatIn.model_validate_json(text)
+                    if message is None
+                    else HeartbeatIn.model_validate(message)
                 )
+            except (ValidationError, ValueError) as exc:
+                error = wire.Error(code="invalid_input", message=str(exc)[:500])
+                await websocket.send_json(wire.encode(error))
                 continue
             try:
                 await hub.sessions.beat(session_token, beat.queue_len, beat.model_dump(exclude_none=True))
@@ -183,33 +222,36 @@ async def _take_results(hub: Hub, miner_id: str, messages: list[Any], send: Send
     except Exception:
         log.exception("results from %s failed", miner_id)
         answers = [None] * len(signed)  # None: failed with the rest, logged once above
-    acks = []
-    for raw, answer in zip(signed, answers, strict=True):
-        task_id = raw.get("task_id") if isinstance(raw, dict) else None
-        if isinstance(answer, GpupoolError):
-            ack = {"status": status_for(answer), "code": answer.code, "message": str(answer)[:500]}
-        elif answer is None or isinstance(answer, Exception):
-            if answer is not None:
-                log.error("result of %s from %s failed", task_id, miner_id, exc_info=answer)
-            ack = {"status": 500, "code": "internal_error"}
-        elif isinstance(answer, BaseException):
-            raise answer  # cancelled: the hub is stopping
-        else:
-            ack = {"status": 200, "state": answer.view.state.value, "cost": answer.charge_micro}
-        acks.append({"type": "result_ack", "task_id": task_id, **ack})
+    acks = [_result_ack(miner_id, raw, answer) for raw, answer in zip(signed, answers, strict=True)]
     with contextlib.suppress(Exception):  # the socket may be gone; the node then asks over HTTP
         if batched:
             await send(envelope(acks))
         else:
             for ack in acks:
-                await send(ack)
+                await send(wire.encode(ack))
+
+
+def _result_ack(miner_id: str, raw: Any, answer: TaskRow | BaseException | None) -> wire.ResultAck:
+    task_id = raw.get("task_id") if isinstance(raw, dict) else None
+    task_id = task_id if isinstance(task_id, str) and len(task_id) <= 64 else None
+    if isinstance(answer, GpupoolError):
+        status, code, message = status_for(answer), answer.code[:64], str(answer)[:500]
+        return wire.ResultAck(task_id=task_id, status=status, code=code, message=message)
+    if answer is None or isinstance(answer, Exception):
+        if answer is not None:
+            log.error("result of %s from %s failed", task_id, miner_id, exc_info=answer)
+        return wire.ResultAck(task_id=task_id, status=500, code="internal_error")
+    if isinstance(answer, BaseException):
+        raise answer  # cancelled: the hub is stopping
+    state = answer.view.state.value
+    return wire.ResultAck(task_id=task_id, status=200, state=state, cost=answer.charge_micro)  # type: ignore[arg-type]
 
 
 @router.get("", response_model=MinerPage)
 async def list_miners(
     hub: HubDep,
     _admin: AdminDep,
-    status_: Annotated[str | None, Query(alias="status", pattern="^(online|offline)$")] = None,
+    status_: Annotated[str | None, Query(alias="status", pattern="^(online|offline|pending)$")] = None,
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MinerPage:

@@ -6,12 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from gpupool.api.deps import AdminDep, HubDep
+from gpupool.api.deps import AdminDep, HubDep, PrincipalDep
+from gpupool.api.routes.miners import miner_out
 from gpupool.api.schemas_registry import (
     AllowIn,
     AllowOut,
     ApiKeyIn,
     ApiKeyOut,
+    MinerOut,
+    OwnApiKeyIn,
+    OwnApiKeyOut,
     PermissionsOut,
     WorkerIn,
     WorkerOut,
@@ -56,6 +60,12 @@ async def approve_worker(pubkey: str, hub: HubDep, _admin: AdminDep) -> WorkerOu
     return _worker(await hub.registry.approve_worker(pubkey))
 
 
+@router.post("/v1/admin/miners/{miner_id}/approve", response_model=MinerOut)
+async def approve_miner(miner_id: str, hub: HubDep, _admin: AdminDep) -> MinerOut:
+    """Admit a pending account-bound node (registry mode ``allowlist``): it is matched from now on."""
+    return miner_out(await hub.registry.approve_miner(miner_id))
+
+
 @router.get("/v1/admin/allowlist", response_model=list[AllowOut])
 async def allowlist(hub: HubDep, _admin: AdminDep) -> list[AllowOut]:
     return [AllowOut(entry=e["entry"], kind=e["kind"]) for e in await hub.registry.allowlist()]
@@ -69,6 +79,37 @@ async def allow(body: AllowIn, hub: HubDep, admin: AdminDep) -> AllowOut:
 @router.delete("/v1/admin/allowlist/{entry}", status_code=status.HTTP_204_NO_CONTENT)
 async def disallow(entry: str, hub: HubDep, _admin: AdminDep) -> Response:
     await hub.registry.disallow(entry)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _own_key(record: ApiKeyRecord, key: str | None = None) -> OwnApiKeyOut:
+    return OwnApiKeyOut(
+        id=record.id,
+        key=key,
+        owner=record.owner,
+        name=record.label,
+        created_at=record.created_at,
+        revoked_at=record.revoked_at,
+        admits=record.admits,
+    )
+
+
+@router.post("/v1/api-keys", response_model=OwnApiKeyOut, status_code=status.HTTP_201_CREATED)
+async def create_own_api_key(body: OwnApiKeyIn, hub: HubDep, principal: PrincipalDep) -> OwnApiKeyOut:
+    """Self-service (SPEC §8.2): the key is in this response only; the hub keeps its hash."""
+    record, key = await hub.registry.create_own_api_key(principal, body.owner, body.name)
+    return _own_key(record, key)
+
+
+@router.get("/v1/api-keys", response_model=list[OwnApiKeyOut])
+async def list_own_api_keys(hub: HubDep, principal: PrincipalDep) -> list[OwnApiKeyOut]:
+    return [_own_key(r) for r in await hub.registry.api_keys(None, created_by=principal.username)]
+
+
+@router.delete("/v1/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_own_api_key(key_id: str, hub: HubDep, principal: PrincipalDep) -> Response:
+    """Revoke one's own key (an admin: any key); its nodes can no longer heartbeat with it."""
+    await hub.registry.revoke_api_key(key_id, None if principal.is_admin else principal.username)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -9,12 +9,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gpupool.api.deps import HubDep, PrincipalDep
 from gpupool.api.schemas import HealthOut, PoolNodeOut, PoolOut
+from gpupool.core.units import tokens_from_micro
+from gpupool.errors import NotFound
+from gpupool.hub import health as health_report
 from gpupool.hub.live import NodeSpec
 
 WEB = resources.files("gpupool") / "web"
 # The dashboard loads only its own script and talks only to this hub.
 DASHBOARD_CSP = (
-    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
     "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 
@@ -22,20 +25,25 @@ router = APIRouter(tags=["system"])
 
 
 @router.get("/v1/health", response_model=HealthOut)
-async def health(hub: HubDep, request: Request) -> HealthOut:
+async def health(hub: HubDep, request: Request, response: Response) -> HealthOut:
+    """The database and Redis probed on each call; 503 (status ``degraded``) when one is down."""
     grpc_server = getattr(request.app.state, "grpc", None)
+    report = await health_report.health(hub, grpc_server.port if grpc_server is not None else None)
+    if report.status != "ok":
+        response.status_code = 503
     return HealthOut(
-        status="ok",
+        status=report.status,
         version=hub.version,
-        online_miners=hub.live.online_count(),
-        avg_latency_ms=hub.live.avg_latency_ms(),
+        online_miners=report.online_miners,
+        miners_online=report.online_miners,
+        avg_latency_ms=report.avg_latency_ms,
         hub_pubkey=hub.rewards.hub_key.pubkey,
-        features={
-            "database": "sqlite" if hub.db.is_sqlite else "postgresql",
-            "redis": bool(hub.settings.redis_url),
-            "registry_mode": hub.settings.registry_mode,
-            "grpc_port": grpc_server.port if grpc_server is not None else None,
-        },
+        db=report.db,
+        redis=report.redis,
+        db_error=report.db_error,
+        redis_error=report.redis_error,
+        timestamp=report.timestamp,
+        features=report.features,
     )
 
 
@@ -64,7 +72,8 @@ async def pool(hub: HubDep, _principal: PrincipalDep) -> PoolOut:
                 region=spec.region,
                 gpus=gpus,
                 cpu_cores=spec.cpu_cores,
-                price_token_per_ksec=spec.price_micro_per_ksec,
+                price_token_per_ksec=tokens_from_micro(spec.price_micro_per_ksec),
+                price_micro_per_ksec=spec.price_micro_per_ksec,
                 queue_len=node.queue_len,
                 max_parallel=spec.max_parallel,
                 trust=node.record.trust,
@@ -87,10 +96,26 @@ async def dashboard() -> Response:
     )
 
 
-@router.get("/web/app.js", include_in_schema=False)
-async def dashboard_script() -> Response:
+# The dashboard's files, by name: nothing else under the package is reachable from here.
+WEB_FILES = {
+    "app.js": "text/javascript",
+    "charts.js": "text/javascript",
+    "pool.js": "text/javascript",
+    "user.js": "text/javascript",
+    "admin.js": "text/javascript",
+    "app.css": "text/css",
+    "vendor/uPlot.iife.min.js": "text/javascript",
+    "vendor/uPlot.min.css": "text/css",
+}
+
+
+@router.get("/web/{name:path}", include_in_schema=False)
+async def dashboard_file(name: str) -> Response:
+    media = WEB_FILES.get(name)
+    if media is None:
+        raise NotFound(f"no dashboard file {name[:64]}")
     return Response(
-        (WEB / "app.js").read_bytes(),
-        media_type="text/javascript; charset=utf-8",
+        (WEB / name).read_bytes(),
+        media_type=f"{media}; charset=utf-8",
         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"},
     )

@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
-from gpupool.api.deps import HubDep, PrincipalDep
+from gpupool.api.deps import ClientDep, HubDep, PrincipalDep
 from gpupool.api.errors import error_body
 from gpupool.api.schemas_tasks import (
     BatchItemOut,
@@ -29,15 +29,17 @@ from gpupool.api.schemas_tasks import (
     TaskOut,
 )
 from gpupool.core.scheduling import TaskState
+from gpupool.core.units import tokens_from_micro
 from gpupool.errors import GpupoolError, InvalidInput, NotFound
 from gpupool.hub.container import Hub
+from gpupool.hub.waiting import WaitingReasons
 from gpupool.store.tasks_repo import TaskRow
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 SessionHeader = Annotated[str, Header(alias="X-Session-Token", min_length=1, max_length=128)]
 
 
-def task_out(row: TaskRow) -> TaskOut:
+def task_out(row: TaskRow, reasons: WaitingReasons | None = None) -> TaskOut:
     v = row.view
     return TaskOut(
         task_id=v.task_id,
@@ -53,9 +55,13 @@ def task_out(row: TaskRow) -> TaskOut:
         exit_code=v.exit_code,
         outcome=v.outcome.value if v.outcome else None,
         hold=row.hold_micro,
-        price_token_per_ksec=row.price_micro_per_ksec,
+        price_token_per_ksec=None
+        if row.price_micro_per_ksec is None
+        else tokens_from_micro(row.price_micro_per_ksec),
+        price_micro_per_ksec=row.price_micro_per_ksec,
         cost=row.charge_micro,
         usage=row.usage,
+        waiting_reason=reasons.of(row) if reasons is not None else None,
     )
 
 
@@ -156,12 +162,14 @@ async def list_tasks(
     ] = None,
     status: Annotated[list[TaskState] | None, Query(description="only tasks in these states")] = None,
 ) -> list[TaskOut]:
-    return [task_out(r) for r in await hub.tasks.page(principal, limit, before, status or [], before_id)]
+    rows = await hub.tasks.page(principal, limit, before, status or [], before_id)
+    reasons = WaitingReasons(hub.live)
+    return [task_out(r, reasons) for r in rows]
 
 
 @router.get("/{task_id}", response_model=TaskOut)
 async def get_task(task_id: str, hub: HubDep, principal: PrincipalDep) -> TaskOut:
-    return task_out(await hub.tasks.get(principal, task_id))
+    return task_out(await hub.tasks.get(principal, task_id), WaitingReasons(hub.live))
 
 
 @router.get("/{task_id}/result", response_model=ResultOut)
@@ -177,8 +185,12 @@ async def result(task_id: str, hub: HubDep, principal: PrincipalDep) -> ResultOu
 
 @router.post("/{task_id}/stop", response_model=TaskOut)
 async def stop(task_id: str, hub: HubDep, principal: PrincipalDep) -> TaskOut:
+    """A queued task stops at once; a running one is ``stopping`` until its node reports it ended."""
     await hub.tasks.stop(principal, task_id)
-    return task_out(await hub.tasks.get(principal, task_id))
+    out = task_out(await hub.tasks.get(principal, task_id))
+    if out.status in (TaskState.ASSIGNED, TaskState.RUNNING):
+        out.status = "stopping"
+    return out
 
 
 @router.get("/{task_id}/output")
@@ -233,17 +245,21 @@ async def download_artifact(task_id: str, path: str, hub: HubDep, principal: Pri
 
 
 @router.post("/{task_id}/output", response_model=OutputAck)
-async def node_output(task_id: str, body: OutputIn, hub: HubDep, session_token: SessionHeader) -> OutputAck:
+async def node_output(
+    task_id: str, body: OutputIn, hub: HubDep, session_token: SessionHeader, client: ClientDep
+) -> OutputAck:
     """Idempotent by ``seq``: a chunk re-sent after a reconnect is acknowledged and not stored twice."""
-    miner_id = await hub.sessions.resolve(session_token)
+    miner_id = await hub.sessions.resolve(session_token, client=client)
     stored = await hub.tasks.node_output(miner_id, task_id, body.seq, body.stream, body.data)
     return OutputAck(task_id=task_id, seq=body.seq, stored=stored)
 
 
 @router.post("/{task_id}/result", response_model=TaskOut)
-async def node_result(task_id: str, request: Request, hub: HubDep, session_token: SessionHeader) -> TaskOut:
+async def node_result(
+    task_id: str, request: Request, hub: HubDep, session_token: SessionHeader, client: ClientDep
+) -> TaskOut:
     """Signed (kind 21002) by the node: exit code, status, usage, artifact digests; settles the task."""
-    miner_id = await hub.sessions.resolve(session_token)
+    miner_id = await hub.sessions.resolve(session_token, client=client)
     raw = await request.json()
     if not isinstance(raw, dict) or raw.get("task_id") != task_id:
         raise InvalidInput("the body's task_id must be the task in the path", field="task_id")
@@ -251,9 +267,11 @@ async def node_result(task_id: str, request: Request, hub: HubDep, session_token
 
 
 @router.get("/{task_id}/bundle")
-async def node_bundle(task_id: str, hub: HubDep, session_token: SessionHeader) -> FileResponse:
+async def node_bundle(
+    task_id: str, hub: HubDep, session_token: SessionHeader, client: ClientDep
+) -> FileResponse:
     """The task's files, for the node it is assigned to only."""
-    miner_id = await hub.sessions.resolve(session_token)
+    miner_id = await hub.sessions.resolve(session_token, client=client)
     hub.tasks.assigned_to(task_id, miner_id)
     return FileResponse(hub.tasks.files.bundle(task_id), media_type="application/gzip")
 
@@ -265,10 +283,11 @@ async def node_artifact(
     request: Request,
     hub: HubDep,
     session_token: SessionHeader,
+    client: ClientDep,
     sha256: Annotated[str, Header(alias="X-Content-SHA256", pattern="^[0-9a-f]{64}$")],
 ) -> dict[str, object]:
     """One file the task wrote under ``output/``; kept only when its sha256 is the one announced."""
-    miner_id = await hub.sessions.resolve(session_token)
+    miner_id = await hub.sessions.resolve(session_token, client=client)
     hub.tasks.assigned_to(task_id, miner_id)
     target = hub.tasks.files.artifact(task_id, path)
     size, digest = await hub.tasks.files.save(target, _request_chunks(request))

@@ -29,28 +29,32 @@ class LoginResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., token: _Optional[str] = ..., refresh_token: _Optional[str] = ..., expires_in: _Optional[int] = ...) -> None: ...
 
 class TransferRequest(_message.Message):
-    __slots__ = ("token", "receiver_username", "amount", "idempotency_key")
+    __slots__ = ("token", "receiver_username", "amount", "idempotency_key", "amount_micro")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_USERNAME_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MICRO_FIELD_NUMBER: _ClassVar[int]
     token: str
     receiver_username: str
     amount: int
     idempotency_key: str
-    def __init__(self, token: _Optional[str] = ..., receiver_username: _Optional[str] = ..., amount: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    amount_micro: int
+    def __init__(self, token: _Optional[str] = ..., receiver_username: _Optional[str] = ..., amount: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., amount_micro: _Optional[int] = ...) -> None: ...
 
 class TransferResponse(_message.Message):
-    __slots__ = ("success", "message", "transfer_id", "replayed")
+    __slots__ = ("success", "message", "transfer_id", "replayed", "amount_micro")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MICRO_FIELD_NUMBER: _ClassVar[int]
     success: bool
     message: str
     transfer_id: int
     replayed: bool
-    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., transfer_id: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    amount_micro: int
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., transfer_id: _Optional[int] = ..., replayed: _Optional[bool] = ..., amount_micro: _Optional[int] = ...) -> None: ...
 
 class GetBalanceRequest(_message.Message):
     __slots__ = ("username", "token")
@@ -61,16 +65,18 @@ class GetBalanceRequest(_message.Message):
     def __init__(self, username: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class GetBalanceResponse(_message.Message):
-    __slots__ = ("success", "message", "balance", "held")
+    __slots__ = ("success", "message", "balance", "balance_micro", "held_micro")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
-    HELD_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_MICRO_FIELD_NUMBER: _ClassVar[int]
+    HELD_MICRO_FIELD_NUMBER: _ClassVar[int]
     success: bool
     message: str
     balance: int
-    held: int
-    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., balance: _Optional[int] = ..., held: _Optional[int] = ...) -> None: ...
+    balance_micro: int
+    held_micro: int
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., balance: _Optional[int] = ..., balance_micro: _Optional[int] = ..., held_micro: _Optional[int] = ...) -> None: ...
 
 class RefreshTokenRequest(_message.Message):
     __slots__ = ("old_token",)
@@ -108,25 +114,27 @@ class RegisterWorkerNodeRequest(_message.Message):
     node_id: str
     hostname: str
     cpu_cores: int
-    memory_gb: float
-    cpu_score: float
-    gpu_score: float
-    gpu_memory_gb: float
+    memory_gb: int
+    cpu_score: int
+    gpu_score: int
+    gpu_memory_gb: int
     location: str
     port: int
     gpu_name: str
     docker_status: str
-    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., memory_gb: _Optional[float] = ..., cpu_score: _Optional[float] = ..., gpu_score: _Optional[float] = ..., gpu_memory_gb: _Optional[float] = ..., location: _Optional[str] = ..., port: _Optional[int] = ..., gpu_name: _Optional[str] = ..., docker_status: _Optional[str] = ...) -> None: ...
+    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., memory_gb: _Optional[int] = ..., cpu_score: _Optional[int] = ..., gpu_score: _Optional[int] = ..., gpu_memory_gb: _Optional[int] = ..., location: _Optional[str] = ..., port: _Optional[int] = ..., gpu_name: _Optional[str] = ..., docker_status: _Optional[str] = ...) -> None: ...
 
-class RegisterWorkerNodeResponse(_message.Message):
-    __slots__ = ("success", "message")
+class StatusResponse(_message.Message):
+    __slots__ = ("success", "message", "miner_id")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MINER_ID_FIELD_NUMBER: _ClassVar[int]
     success: bool
     message: str
-    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+    miner_id: str
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., miner_id: _Optional[str] = ...) -> None: ...
 
-class ReportStatusRequest(_message.Message):
+class RunningStatusRequest(_message.Message):
     __slots__ = ("node_id", "status", "cpu_usage", "memory_usage", "gpu_usage", "gpu_memory_usage", "docker_status", "running_tasks", "session_token")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -139,16 +147,16 @@ class ReportStatusRequest(_message.Message):
     SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     status: str
-    cpu_usage: float
-    memory_usage: float
-    gpu_usage: float
-    gpu_memory_usage: float
+    cpu_usage: int
+    memory_usage: int
+    gpu_usage: int
+    gpu_memory_usage: int
     docker_status: str
     running_tasks: int
     session_token: str
-    def __init__(self, node_id: _Optional[str] = ..., status: _Optional[str] = ..., cpu_usage: _Optional[float] = ..., memory_usage: _Optional[float] = ..., gpu_usage: _Optional[float] = ..., gpu_memory_usage: _Optional[float] = ..., docker_status: _Optional[str] = ..., running_tasks: _Optional[int] = ..., session_token: _Optional[str] = ...) -> None: ...
+    def __init__(self, node_id: _Optional[str] = ..., status: _Optional[str] = ..., cpu_usage: _Optional[int] = ..., memory_usage: _Optional[int] = ..., gpu_usage: _Optional[int] = ..., gpu_memory_usage: _Optional[int] = ..., docker_status: _Optional[str] = ..., running_tasks: _Optional[int] = ..., session_token: _Optional[str] = ...) -> None: ...
 
-class ReportStatusResponse(_message.Message):
+class RunningStatusResponse(_message.Message):
     __slots__ = ("success", "message")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -157,7 +165,7 @@ class ReportStatusResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class UploadTaskRequest(_message.Message):
-    __slots__ = ("task_id", "task_zip", "memory_gb", "cpu_score", "gpu_score", "gpu_memory_gb", "location", "gpu_name", "token", "command", "max_price_token_per_ksec", "timeout_sec", "max_attempts", "env", "gpu_count")
+    __slots__ = ("task_id", "task_zip", "memory_gb", "cpu_score", "gpu_score", "gpu_memory_gb", "location", "gpu_name", "token", "command", "max_price_micro_per_ksec", "timeout_sec", "max_attempts", "env", "gpu_count")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -175,41 +183,121 @@ class UploadTaskRequest(_message.Message):
     GPU_NAME_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
-    MAX_PRICE_TOKEN_PER_KSEC_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRICE_MICRO_PER_KSEC_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SEC_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     GPU_COUNT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     task_zip: bytes
-    memory_gb: float
-    cpu_score: float
-    gpu_score: float
-    gpu_memory_gb: float
+    memory_gb: int
+    cpu_score: int
+    gpu_score: int
+    gpu_memory_gb: int
     location: str
     gpu_name: str
     token: str
     command: _containers.RepeatedScalarFieldContainer[str]
-    max_price_token_per_ksec: int
+    max_price_micro_per_ksec: int
     timeout_sec: float
     max_attempts: int
     env: _containers.ScalarMap[str, str]
     gpu_count: int
-    def __init__(self, task_id: _Optional[str] = ..., task_zip: _Optional[bytes] = ..., memory_gb: _Optional[float] = ..., cpu_score: _Optional[float] = ..., gpu_score: _Optional[float] = ..., gpu_memory_gb: _Optional[float] = ..., location: _Optional[str] = ..., gpu_name: _Optional[str] = ..., token: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., max_price_token_per_ksec: _Optional[int] = ..., timeout_sec: _Optional[float] = ..., max_attempts: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., gpu_count: _Optional[int] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., task_zip: _Optional[bytes] = ..., memory_gb: _Optional[int] = ..., cpu_score: _Optional[int] = ..., gpu_score: _Optional[int] = ..., gpu_memory_gb: _Optional[int] = ..., location: _Optional[str] = ..., gpu_name: _Optional[str] = ..., token: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., max_price_micro_per_ksec: _Optional[int] = ..., timeout_sec: _Optional[float] = ..., max_attempts: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., gpu_count: _Optional[int] = ...) -> None: ...
 
 class UploadTaskResponse(_message.Message):
-    __slots__ = ("success", "message", "task_id", "status", "hold")
+    __slots__ = ("success", "message", "task_id", "status", "hold_micro")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
-    HOLD_FIELD_NUMBER: _ClassVar[int]
+    HOLD_MICRO_FIELD_NUMBER: _ClassVar[int]
     success: bool
     message: str
     task_id: str
     status: str
-    hold: int
-    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., task_id: _Optional[str] = ..., status: _Optional[str] = ..., hold: _Optional[int] = ...) -> None: ...
+    hold_micro: int
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., task_id: _Optional[str] = ..., status: _Optional[str] = ..., hold_micro: _Optional[int] = ...) -> None: ...
+
+class GetAllUserTasksRequest(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
+
+class GetAllTasksResponse(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskInfo]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ...) -> None: ...
+
+class TaskInfo(_message.Message):
+    __slots__ = ("task_id", "status", "message", "cpu_usage", "memory_usage", "gpu_usage", "gpu_memory_usage", "worker_ip", "cost_micro", "state", "duration_sec")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CPU_USAGE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USAGE_FIELD_NUMBER: _ClassVar[int]
+    GPU_USAGE_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_USAGE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_IP_FIELD_NUMBER: _ClassVar[int]
+    COST_MICRO_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SEC_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    status: str
+    message: str
+    cpu_usage: int
+    memory_usage: int
+    gpu_usage: int
+    gpu_memory_usage: int
+    worker_ip: str
+    cost_micro: int
+    state: str
+    duration_sec: float
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., cpu_usage: _Optional[int] = ..., memory_usage: _Optional[int] = ..., gpu_usage: _Optional[int] = ..., gpu_memory_usage: _Optional[int] = ..., worker_ip: _Optional[str] = ..., cost_micro: _Optional[int] = ..., state: _Optional[str] = ..., duration_sec: _Optional[float] = ...) -> None: ...
+
+class TaskOutputUploadRequest(_message.Message):
+    __slots__ = ("task_id", "output", "token", "seq", "stream")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    output: str
+    token: str
+    seq: int
+    stream: str
+    def __init__(self, task_id: _Optional[str] = ..., output: _Optional[str] = ..., token: _Optional[str] = ..., seq: _Optional[int] = ..., stream: _Optional[str] = ...) -> None: ...
+
+class TaskOutputUploadResponse(_message.Message):
+    __slots__ = ("success", "message")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    message: str
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TaskResultUploadRequest(_message.Message):
+    __slots__ = ("task_id", "result_zip", "token", "signed_result")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_ZIP_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_RESULT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    result_zip: bytes
+    token: str
+    signed_result: str
+    def __init__(self, task_id: _Optional[str] = ..., result_zip: _Optional[bytes] = ..., token: _Optional[str] = ..., signed_result: _Optional[str] = ...) -> None: ...
+
+class TaskResultUploadResponse(_message.Message):
+    __slots__ = ("success", "message")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    message: str
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class GetTaskResultRequest(_message.Message):
     __slots__ = ("task_id", "token")
@@ -233,39 +321,47 @@ class GetTaskResultResponse(_message.Message):
     exit_code: int
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., result_zip: _Optional[bytes] = ..., status: _Optional[str] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
-class GetAllUserTasksRequest(_message.Message):
-    __slots__ = ("token",)
-    TOKEN_FIELD_NUMBER: _ClassVar[int]
-    token: str
-    def __init__(self, token: _Optional[str] = ...) -> None: ...
-
-class TaskStatus(_message.Message):
-    __slots__ = ("task_id", "status", "message", "cpu_usage", "memory_usage", "gpu_usage", "gpu_memory_usage", "worker_ip", "cost")
+class ExecuteTaskRequest(_message.Message):
+    __slots__ = ("task_id", "task_zip", "cpu_usage", "gpu_usage", "memory_gb", "gpu_memory_gb")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
-    STATUS_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TASK_ZIP_FIELD_NUMBER: _ClassVar[int]
     CPU_USAGE_FIELD_NUMBER: _ClassVar[int]
-    MEMORY_USAGE_FIELD_NUMBER: _ClassVar[int]
     GPU_USAGE_FIELD_NUMBER: _ClassVar[int]
-    GPU_MEMORY_USAGE_FIELD_NUMBER: _ClassVar[int]
-    WORKER_IP_FIELD_NUMBER: _ClassVar[int]
-    COST_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_GB_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_GB_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    status: str
-    message: str
-    cpu_usage: float
-    memory_usage: float
-    gpu_usage: float
-    gpu_memory_usage: float
-    worker_ip: str
-    cost: int
-    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., cpu_usage: _Optional[float] = ..., memory_usage: _Optional[float] = ..., gpu_usage: _Optional[float] = ..., gpu_memory_usage: _Optional[float] = ..., worker_ip: _Optional[str] = ..., cost: _Optional[int] = ...) -> None: ...
+    task_zip: bytes
+    cpu_usage: int
+    gpu_usage: int
+    memory_gb: int
+    gpu_memory_gb: int
+    def __init__(self, task_id: _Optional[str] = ..., task_zip: _Optional[bytes] = ..., cpu_usage: _Optional[int] = ..., gpu_usage: _Optional[int] = ..., memory_gb: _Optional[int] = ..., gpu_memory_gb: _Optional[int] = ...) -> None: ...
 
-class GetAllUserTasksResponse(_message.Message):
-    __slots__ = ("tasks",)
-    TASKS_FIELD_NUMBER: _ClassVar[int]
-    tasks: _containers.RepeatedCompositeFieldContainer[TaskStatus]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ...) -> None: ...
+class ExecuteTaskResponse(_message.Message):
+    __slots__ = ("success", "message")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    message: str
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TaskOutputRequest(_message.Message):
+    __slots__ = ("task_id", "output", "token")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    output: str
+    token: str
+    def __init__(self, task_id: _Optional[str] = ..., output: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class TaskOutputResponse(_message.Message):
+    __slots__ = ("success", "message")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    message: str
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class StopTaskRequest(_message.Message):
     __slots__ = ("task_id", "token")
@@ -285,77 +381,19 @@ class StopTaskResponse(_message.Message):
     status: str
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
-class GetTasklogRequest(_message.Message):
-    __slots__ = ("task_id", "token")
+class StopTaskExecutionRequest(_message.Message):
+    __slots__ = ("task_id",)
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
-    TOKEN_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    token: str
-    def __init__(self, task_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
-class GetTasklogResponse(_message.Message):
-    __slots__ = ("success", "log")
-    SUCCESS_FIELD_NUMBER: _ClassVar[int]
-    LOG_FIELD_NUMBER: _ClassVar[int]
-    success: bool
-    log: str
-    def __init__(self, success: _Optional[bool] = ..., log: _Optional[str] = ...) -> None: ...
-
-class WorkerResponse(_message.Message):
+class StopTaskExecutionResponse(_message.Message):
     __slots__ = ("success", "message")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     success: bool
     message: str
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
-
-class ExecuteTaskRequest(_message.Message):
-    __slots__ = ("task_id", "task_zip")
-    TASK_ID_FIELD_NUMBER: _ClassVar[int]
-    TASK_ZIP_FIELD_NUMBER: _ClassVar[int]
-    task_id: str
-    task_zip: bytes
-    def __init__(self, task_id: _Optional[str] = ..., task_zip: _Optional[bytes] = ...) -> None: ...
-
-class TaskOutputUploadRequest(_message.Message):
-    __slots__ = ("task_id", "output", "token", "seq", "stream")
-    TASK_ID_FIELD_NUMBER: _ClassVar[int]
-    OUTPUT_FIELD_NUMBER: _ClassVar[int]
-    TOKEN_FIELD_NUMBER: _ClassVar[int]
-    SEQ_FIELD_NUMBER: _ClassVar[int]
-    STREAM_FIELD_NUMBER: _ClassVar[int]
-    task_id: str
-    output: str
-    token: str
-    seq: int
-    stream: str
-    def __init__(self, task_id: _Optional[str] = ..., output: _Optional[str] = ..., token: _Optional[str] = ..., seq: _Optional[int] = ..., stream: _Optional[str] = ...) -> None: ...
-
-class TaskResultUploadRequest(_message.Message):
-    __slots__ = ("task_id", "result_zip", "token", "signed_result")
-    TASK_ID_FIELD_NUMBER: _ClassVar[int]
-    RESULT_ZIP_FIELD_NUMBER: _ClassVar[int]
-    TOKEN_FIELD_NUMBER: _ClassVar[int]
-    SIGNED_RESULT_FIELD_NUMBER: _ClassVar[int]
-    task_id: str
-    result_zip: bytes
-    token: str
-    signed_result: str
-    def __init__(self, task_id: _Optional[str] = ..., result_zip: _Optional[bytes] = ..., token: _Optional[str] = ..., signed_result: _Optional[str] = ...) -> None: ...
-
-class TaskOutputRequest(_message.Message):
-    __slots__ = ("task_id", "output")
-    TASK_ID_FIELD_NUMBER: _ClassVar[int]
-    OUTPUT_FIELD_NUMBER: _ClassVar[int]
-    task_id: str
-    output: str
-    def __init__(self, task_id: _Optional[str] = ..., output: _Optional[str] = ...) -> None: ...
-
-class StopTaskExecutionRequest(_message.Message):
-    __slots__ = ("task_id",)
-    TASK_ID_FIELD_NUMBER: _ClassVar[int]
-    task_id: str
-    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class TaskUsageRequest(_message.Message):
     __slots__ = ("task_id", "cpu_usage", "memory_usage", "gpu_usage", "gpu_memory_usage", "token")
@@ -366,9 +404,33 @@ class TaskUsageRequest(_message.Message):
     GPU_MEMORY_USAGE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    cpu_usage: float
-    memory_usage: float
-    gpu_usage: float
-    gpu_memory_usage: float
+    cpu_usage: int
+    memory_usage: int
+    gpu_usage: int
+    gpu_memory_usage: int
     token: str
-    def __init__(self, task_id: _Optional[str] = ..., cpu_usage: _Optional[float] = ..., memory_usage: _Optional[float] = ..., gpu_usage: _Optional[float] = ..., gpu_memory_usage: _Optional[float] = ..., token: _Optional[str] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., cpu_usage: _Optional[int] = ..., memory_usage: _Optional[int] = ..., gpu_usage: _Optional[int] = ..., gpu_memory_usage: _Optional[int] = ..., token: _Optional[str] = ...) -> None: ...
+
+class TaskUsageResponse(_message.Message):
+    __slots__ = ("success", "message")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    message: str
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TasklogRequest(_message.Message):
+    __slots__ = ("task_id", "token")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    token: str
+    def __init__(self, task_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class TasklogResponse(_message.Message):
+    __slots__ = ("success", "log")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    log: str
+    def __init__(self, success: _Optional[bool] = ..., log: _Optional[str] = ...) -> None: ...

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class UserServiceStub:
-    """---- users ----------------------------------------------------------------------------------------
+    """---- services -------------------------------------------------------------------------------------
 
     """
 
@@ -59,7 +59,7 @@ class UserServiceStub:
 
 
 class UserServiceServicer:
-    """---- users ----------------------------------------------------------------------------------------
+    """---- services -------------------------------------------------------------------------------------
 
     """
 
@@ -119,7 +119,7 @@ def add_UserServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class UserService:
-    """---- users ----------------------------------------------------------------------------------------
+    """---- services -------------------------------------------------------------------------------------
 
     """
 
@@ -233,9 +233,7 @@ class UserService:
 
 
 class NodeManagerServiceStub:
-    """---- nodes ----------------------------------------------------------------------------------------
-
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
         """Constructor.
@@ -246,19 +244,17 @@ class NodeManagerServiceStub:
         self.RegisterWorkerNode = channel.unary_unary(
                 '/nodepool.NodeManagerService/RegisterWorkerNode',
                 request_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.RegisterWorkerNodeRequest.SerializeToString,
-                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.RegisterWorkerNodeResponse.FromString,
+                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.StatusResponse.FromString,
                 _registered_method=True)
         self.ReportStatus = channel.unary_unary(
                 '/nodepool.NodeManagerService/ReportStatus',
-                request_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.ReportStatusRequest.SerializeToString,
-                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.ReportStatusResponse.FromString,
+                request_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.RunningStatusRequest.SerializeToString,
+                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.RunningStatusResponse.FromString,
                 _registered_method=True)
 
 
 class NodeManagerServiceServicer:
-    """---- nodes ----------------------------------------------------------------------------------------
-
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def RegisterWorkerNode(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -278,12 +274,12 @@ def add_NodeManagerServiceServicer_to_server(servicer, server):
             'RegisterWorkerNode': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterWorkerNode,
                     request_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.RegisterWorkerNodeRequest.FromString,
-                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.RegisterWorkerNodeResponse.SerializeToString,
+                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.StatusResponse.SerializeToString,
             ),
             'ReportStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportStatus,
-                    request_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.ReportStatusRequest.FromString,
-                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.ReportStatusResponse.SerializeToString,
+                    request_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.RunningStatusRequest.FromString,
+                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.RunningStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -294,9 +290,7 @@ def add_NodeManagerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class NodeManagerService:
-    """---- nodes ----------------------------------------------------------------------------------------
-
-    """
+    """Missing associated documentation comment in .proto file."""
 
     @staticmethod
     def RegisterWorkerNode(request,
@@ -314,7 +308,7 @@ class NodeManagerService:
             target,
             '/nodepool.NodeManagerService/RegisterWorkerNode',
             gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.RegisterWorkerNodeRequest.SerializeToString,
-            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.RegisterWorkerNodeResponse.FromString,
+            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.StatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -340,8 +334,8 @@ class NodeManagerService:
             request,
             target,
             '/nodepool.NodeManagerService/ReportStatus',
-            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.ReportStatusRequest.SerializeToString,
-            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.ReportStatusResponse.FromString,
+            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.RunningStatusRequest.SerializeToString,
+            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.RunningStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -354,9 +348,7 @@ class NodeManagerService:
 
 
 class MasterNodeServiceStub:
-    """---- tasks, user side -----------------------------------------------------------------------------
-
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
         """Constructor.
@@ -377,7 +369,7 @@ class MasterNodeServiceStub:
         self.GetAllUserTasks = channel.unary_unary(
                 '/nodepool.MasterNodeService/GetAllUserTasks',
                 request_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetAllUserTasksRequest.SerializeToString,
-                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetAllUserTasksResponse.FromString,
+                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetAllTasksResponse.FromString,
                 _registered_method=True)
         self.StopTask = channel.unary_unary(
                 '/nodepool.MasterNodeService/StopTask',
@@ -386,15 +378,13 @@ class MasterNodeServiceStub:
                 _registered_method=True)
         self.GetTasklog = channel.unary_unary(
                 '/nodepool.MasterNodeService/GetTasklog',
-                request_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetTasklogRequest.SerializeToString,
-                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetTasklogResponse.FromString,
+                request_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TasklogRequest.SerializeToString,
+                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TasklogResponse.FromString,
                 _registered_method=True)
 
 
 class MasterNodeServiceServicer:
-    """---- tasks, user side -----------------------------------------------------------------------------
-
-    """
+    """Missing associated documentation comment in .proto file."""
 
     def UploadTask(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -442,7 +432,7 @@ def add_MasterNodeServiceServicer_to_server(servicer, server):
             'GetAllUserTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAllUserTasks,
                     request_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetAllUserTasksRequest.FromString,
-                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetAllUserTasksResponse.SerializeToString,
+                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetAllTasksResponse.SerializeToString,
             ),
             'StopTask': grpc.unary_unary_rpc_method_handler(
                     servicer.StopTask,
@@ -451,8 +441,8 @@ def add_MasterNodeServiceServicer_to_server(servicer, server):
             ),
             'GetTasklog': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTasklog,
-                    request_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetTasklogRequest.FromString,
-                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetTasklogResponse.SerializeToString,
+                    request_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TasklogRequest.FromString,
+                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TasklogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -463,9 +453,7 @@ def add_MasterNodeServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class MasterNodeService:
-    """---- tasks, user side -----------------------------------------------------------------------------
-
-    """
+    """Missing associated documentation comment in .proto file."""
 
     @staticmethod
     def UploadTask(request,
@@ -537,7 +525,7 @@ class MasterNodeService:
             target,
             '/nodepool.MasterNodeService/GetAllUserTasks',
             gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetAllUserTasksRequest.SerializeToString,
-            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetAllUserTasksResponse.FromString,
+            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetAllTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -590,8 +578,8 @@ class MasterNodeService:
             request,
             target,
             '/nodepool.MasterNodeService/GetTasklog',
-            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetTasklogRequest.SerializeToString,
-            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.GetTasklogResponse.FromString,
+            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TasklogRequest.SerializeToString,
+            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TasklogResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -604,11 +592,9 @@ class MasterNodeService:
 
 
 class WorkerNodeServiceStub:
-    """---- tasks, node side -----------------------------------------------------------------------------
-    In gpupool the hub pushes tasks to nodes over their heartbeat socket and nodes sign what they report
-    (SPEC §2, §3.4), so the calls a HiveMind master makes on a worker (ExecuteTask, TaskOutput,
-    StopTaskExecution) answer UNIMPLEMENTED here, and the token of the others is a node's session token.
-
+    """Served by the hub for a worker's uploads (TaskOutputUpload, TaskResultUpload, TaskUsage: the token is
+    the worker's user's, or a signed node's session token), and by a HiveMind worker for the hub's
+    dispatch (ExecuteTask, StopTaskExecution), which the hub calls at the worker's hostname:port.
     """
 
     def __init__(self, channel):
@@ -620,41 +606,39 @@ class WorkerNodeServiceStub:
         self.ExecuteTask = channel.unary_unary(
                 '/nodepool.WorkerNodeService/ExecuteTask',
                 request_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.ExecuteTaskRequest.SerializeToString,
-                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.FromString,
+                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.ExecuteTaskResponse.FromString,
                 _registered_method=True)
         self.TaskOutputUpload = channel.unary_unary(
                 '/nodepool.WorkerNodeService/TaskOutputUpload',
                 request_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskOutputUploadRequest.SerializeToString,
-                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.FromString,
+                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskOutputUploadResponse.FromString,
                 _registered_method=True)
         self.TaskResultUpload = channel.unary_unary(
                 '/nodepool.WorkerNodeService/TaskResultUpload',
                 request_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskResultUploadRequest.SerializeToString,
-                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.FromString,
+                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskResultUploadResponse.FromString,
                 _registered_method=True)
         self.TaskOutput = channel.unary_unary(
                 '/nodepool.WorkerNodeService/TaskOutput',
                 request_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskOutputRequest.SerializeToString,
-                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.FromString,
+                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskOutputResponse.FromString,
                 _registered_method=True)
         self.StopTaskExecution = channel.unary_unary(
                 '/nodepool.WorkerNodeService/StopTaskExecution',
                 request_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.StopTaskExecutionRequest.SerializeToString,
-                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.FromString,
+                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.StopTaskExecutionResponse.FromString,
                 _registered_method=True)
         self.TaskUsage = channel.unary_unary(
                 '/nodepool.WorkerNodeService/TaskUsage',
                 request_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskUsageRequest.SerializeToString,
-                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.FromString,
+                response_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskUsageResponse.FromString,
                 _registered_method=True)
 
 
 class WorkerNodeServiceServicer:
-    """---- tasks, node side -----------------------------------------------------------------------------
-    In gpupool the hub pushes tasks to nodes over their heartbeat socket and nodes sign what they report
-    (SPEC §2, §3.4), so the calls a HiveMind master makes on a worker (ExecuteTask, TaskOutput,
-    StopTaskExecution) answer UNIMPLEMENTED here, and the token of the others is a node's session token.
-
+    """Served by the hub for a worker's uploads (TaskOutputUpload, TaskResultUpload, TaskUsage: the token is
+    the worker's user's, or a signed node's session token), and by a HiveMind worker for the hub's
+    dispatch (ExecuteTask, StopTaskExecution), which the hub calls at the worker's hostname:port.
     """
 
     def ExecuteTask(self, request, context):
@@ -699,32 +683,32 @@ def add_WorkerNodeServiceServicer_to_server(servicer, server):
             'ExecuteTask': grpc.unary_unary_rpc_method_handler(
                     servicer.ExecuteTask,
                     request_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.ExecuteTaskRequest.FromString,
-                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.SerializeToString,
+                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.ExecuteTaskResponse.SerializeToString,
             ),
             'TaskOutputUpload': grpc.unary_unary_rpc_method_handler(
                     servicer.TaskOutputUpload,
                     request_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskOutputUploadRequest.FromString,
-                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.SerializeToString,
+                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskOutputUploadResponse.SerializeToString,
             ),
             'TaskResultUpload': grpc.unary_unary_rpc_method_handler(
                     servicer.TaskResultUpload,
                     request_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskResultUploadRequest.FromString,
-                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.SerializeToString,
+                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskResultUploadResponse.SerializeToString,
             ),
             'TaskOutput': grpc.unary_unary_rpc_method_handler(
                     servicer.TaskOutput,
                     request_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskOutputRequest.FromString,
-                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.SerializeToString,
+                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskOutputResponse.SerializeToString,
             ),
             'StopTaskExecution': grpc.unary_unary_rpc_method_handler(
                     servicer.StopTaskExecution,
                     request_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.StopTaskExecutionRequest.FromString,
-                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.SerializeToString,
+                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.StopTaskExecutionResponse.SerializeToString,
             ),
             'TaskUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.TaskUsage,
                     request_deserializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskUsageRequest.FromString,
-                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.SerializeToString,
+                    response_serializer=gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -735,11 +719,9 @@ def add_WorkerNodeServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class WorkerNodeService:
-    """---- tasks, node side -----------------------------------------------------------------------------
-    In gpupool the hub pushes tasks to nodes over their heartbeat socket and nodes sign what they report
-    (SPEC §2, §3.4), so the calls a HiveMind master makes on a worker (ExecuteTask, TaskOutput,
-    StopTaskExecution) answer UNIMPLEMENTED here, and the token of the others is a node's session token.
-
+    """Served by the hub for a worker's uploads (TaskOutputUpload, TaskResultUpload, TaskUsage: the token is
+    the worker's user's, or a signed node's session token), and by a HiveMind worker for the hub's
+    dispatch (ExecuteTask, StopTaskExecution), which the hub calls at the worker's hostname:port.
     """
 
     @staticmethod
@@ -758,7 +740,7 @@ class WorkerNodeService:
             target,
             '/nodepool.WorkerNodeService/ExecuteTask',
             gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.ExecuteTaskRequest.SerializeToString,
-            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.FromString,
+            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.ExecuteTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -785,7 +767,7 @@ class WorkerNodeService:
             target,
             '/nodepool.WorkerNodeService/TaskOutputUpload',
             gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskOutputUploadRequest.SerializeToString,
-            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.FromString,
+            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskOutputUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -812,7 +794,7 @@ class WorkerNodeService:
             target,
             '/nodepool.WorkerNodeService/TaskResultUpload',
             gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskResultUploadRequest.SerializeToString,
-            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.FromString,
+            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskResultUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -839,7 +821,7 @@ class WorkerNodeService:
             target,
             '/nodepool.WorkerNodeService/TaskOutput',
             gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskOutputRequest.SerializeToString,
-            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.FromString,
+            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskOutputResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -866,7 +848,7 @@ class WorkerNodeService:
             target,
             '/nodepool.WorkerNodeService/StopTaskExecution',
             gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.StopTaskExecutionRequest.SerializeToString,
-            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.FromString,
+            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.StopTaskExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -893,7 +875,7 @@ class WorkerNodeService:
             target,
             '/nodepool.WorkerNodeService/TaskUsage',
             gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskUsageRequest.SerializeToString,
-            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.WorkerResponse.FromString,
+            gpupool_dot_rpc_dot_protos_dot_nodepool__pb2.TaskUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,
