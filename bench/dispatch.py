@@ -106,7 +106,7 @@ async def gpupool_run(n_tasks: int, n_nodes: int, batch: int) -> tuple[float, li
             nodes = make_nodes(n_nodes)
             for n in nodes:
                 n.body["max_parallel"] = 8
-                n.body["price_token_per_ksec"] = 1000
+                n.body["price_micro_per_ksec"] = 1000
             await register_all(url, nodes)
             loops = [asyncio.create_task(node_loop(url, n.session_token or "", n.key, stop)) for n in nodes]
             async with httpx.AsyncClient(base_url=url, timeout=60) as http:
@@ -128,7 +128,7 @@ async def gpupool_run(n_tasks: int, n_nodes: int, batch: int) -> tuple[float, li
                     )
                 ).json()
                 user = {"Authorization": f"Bearer {tok['access_token']}"}
-                body = {"command": ["true"], "max_price_token_per_ksec": 1_000_000, "timeout_sec": 10}
+                body = {"command": ["true"], "max_price_micro_per_ksec": 1_000_000, "timeout_sec": 10}
 
                 async def one() -> str:
                     return str((await http.post("/v1/tasks", json=body, headers=user)).json()["task_id"])

@@ -7,14 +7,19 @@ it sets GPUPOOL_TEST_SKIP_POSTGRES=1, which skips those tests with a loud warnin
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import os
 import socket
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import pytest
 import redis
@@ -69,6 +74,62 @@ def pytest_report_header() -> list[str]:
         "redis: "
         + (f"reachable at {REDIS_TEST_URL}" if _REDIS_ERROR is None else f"UNREACHABLE: {_REDIS_ERROR}"),
     ]
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _adopt_orphans() -> bool:
+    """Make this process the subreaper of everything the suite starts (Linux): a process orphaned by
+    its parent's crash comes back to us instead of PID 1, so it can be counted and killed."""
+    if sys.platform != "linux":
+        return False
+    return int(ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Fails the run when a test left a process running (a task's ``sleep 600``, a node, a hub)."""
+    watching = _adopt_orphans()
+    yield
+    if not watching:
+        return
+    time.sleep(0.5)  # a shell the last test started may still be handing its children over to us
+    deadline = time.monotonic() + 10  # a process stopped by the last test may still be on its way out
+    while (left := _live_children()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    described = "; ".join(f"{p.pid} {_cmdline(p)}" for p in left)
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(left, timeout=5)
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:  # reap the orphans that ended on their own
+            pass
+    if left:
+        pytest.fail(f"the suite left processes running (now killed): {described}", pytrace=False)
+
+
+def _live_children() -> list[psutil.Process]:
+    children = []
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.status() != psutil.STATUS_ZOMBIE and not _interpreter_helper(proc):
+                children.append(proc)
+    return children
+
+
+def _interpreter_helper(proc: psutil.Process) -> bool:
+    """multiprocessing's resource tracker (started by the "spawn" context of the PoC engine) lives as
+    long as this interpreter and ends when it does: it is Python's, not something a test left behind."""
+    return "multiprocessing.resource_tracker" in _cmdline(proc)
+
+
+def _cmdline(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())[:200]
+    except psutil.Error:
+        return "?"
 
 
 @pytest.fixture

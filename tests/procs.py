@@ -12,8 +12,28 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.conftest import ADMIN_PASSWORD, free_port
+
+
+def kill_tree(processes: list[psutil.Process]) -> None:
+    """SIGKILL each process and the process group it leads (a task runs in its own), then reap."""
+    for proc in processes:
+        try:
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    psutil.wait_procs(processes, timeout=5)
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return []
 
 
 class ChildProcess:
@@ -44,14 +64,18 @@ class ChildProcess:
         raise TimeoutError(f"{argv[0]} did not answer within {timeout_s}s: {log_path.read_text()[-2000:]}")
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, exactly like a crash."""
+        """SIGKILL: no shutdown code runs, exactly like a crash; what it started is killed too (its tasks
+        run in process groups of their own, which a crash of their parent does not reach)."""
         assert self.proc is not None
+        started = descendants(self.proc.pid)
         self.proc.kill()
         self.proc.wait(10)
+        kill_tree(started)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
+            started = descendants(self.proc.pid)
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout_s)
@@ -59,6 +83,8 @@ class ChildProcess:
                 self.proc.kill()
                 self.proc.wait()
                 raise
+            finally:
+                kill_tree([p for p in started if p.is_running()])
         return int(self.proc.returncode)
 
 

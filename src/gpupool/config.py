@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gpupool.bounds import MAX_BUNDLE_FILES, MAX_BUNDLE_UNPACKED_BYTES
 from gpupool.core.units import micro_from_tokens
 
 DEFAULT_DB_URL = "sqlite:///./data/gpupool.db"
@@ -66,6 +67,12 @@ class HubSettings(BaseSettings):
     max_bundle_bytes: int = Field(
         100 * 2**20, gt=0, validation_alias=_env("GPUPOOL_HUB_MAX_BUNDLE_BYTES")
     )  # a task's uploaded files, and each artifact
+    max_bundle_unpacked_bytes: int = Field(
+        MAX_BUNDLE_UNPACKED_BYTES, gt=0, validation_alias=_env("GPUPOOL_HUB_MAX_BUNDLE_UNPACKED_BYTES")
+    )  # what a bundle's members may declare in all (a zip or tar bomb is refused at upload)
+    max_bundle_files: int = Field(
+        MAX_BUNDLE_FILES, gt=0, validation_alias=_env("GPUPOOL_HUB_MAX_BUNDLE_FILES")
+    )
     max_amount_micro: int = Field(10**15, gt=0, validation_alias=_env("GPUPOOL_HUB_MAX_AMOUNT_MICRO"))
     registry_mode: Literal["open", "allowlist"] = Field(
         "open", validation_alias=_env("GPUPOOL_REGISTRY_MODE")
@@ -203,6 +210,12 @@ class NodeSettings(BaseSettings):
         None, validation_alias=_env("GPUPOOL_NODE_PRICE_TOKEN_PER_KSEC", "PRICE_TOKEN_PER_KSEC")
     )
     max_parallel: int = Field(1, ge=1, validation_alias=_env("GPUPOOL_NODE_MAX_PARALLEL", "MAX_PARALLEL"))
+    max_bundle_unpacked_bytes: int = Field(
+        MAX_BUNDLE_UNPACKED_BYTES, gt=0, validation_alias=_env("GPUPOOL_NODE_MAX_BUNDLE_UNPACKED_BYTES")
+    )  # a task bundle is unpacked as a stream and refused at this cap, whatever the hub let through
+    max_bundle_files: int = Field(
+        MAX_BUNDLE_FILES, gt=0, validation_alias=_env("GPUPOOL_NODE_MAX_BUNDLE_FILES")
+    )
     region: str | None = Field(None, validation_alias=_env("GPUPOOL_NODE_REGION", "REGION"))
     tags: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("GPUPOOL_NODE_TAGS", "TAGS")

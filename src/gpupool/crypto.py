@@ -263,6 +263,16 @@ def sign_event(
     }
 
 
+# Unix seconds up to 2^40 (year ~36812) and NIP-01 kinds: beyond these a value cannot be a real event,
+# and a created_at of 10^400 would overflow the float arithmetic of the freshness check (a 500).
+_MAX_CREATED_AT = 2**40
+_MAX_KIND = 65535
+
+
+def _in_range(value: Any, maximum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum
+
+
 def _check_shape(event: Any) -> None:
     ok = (
         isinstance(event, Mapping)
@@ -272,10 +282,8 @@ def _check_shape(event: Any) -> None:
         and _HEX64.match(event["pubkey"]) is not None
         and isinstance(event.get("sig"), str)
         and _HEX128.match(event["sig"]) is not None
-        and isinstance(event.get("created_at"), int)
-        and not isinstance(event.get("created_at"), bool)
-        and isinstance(event.get("kind"), int)
-        and not isinstance(event.get("kind"), bool)
+        and _in_range(event.get("created_at"), _MAX_CREATED_AT)
+        and _in_range(event.get("kind"), _MAX_KIND)
         and isinstance(event.get("content"), str)
         and isinstance(event.get("tags"), list)
         and all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in event["tags"])

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from gpupool import __version__, crypto
 from gpupool.api.app import create_app
+from gpupool.bundles import BundleLimits
 from gpupool.config import HubSettings
 from gpupool.core import matching
 from gpupool.core.ports import Clock, SystemClock
@@ -110,7 +111,11 @@ def build_hub(settings: HubSettings, clock: Clock | None = None) -> Hub:
         ledger,
         metrics,
     )
-    files = TaskFiles(settings.storage_path, settings.max_bundle_bytes)
+    files = TaskFiles(
+        settings.storage_path,
+        settings.max_bundle_bytes,
+        BundleLimits(settings.max_bundle_unpacked_bytes, settings.max_bundle_files),
+    )
     rules = TaskRules(
         dispatch_timeout_sec=settings.dispatch_timeout_sec,
         stop_grace_sec=settings.stop_grace_sec,

@@ -17,6 +17,8 @@ from typing import Any
 
 import uvicorn
 
+from gpupool.bounds import MAX_WS_FRAME_BYTES
+
 _SECRET_QUERY = re.compile(r"((?:session_token|auth_token|token)=)[^&\s\"']+")
 
 
@@ -95,6 +97,7 @@ def serve(
     # Heartbeat sockets carry small JSON messages: per-message deflate would cost CPU on both ends
     # for a few bytes saved.
     config.setdefault("ws_per_message_deflate", False)
+    config.setdefault("ws_max_size", MAX_WS_FRAME_BYTES)
     # uvicorn would take X-Forwarded-For from any 127.0.0.1 peer; the hub reads it from the proxies
     # it is told to trust only (api/proxies.py).
     config.setdefault("proxy_headers", False)

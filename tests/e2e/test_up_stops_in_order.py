@@ -73,7 +73,7 @@ def test_stopping_up_mid_task_leaves_no_task_running(tmp_path: Path, sig: signal
         assert minted.status_code < 300, minted.text
         body = {
             "command": [sys.executable, "-c", LONG_TASK],
-            "max_price_token_per_ksec": 2_000_000,
+            "max_price_micro_per_ksec": 2_000_000,
             "timeout_sec": 600,
         }
         resp = httpx.post(f"{hub}/v1/tasks", json=body, headers=admin)

@@ -104,9 +104,10 @@ async def test_a_credential_never_takes_another_nodes_id(hub_client: HubClient) 
     assert (await hub_client.http.post("/v1/miners/register", json=body)).status_code == 409
 
 
-async def test_migration_keeps_nodes_sessions_and_names_prices_in_micro(tmp_path: object) -> None:
-    """0009 rebuilds ``miners`` on SQLite; the node sessions that reference it survive."""
-    db = Database(f"sqlite:///{tmp_path}/old.db")
+async def test_migration_keeps_nodes_sessions_and_names_prices_in_micro(db_url: str) -> None:
+    """0009 rebuilds ``miners`` on SQLite (alters it on PostgreSQL); the sessions that reference it
+    survive, and a user: account fits the widened owner column."""
+    db = Database(db_url)
     try:
         async with db.engine.begin() as conn:
             await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), "0008"))
@@ -120,8 +121,9 @@ async def test_migration_keeps_nodes_sessions_and_names_prices_in_micro(tmp_path
             await conn.execute(
                 text(
                     "INSERT INTO node_sessions (token_hash, miner_id, expires_at, revoked) "
-                    "VALUES ('h', 'm1', 9, 0)"
-                )
+                    "VALUES ('h', 'm1', 9, :revoked)"
+                ),
+                {"revoked": False},
             )
         await db.migrate()
         async with db.read() as conn:
@@ -129,5 +131,14 @@ async def test_migration_keeps_nodes_sessions_and_names_prices_in_micro(tmp_path
             sessions = (await conn.execute(text("SELECT miner_id FROM node_sessions"))).all()
         assert row[0] == "signed" and row[1] == '{"price_micro_per_ksec": 250000}'
         assert [s[0] for s in sessions] == ["m1"]
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO miners (miner_id, pubkey, owner, spec, status, trust, poc_weight, "
+                    "registered_at, last_seen, identity) "
+                    "VALUES ('m2', NULL, :owner, '{}', 'online', 0.5, 0, 1, 1, 'user_token')"
+                ),
+                {"owner": "user:" + "a" * 64},
+            )
     finally:
         await db.dispose()

@@ -170,3 +170,28 @@ async def test_reported_contributions_earn_when_counted_and_balance_is_in_lampor
     }
     assert balance["wallet_address"] == OWNER and balance["total_rewards_distributed_lamports"] == 50_000_000
     assert balance["sol_balance_lamports"] == 50_000_000 and isinstance(balance["last_updated_at"], int)
+
+
+async def test_tasks_add_list_cancel_as_ggb_rows(hub_client: HubClient) -> None:
+    user = await hub_client.make_user("trainer", balance=100_000_000)
+    body = {
+        "task_type": "Training",
+        "params": {"command": ["python", "train.py"], "max_price_token_per_ksec": "0.5", "timeout_sec": 600},
+        "priority": 1,
+    }
+    added = (await hub_client.http.post("/api/tasks/add", json=body, headers=user)).json()
+    assert added["status"] == "OK" and added["task_id"]
+    rows = (await hub_client.http.get("/api/tasks/list", headers=user)).json()
+    assert [(r["id"], r["task_type"], r["status"]) for r in rows] == [
+        (added["task_id"], "Training", "Pending")
+    ]
+    assert isinstance(rows[0]["created_at"], int) and rows[0]["params"]["command"] == ["python", "train.py"]
+    cancel = await hub_client.http.post(f"/api/tasks/cancel?task_id={added['task_id']}", headers=user)
+    assert cancel.json() == {"status": "OK"}
+    assert (await hub_client.http.get("/api/tasks/list", headers=user)).json()[0]["status"] == "Cancelled"
+    bad = {**body, "params": {**body["params"], "max_price_token_per_ksec": "0.0000001"}}
+    resp = await hub_client.http.post("/api/tasks/add", json=bad, headers=user)
+    assert resp.status_code == 422
+    assert (
+        await hub_client.http.post("/api/tasks/add", json={**body, "task_type": "Mining"}, headers=user)
+    ).status_code == 422

@@ -13,7 +13,7 @@ from tests.simnode import PRICE, SimNode
 
 
 async def submit(hub: LiveHub, user: dict[str, str], **over: Any) -> str:
-    body = {"command": ["echo", "hi"], "max_price_token_per_ksec": 3_000_000, "timeout_sec": 100, **over}
+    body = {"command": ["echo", "hi"], "max_price_micro_per_ksec": 3_000_000, "timeout_sec": 100, **over}
     resp: httpx.Response = await hub.http.post("/v1/tasks", json=body, headers=user)
     assert resp.status_code == 201, resp.text
     return str(resp.json()["task_id"])
@@ -32,7 +32,7 @@ async def test_waiting_reason_follows_the_pool(
     await node.connect()
     await node.command("assign")  # the first task fits the CPU node and leaves the queue
     gpu_task = await submit(hub, user, requirements={"gpu_count": 1})
-    cheap = await submit(hub, user, max_price_token_per_ksec=PRICE // 2)
+    cheap = await submit(hub, user, max_price_micro_per_ksec=PRICE // 2)
     listed = {t["task_id"]: t for t in (await hub.http.get("/v1/tasks", headers=user)).json()}
     assert listed[gpu_task]["waiting_reason"] == "no online node has a GPU"
     assert listed[cheap]["waiting_reason"] == "price cap below every node's price"

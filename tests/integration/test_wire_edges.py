@@ -23,7 +23,7 @@ async def assigned(hub: LiveHub, clock: FakeClock, name: str) -> tuple[SimNode, 
     user = await hub.make_user(name, balance=10_000_000)
     node = SimNode(hub, clock, f"{name}-1")
     await node.connect()
-    body = {"command": ["echo", "hi"], "max_price_token_per_ksec": 2_000_000, "timeout_sec": 1000}
+    body = {"command": ["echo", "hi"], "max_price_micro_per_ksec": 2_000_000, "timeout_sec": 1000}
     task_id = (await hub.http.post("/v1/tasks", json=body, headers=user)).json()["task_id"]
     assert (await node.command("assign"))["task"]["task_id"] == task_id
     return node, user, task_id

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gpupool.api import errors
+from gpupool.api import errors, openapi
 from gpupool.api.dialects import aitbc, dstack, ggb
 from gpupool.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from gpupool.api.proxies import TrustedProxyMiddleware
@@ -53,6 +53,7 @@ def create_app(hub: Hub) -> FastAPI:
     app = FastAPI(title="gpupool hub", version=hub.version, lifespan=lifespan)
     app.state.hub = hub
     errors.install(app)
+    openapi.install(app)
     # Busiest first: FastAPI tries the routers in this order, at 15-25 µs each on a 2-core machine,
     # so a task or node request no longer walks seven routers before it finds its own.
     # AITBC's /v1/miners/heartbeat (HTTP) and /v1/miners/status go before /v1/miners/{miner_id}.

@@ -13,8 +13,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from gpupool import errors
+from gpupool.api.openapi import flat_routes
 from gpupool.error_status import HTTP_STATUS, WS_CLOSE, error_body, status_for, ws_close_code
 
 __all__ = ["HTTP_STATUS", "WS_CLOSE", "error_body", "install", "status_for", "ws_close_code"]
@@ -57,10 +59,23 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _STARLETTE_CODES.get(exc.status_code, "http_error")
-    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method of the path the request matched, across its routes: Starlette's own ``Allow``
+    names only those of the first route that matched (FastAPI makes one route per method)."""
+    routes = [r for r in flat_routes(request.app.routes) if getattr(r, "methods", None)]
+    matched = next((r for r in routes if r.matches(request.scope)[0] is not Match.NONE), None)
+    if matched is None:
+        return []
+    return sorted({m for r in routes if r.path_format == matched.path_format for m in r.methods})
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpupool.api.errors import error_body
+from gpupool.bounds import MAX_TASK_SPEC_BYTES
 from gpupool.hub.metrics import HubMetrics
 
 
@@ -60,9 +61,13 @@ class BodyLimitMiddleware:
         self.exempt_prefixes = exempt_prefixes
         self.upload_bytes = upload_bytes or max_bytes
 
-    def limit_for(self, path: str) -> int:
-        """Task bundles and artifacts may be large; every other body is small."""
-        if path == "/v1/tasks" or ("/v1/tasks/" in path and "/artifacts/" in path):
+    def limit_for(self, path: str, content_type: bytes = b"") -> int:
+        """Task bundles and artifacts may be large; a task spec sent alone is at most 64 KiB; every
+        other body is small."""
+        if path == "/v1/tasks":
+            multipart = content_type.startswith(b"multipart/form-data")
+            return self.upload_bytes if multipart else min(self.max_bytes, MAX_TASK_SPEC_BYTES)
+        if "/v1/tasks/" in path and "/artifacts/" in path:
             return self.upload_bytes
         return self.max_bytes
 
@@ -70,8 +75,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["path"])
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        limit = self.limit_for(scope["path"], headers.get(b"content-type", b""))
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._reject(send, limit)
             return

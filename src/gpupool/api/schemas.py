@@ -30,9 +30,9 @@ class TokenOut(BaseModel):
 
 
 class UserIn(Strict):
-    username: StrictStr = Field(min_length=2, max_length=64)
+    username: StrictStr = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{1,63}$")
     password: StrictStr = Field(min_length=8, max_length=1024)
-    role: StrictStr = "user"
+    role: StrictStr = Field("user", pattern="^(admin|user|coordinator)$")
 
 
 class UserOut(BaseModel):
@@ -49,7 +49,12 @@ class BalanceOut(BaseModel):
 
 
 class TransferIn(Strict):
-    to: StrictStr = Field(min_length=1, max_length=80)
+    to: StrictStr = Field(
+        min_length=1,
+        max_length=80,
+        pattern=r"^(0x[0-9a-fA-F]{40}|(user:)?[a-z0-9][a-z0-9_.-]{1,63})$",
+        description="a username (bob or user:bob) or an owner's 0x address",
+    )
     amount: StrictInt = Field(gt=0, description="micro-units (1 token = 1,000,000)")
     idempotency_key: StrictStr = Key
 

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from gpupool import wire
+from gpupool.bounds import ADDRESS_PATTERN, PUBKEY_PATTERN, Label, Measure
 from gpupool.core.units import MAX_MICRO, micro_from_tokens
 from gpupool.errors import InvalidInput
 
@@ -58,7 +59,7 @@ class PriceTwin(BaseModel):
 class Open(BaseModel):
     """Signed bodies are verified as sent, so unknown fields are kept, not refused."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class GpuSpecIn(BaseModel):
@@ -77,8 +78,8 @@ RunningTaskIds = Annotated[
 
 class RegisterIn(Open, PriceTwin):
     miner_id: str | None = Field(None, min_length=1, max_length=64, pattern=NAME_PATTERN)
-    pubkey: str = Field(min_length=63, max_length=100, description="64 hex characters or an npub")
-    owner: str = Field(min_length=42, max_length=42)
+    pubkey: str = Field(pattern=PUBKEY_PATTERN, description="64 hex characters or an npub")
+    owner: str = Field(pattern=ADDRESS_PATTERN)
     addr: str | None = Field(None, max_length=256)
     proto: str = Field("http", max_length=16)
     gpus: list[GpuSpecIn] = Field(default_factory=list, max_length=64)
@@ -86,8 +87,8 @@ class RegisterIn(Open, PriceTwin):
     ram_gb: StrictFloat | StrictInt = Field(ge=0, le=1_000_000)
     max_parallel: StrictInt = Field(1, ge=1, le=1024)
     region: str | None = Field(None, max_length=64)
-    tags: list[str] = Field(default_factory=list, max_length=64)
-    capabilities: list[str] = Field(default_factory=list, max_length=64)
+    tags: list[Label] = Field(default_factory=list, max_length=64)
+    capabilities: list[Label] = Field(default_factory=list, max_length=64)
     running_task_ids: RunningTaskIds = None
     sig_event: dict[str, Any]
 
@@ -105,8 +106,8 @@ RegisterOut = wire.Registered  # what a node reads back: the wire contract's own
 
 
 class WorkerIn(Open):
-    pubkey: str = Field(min_length=1, max_length=100)
-    owner: str = Field(min_length=1, max_length=42)
+    pubkey: str = Field(pattern=PUBKEY_PATTERN, description="64 hex characters or an npub")
+    owner: str = Field(pattern=ADDRESS_PATTERN)
     node_type: str = Field("node-H100x1", max_length=64)
     sig_event: dict[str, Any] | None = None
 
@@ -114,10 +115,10 @@ class WorkerIn(Open):
 class UpdateIn(PriceTwin):
     model_config = ConfigDict(extra="forbid")
     session_token: str = Field(min_length=1, max_length=128)
-    miner_id: str | None = None
+    miner_id: str | None = Field(None, max_length=64)
     queue_len: StrictInt = Field(0, ge=0, le=1_000_000)
     busy: bool = False
-    current_jobs: list[str] = Field(default_factory=list, max_length=1024)
+    current_jobs: list[Label] = Field(default_factory=list, max_length=1024)
 
 
 class SessionIn(BaseModel):
@@ -126,14 +127,14 @@ class SessionIn(BaseModel):
 
 
 class RequirementsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    task: str | None = None
-    min_vram_gb: float | None = Field(None, ge=0)
-    min_ram_gb: float | None = Field(None, ge=0)
+    model_config = ConfigDict(extra="forbid", strict=True)  # a ``false`` GPU count is not 0
+    task: Label | None = None
+    min_vram_gb: Measure | None = None
+    min_ram_gb: Measure | None = None
     gpu_count: int | None = Field(None, ge=0, le=1024)
-    accel: list[str] = Field(default_factory=list, max_length=32)
-    tags_any: list[str] = Field(default_factory=list, max_length=64)
-    capabilities_any: list[str] = Field(default_factory=list, max_length=64)
+    accel: list[Label] = Field(default_factory=list, max_length=32)
+    tags_any: list[Label] = Field(default_factory=list, max_length=64)
+    capabilities_any: list[Label] = Field(default_factory=list, max_length=64)
 
 
 class HintsIn(BaseModel):
@@ -141,7 +142,7 @@ class HintsIn(BaseModel):
     region: str | None = Field(None, max_length=64)
     max_price: TokensAsMicro | None = Field(None, description="tokens per 1000 GPU-seconds")
     max_price_micro: MicroAmount | None = None
-    deadline_ms: int | None = Field(None, ge=0)
+    deadline_ms: int | None = Field(None, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
     def _one_cap(self) -> HintsIn:
@@ -164,19 +165,20 @@ class FeedbackIn(BaseModel):
     outcome: Literal["accepted", "rejected", "failed", "completed"]
     latency_ms: float | None = Field(None, ge=0, le=3_600_000)
     fail_code: str | None = Field(None, max_length=64)
-    tokens_spent: int | None = Field(None, ge=0)
+    tokens_spent: int | None = Field(None, ge=0, le=2**63 - 1)
 
 
 class AllowIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     entry: str = Field(
-        min_length=1, max_length=100, description="a node pubkey (hex or npub) or an owner 0x address"
+        pattern=f"{PUBKEY_PATTERN}|{ADDRESS_PATTERN}",
+        description="a node pubkey (hex or npub) or an owner 0x address",
     )
 
 
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    owner: str = Field(min_length=42, max_length=42)
+    owner: str = Field(pattern=ADDRESS_PATTERN)
     label: str = Field("", max_length=64)
 
 

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from gpupool import wire
 from gpupool.api.schemas_registry import MicroAmount, RequirementsIn, TokensAsMicro, twin
+from gpupool.bounds import (
+    MAX_COMMAND_ARG_CHARS,
+    MAX_COMMAND_ARGS,
+    MAX_ENV_NAME_CHARS,
+    MAX_ENV_VALUE_CHARS,
+    MAX_ENV_VARS,
+)
 from gpupool.errors import InvalidInput
 from gpupool.hub.tasks import NewTask
+
+CommandArg = Annotated[str, Field(max_length=MAX_COMMAND_ARG_CHARS)]
+EnvName = Annotated[str, Field(min_length=1, max_length=MAX_ENV_NAME_CHARS)]
+EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE_CHARS)]
 
 
 class TaskRequirementsIn(RequirementsIn):
@@ -17,10 +28,10 @@ class TaskRequirementsIn(RequirementsIn):
 
 
 class TaskIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field("task", min_length=1, max_length=128)
-    command: list[str] = Field(min_length=1, max_length=256)
-    env: dict[str, str] = Field(default_factory=dict, max_length=256)
+    command: list[CommandArg] = Field(min_length=1, max_length=MAX_COMMAND_ARGS)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=MAX_ENV_VARS)
     requirements: TaskRequirementsIn = Field(default_factory=TaskRequirementsIn)
     max_price_token_per_ksec: TokensAsMicro | None = Field(None, description="price cap, tokens per ksec")
     max_price_micro_per_ksec: MicroAmount | None = Field(None, description="the same cap in micro-units")

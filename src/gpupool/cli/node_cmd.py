@@ -42,6 +42,13 @@ def node(
         typer.Option(help="The same in micro-units [env GPUPOOL_NODE_PRICE_MICRO_PER_KSEC]"),
     ] = None,
     max_parallel: Annotated[int | None, typer.Option(help="[env GPUPOOL_NODE_MAX_PARALLEL]")] = None,
+    max_bundle_unpacked_bytes: Annotated[
+        int | None,
+        typer.Option(help="A task bundle unpacks to at most [env GPUPOOL_NODE_MAX_BUNDLE_UNPACKED_BYTES]"),
+    ] = None,
+    max_bundle_files: Annotated[
+        int | None, typer.Option(help="Files in a task bundle, at most [env GPUPOOL_NODE_MAX_BUNDLE_FILES]")
+    ] = None,
     region: Annotated[str | None, typer.Option(help="[env GPUPOOL_NODE_REGION]")] = None,
     tags: Annotated[str | None, typer.Option(help="Comma-separated [env GPUPOOL_NODE_TAGS]")] = None,
     capabilities: Annotated[
@@ -111,6 +118,8 @@ _SETTING_FLAGS = {
     "price",
     "price_micro_per_ksec",
     "max_parallel",
+    "max_bundle_unpacked_bytes",
+    "max_bundle_files",
     "region",
     "tags",
     "capabilities",

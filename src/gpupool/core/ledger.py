@@ -68,6 +68,8 @@ class Posting:
         total = 0
         accounts = set()
         for entry in self.entries:  # one pass: every task makes two postings
+            if type(entry.amount_micro) is not int:  # not a bool, a float or an int subclass
+                raise InvalidInput("a posting entry is an integer number of micro-units", field="amount")
             if entry.amount_micro == 0:
                 raise InvalidInput("a posting entry may not be zero")
             total += entry.amount_micro
@@ -139,6 +141,9 @@ def escrow_hold(account: str, amount_micro: int) -> Posting:
 
 def settlement(account: str, held_micro: int, payee: str, charge_micro: int, fee_micro: int = 0) -> Posting:
     """Release an escrow hold: ``charge`` to the payee (less ``fee`` to the pool), the rest to the user."""
+    for name, value in (("held_micro", held_micro), ("charge_micro", charge_micro), ("fee_micro", fee_micro)):
+        if type(value) is not int:
+            raise InvalidInput(f"{name} must be an integer number of micro-units", field=name)
     if not 0 <= fee_micro <= charge_micro <= held_micro:
         raise InvalidInput("settlement must satisfy 0 <= fee <= charge <= held")
     legs = [

@@ -173,7 +173,7 @@ def finish(task: TaskView, exit_code: int, now: float, *, node_id: str | None = 
     A result may arrive without a start (a task quicker than the acknowledgement). The same result
     sent again returns the task unchanged; a different result for a finished task is a Conflict.
     """
-    _check_int(exit_code, "exit_code", minimum=-(2**31))
+    _check_int(exit_code, "exit_code", minimum=-(2**31), maximum=2**31 - 1)  # an int4 column
     state, outcome = (
         (TaskState.SUCCEEDED, Outcome.SUCCEEDED)
         if exit_code == 0
@@ -429,9 +429,10 @@ def plan_dispatch(
 # --- settlement arithmetic -------------------------------------------------------------------------
 
 
-def _check_int(value: int, field: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInput(f"{field} must be an integer >= {minimum}", field=field)
+def _check_int(value: int, field: str, minimum: int, maximum: int = 2**63 - 1) -> int:
+    """A true integer (a bool is not one) that fits its column: BIGINT unless ``maximum`` says less."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InvalidInput(f"{field} must be an integer from {minimum} to {maximum}", field=field)
     return value
 
 
@@ -463,6 +464,10 @@ def charge_for_usage(price_micro_per_ksec: int, gpu_seconds: float) -> int:
     return exact.floor_mul(_check_seconds(gpu_seconds, "gpu_seconds"), price_micro_per_ksec, 1000)
 
 
+# Any usage figure (seconds, MB, percent) above this is not a measurement: 10^9 GPU-seconds is ~31 years,
+# and its score (x1000 per H100-second, x a class factor) stays far inside a BIGINT column.
+MAX_USAGE_FIGURE = 10**9
+
 USAGE_FIGURES = (
     "gpu_seconds",
     "gpu_util_avg",
@@ -489,10 +494,11 @@ def check_usage(usage: object) -> dict[str, object] | None:
         if value is not None and (
             isinstance(value, bool)
             or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
+            or not 0 <= value <= MAX_USAGE_FIGURE  # False for NaN; no float() of a 400-digit int
         ):
-            raise InvalidInput(f"usage.{key} must be a finite number >= 0", field=f"usage.{key}")
+            raise InvalidInput(
+                f"usage.{key} must be a finite number from 0 to {MAX_USAGE_FIGURE}", field=f"usage.{key}"
+            )
     return usage
 
 

@@ -18,15 +18,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from gpupool.bundles import BundleLimits, check_bundle
 from gpupool.errors import InvalidInput, NotFound, PayloadTooLarge
 
 BUNDLE = "bundle.tar.gz"
 
 
 class TaskFiles:
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, limits: BundleLimits | None = None) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self.limits = limits or BundleLimits()
+
+    def check_bundle(self, path: Path) -> None:
+        """An uploaded .tar.gz whose members declare more files or bytes than the caps: 413, or 422."""
+        check_bundle(path, self.limits)
 
     def task_dir(self, task_id: str) -> Path:
         if not task_id.isalnum():
@@ -86,7 +92,12 @@ class TaskFiles:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".part")
         names: list[str] = []
-        total = 0
+        total, cap = 0, min(self.max_bytes, self.limits.max_unpacked_bytes)
+        if len(archive.infolist()) > self.limits.max_files:
+            raise PayloadTooLarge(
+                f"task_zip holds more than {self.limits.max_files} files",
+                details={"field": "task_zip", "limit": self.limits.max_files},
+            )
         try:
             with archive, tarfile.open(partial, "w:gz") as tar:
                 for info in archive.infolist():
@@ -97,10 +108,10 @@ class TaskFiles:
                         raise InvalidInput(f"task_zip holds a link: {info.filename!r}", field="task_zip")
                     relative = safe_relative(info.filename).as_posix()
                     total += info.file_size
-                    if total > self.max_bytes:
+                    if total > cap:
                         raise PayloadTooLarge(
-                            f"task_zip unpacks to over {self.max_bytes} bytes",
-                            details={"limit": self.max_bytes},
+                            f"task_zip unpacks to over {cap} bytes",
+                            details={"field": "task_zip", "limit": cap},
                         )
                     member = tarfile.TarInfo(relative)
                     member.size = info.file_size

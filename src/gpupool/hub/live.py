@@ -115,6 +115,8 @@ class LiveRegistry:
         self._dirty: set[str] = set()
         self._session_renewals: dict[str, float] = {}
         self._flush_lock = asyncio.Lock()
+        # Counted when scraped: a count per change was O(n) per registration, O(n²) in a restart storm.
+        metrics.miners_online.set_function(self.online_count)
 
     async def load(self, now: float, grace_s: float) -> None:
         """Rebuild the hot registry from the database after a start (nodes still inside the grace period)."""
@@ -133,7 +135,6 @@ class LiveRegistry:
             node.record, node.last_seen, node.online = record, now, True
         self.table.upsert(_table_spec(spec, record))
         self.table.heartbeat(record.miner_id, now, queue_len=node.queue_len)
-        self._refresh_gauge()
 
     def heartbeat(self, miner_id: str, now: float, queue_len: int, telemetry: dict[str, Any] | None) -> None:
         node = self.nodes.get(miner_id)
@@ -145,7 +146,6 @@ class LiveRegistry:
         if not node.online:
             node.online = True
             self.table.set_online(miner_id, True)
-            self._refresh_gauge()
         self.table.heartbeat(miner_id, now, queue_len=queue_len)
         self._dirty.add(miner_id)
         self.metrics.heartbeats.inc()
@@ -159,7 +159,6 @@ class LiveRegistry:
             node.online = False
             self.table.set_online(miner_id, False)
             self._dirty.add(miner_id)
-            self._refresh_gauge()
 
     def expire(self, now: float, grace_s: float) -> list[str]:
         """Mark nodes silent for more than ``grace_s`` offline; returns their ids."""
@@ -239,9 +238,6 @@ class LiveRegistry:
 
             await self.db.run(work)
             return len(updates)
-
-    def _refresh_gauge(self) -> None:
-        self.metrics.miners_online.set(self.online_count())
 
 
 def _table_spec(spec: NodeSpec, record: MinerRecord) -> matching.NodeSpec:

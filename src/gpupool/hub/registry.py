@@ -22,6 +22,7 @@ from gpupool.errors import Conflict, Forbidden, InvalidInput, NotFound, Signatur
 from gpupool.hub.account_bound import PENDING as NODE_PENDING
 from gpupool.hub.account_bound import AccountBinding, check_rebind, normalize_account
 from gpupool.hub.api_keys import OwnerApiKeys
+from gpupool.hub.enrolment import Enrolment, Enrolments, owner_address
 from gpupool.hub.ledger import LedgerService
 from gpupool.hub.live import LiveRegistry, NodeSpec
 from gpupool.hub.metrics import HubMetrics
@@ -71,6 +72,7 @@ class RegistryService(OwnerApiKeys):
         self.sessions = sessions
         self.ledger = ledger
         self.metrics = metrics
+        self.enrolments = Enrolments(db, self._admitted, config.session_ttl_s)
 
     # seed 000 ------------------------------------------------------------------------------------
     async def permissions(self, pubkey: str) -> dict[str, Any]:
@@ -279,11 +281,12 @@ class RegistryService(OwnerApiKeys):
         return await self.bound_miner(await self.api_key_binding(token), miner_id)
 
     async def _admitted_registration(
-        self, record: MinerRecord, token: str, now: float, *, created: bool
+        self, record: MinerRecord, token: str, now: float, *, created: bool, owner_open: bool = False
     ) -> Registration:
         expires_at = now + self.config.session_ttl_s
         if record.status != NODE_PENDING:
-            await self._open_owner(record.owner)
+            if not owner_open:
+                await self._open_owner(record.owner)
             self.live.upsert(record, now)
         self.sessions.forget(record.miner_id)
         self.sessions.remember(token, record.miner_id, expires_at)
@@ -306,7 +309,7 @@ class RegistryService(OwnerApiKeys):
         self, raw: Mapping[str, Any], spec: NodeSpec, api_key: str | None
     ) -> Registration:
         pubkey = crypto.normalize_pubkey(spec.pubkey or "")
-        owner = crypto.normalize_owner_address(spec.owner)
+        owner = owner_address(spec.owner)
         try:
             event = self.signed.check(raw, crypto.KIND_REGISTRATION, pubkey)
         except SignatureRejected:
@@ -314,46 +317,20 @@ class RegistryService(OwnerApiKeys):
             raise
         now = self.clock.now()
         token = "gps_" + secrets.token_urlsafe(32)
-
-        async def work(conn: AsyncConnection) -> MinerRecord:
-            repo = RegistryRepo(conn)
-            await self.signed.claim(repo, event)
-            if not await self._admitted(repo, pubkey, owner, api_key):
-                raise Forbidden("this key is not admitted to the pool", code="not_authorized")
-            existing = await repo.miner_by_pubkey(pubkey)
-            miner_id = existing.miner_id if existing else (spec.miner_id or pubkey[:16])
-            if existing and spec.miner_id and spec.miner_id != existing.miner_id:
-                raise Conflict(f"this key is registered as {existing.miner_id}", code="miner_id_mismatch")
-            if not existing and (taken := await repo.miner(miner_id)) is not None and taken.pubkey != pubkey:
-                # an account-bound node's id too: a signature proves a key, not a right to that node
-                raise Conflict(f"miner_id {miner_id} belongs to another node", code="miner_id_taken")
-            record = MinerRecord(
-                miner_id=miner_id,
-                pubkey=pubkey,
-                owner=owner,
-                spec=spec.to_json(),
-                status="online",
-                trust=existing.trust if existing else DEFAULT_TRUST,
-                latency_ms=existing.latency_ms if existing else None,
-                poc_weight=existing.poc_weight if existing else 0,
-                telemetry=None,
-                registered_at=existing.registered_at if existing else now,
-                last_seen=now,
-            )
-            await repo.put_miner(record)
-            await repo.revoke_sessions(miner_id)  # one live session per node: an old token stops working
-            await repo.add_session(token_hash(token), miner_id, now + self.config.session_ttl_s)
-            return record
-
+        event_id, claim_until = str(event["id"]), self.signed.expires_at(event)
+        enrolment = Enrolment(event_id, claim_until, pubkey, owner, spec, api_key, token_hash(token), now)
         try:
-            record = await self.db.run(work)
+            record = await self.enrolments.submit(enrolment)  # batched with those arriving together
         except SignatureRejected:
             self.metrics.registrations.labels("replayed").inc()
             raise
         except (Forbidden, Conflict):
             self.metrics.registrations.labels("refused").inc()
             raise
-        return await self._admitted_registration(record, token, now, created=record.registered_at == now)
+        # the owner's accounts were opened in the registration's own transaction
+        return await self._admitted_registration(
+            record, token, now, created=record.registered_at == now, owner_open=True
+        )
 
     async def set_price(self, miner_id: str, price_micro_per_ksec: int) -> None:
         """A node's new price, stored in its spec and used by the very next match."""

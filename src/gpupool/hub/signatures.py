@@ -33,4 +33,9 @@ class SignedRequests:
 
     async def claim(self, repo: RegistryRepo, event: Mapping[str, Any]) -> None:
         if not await repo.claim_event(str(event["id"]), self.expires_at(event)):
-            raise SignatureRejected("event already accepted once (replay)", code="replayed_event")
+            raise replay_refusal()
+
+
+def replay_refusal() -> SignatureRejected:
+    """What a request whose event id was accepted before is told (the same on every path)."""
+    return SignatureRejected("event already accepted once (replay)", code="replayed_event")

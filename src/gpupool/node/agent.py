@@ -29,6 +29,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
 from gpupool import crypto, wire
+from gpupool.bounds import MAX_NODE_WS_FRAME_BYTES
+from gpupool.bundles import BundleLimits
 from gpupool.config import NodeSettings
 from gpupool.errors import GpupoolError, InvalidInput
 from gpupool.node import gpu
@@ -233,6 +235,7 @@ class NodeAgent:
             open_timeout=10,
             close_timeout=2,
             compression=None,
+            max_size=MAX_NODE_WS_FRAME_BYTES,
             subprotocols=[Subprotocol(BATCH_SUBPROTOCOL)],
         ) as ws:
             self._socket = ws
@@ -257,7 +260,7 @@ class NodeAgent:
                     messages = wire.decode_hub_frame(frame)
                 except TimeoutError:
                     continue
-                except (ValueError, InvalidInput) as exc:
+                except (ValueError, RecursionError, InvalidInput) as exc:  # RecursionError: nested too deep
                     log.warning("the hub sent a frame this node cannot read (%s); ignored", exc)
                     continue
                 for message in messages:
@@ -398,7 +401,8 @@ async def serve(settings: NodeSettings) -> int:
             )
         if pow_service.delegation_mode:
             log.info("DELEGATION mode: PoC generation goes to %s", pow_service.delegation_url)
-        worker = TaskWorker(agent, hub, settings.data_dir / "tasks")
+        limits = BundleLimits(settings.max_bundle_unpacked_bytes, settings.max_bundle_files)
+        worker = TaskWorker(agent, hub, settings.data_dir / "tasks", limits)
         collector = NodeCollector(agent.connected.is_set, lambda: worker.queue_len, pow_service.status)
         app = create_health_app(
             key.pubkey,

@@ -2,17 +2,21 @@
 
 stdout and stderr share one sequence number so the hub can replay them in the order they were
 printed; a timeout or a stop kills the whole process group (SIGTERM, then SIGKILL), so nothing the task
-started outlives it. Usage (CPU seconds and RAM peak over the process tree, GPU seconds as wall time
-times GPUs given) is sampled while it runs and is what the node signs in its report.
+started outlives it. On Linux the task is also killed when the agent itself dies (a crash, a SIGKILL),
+so a node that went away leaves no task running on its GPUs. Usage (CPU seconds and RAM peak over the
+process tree, GPU seconds as wall time times GPUs given) is sampled while it runs and is what the
+node signs in its report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +33,24 @@ KILL_GRACE_S = 5.0
 # CPU time is read from the live process tree; what a process burns after the last sample is lost when
 # it exits (it is reaped at once), so the interval bounds the under-count of a task's CPU seconds.
 SAMPLE_S = 0.25
+
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_the_agent(agent_pid: int) -> Callable[[], None] | None:
+    """In the child, before exec: SIGKILL when the agent dies (Linux's parent-death signal)."""
+    if _LIBC is None:
+        return None
+    libc = _LIBC
+
+    def arm() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != agent_pid:  # the agent died between fork and prctl
+            os._exit(137)
+
+    return arm
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +152,7 @@ class TaskRunner:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # its own process group: a kill reaches everything it started
+                preexec_fn=_die_with_the_agent(os.getpid()),
             )
         except OSError as exc:
             await self._emit(on_output, "stderr", f"cannot start {self.spec.command[0]!r}: {exc}\n")

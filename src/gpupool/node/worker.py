@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tarfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any, Protocol
 import httpx
 
 from gpupool import crypto, wire
+from gpupool.bundles import BundleLimits, extract_bundle
+from gpupool.errors import GpupoolError
 from gpupool.node import runner
 from gpupool.node.gpu import NvmlModule
 from gpupool.node.hub_client import Backoff, HubClient
@@ -39,10 +40,13 @@ class Session(Protocol):
 
 
 class TaskWorker:
-    def __init__(self, session: Session, hub: HubClient, work_dir: Path) -> None:
+    def __init__(
+        self, session: Session, hub: HubClient, work_dir: Path, limits: BundleLimits | None = None
+    ) -> None:
         self.session = session
         self.hub = hub
         self.work_dir = work_dir
+        self.limits = limits or BundleLimits()
         self.running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self.closing = False
 
@@ -100,6 +104,10 @@ class TaskWorker:
             outcome = await runner.TaskRunner(spec, self.work_dir, nvml=self.session.nvml).run(
                 on_output, stop
             )
+        except GpupoolError as exc:  # the bundle was refused (a bomb, an unsafe path): the user reads why
+            log.error("task %s refused: %s", task_id, exc)
+            await on_output(runner.OutputChunk(0, "stderr", f"gpupool node: {exc}\n", time.time()))
+            outcome = runner.TaskOutcome(None, "failed", [], runner.Usage())
         except Exception:  # the node could not even start it: report a failure, not silence
             log.exception("task %s could not run", task_id)
             outcome = runner.TaskOutcome(None, "failed", [], runner.Usage())
@@ -135,12 +143,8 @@ class TaskWorker:
         finally:
             await resp.aclose()
 
-        def unpack() -> None:
-            with tarfile.open(archive) as tar:
-                tar.extractall(workdir, filter="data")
-
-        try:
-            await asyncio.to_thread(unpack)
+        try:  # as a stream, under the caps: a bomb stops at the cap and leaves nothing behind
+            await asyncio.to_thread(extract_bundle, archive, workdir, self.limits)
         finally:
             archive.unlink(missing_ok=True)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -47,7 +46,7 @@ def _error(exc: GpupoolError) -> JSONResponse:
 async def _json(request: Request) -> dict[str, Any]:
     try:
         data = await request.json()
-    except (ValueError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
         raise InvalidInput("the body must be a JSON object", field="body") from exc
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object", field="body")

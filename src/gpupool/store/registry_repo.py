@@ -16,6 +16,9 @@ from gpupool.store.prepared import Prepared
 from gpupool.store.tables import allowlist, miners, node_sessions, owner_api_keys, seen_events, workers
 
 _CLAIM_EVENTS = Prepared.insert(seen_events, ("id", "expires_at"))
+_ADD_SESSIONS = Prepared.insert(node_sessions, ("token_hash", "miner_id", "expires_at", "revoked"))
+# What a registration leaves as it was: what the hub measured and learned about the node over time.
+_MINER_KEPT = frozenset({"miner_id", "trust", "latency_ms", "poc_weight", "telemetry", "registered_at"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,40 @@ class ApiKeyRecord:
 
 
 _API_KEY_COLUMNS = [owner_api_keys.c[name] for name in ApiKeyRecord.__slots__]
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    token_hash: str
+    miner_id: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What a registration keeps of a node registered before: its id, and what the hub measured."""
+
+    miner_id: str
+    pubkey: str | None  # None for an account-bound node
+    trust: float
+    latency_ms: float | None
+    poc_weight: int
+    registered_at: float
+
+
+_STANDING = [miners.c[name] for name in Standing.__slots__]
+
+
+def _upsert_miners(dialect: str) -> Any:
+    """Insert a node or, registered before, replace what a registration says (many rows, one statement)."""
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(miners).values(
+        {c: bindparam(c) for c in MinerRecord.__slots__}
+    )
+    changes = {c: stmt.excluded[c] for c in MinerRecord.__slots__ if c not in _MINER_KEPT}
+    return stmt.on_conflict_do_update(index_elements=["miner_id"], set_=changes)
+
+
+_UPSERT_MINERS = Prepared(_upsert_miners)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +206,16 @@ class RegistryRepo:
         stmt = self._insert(miners).values(**values)
         await self.conn.execute(stmt.on_conflict_do_update(index_elements=["miner_id"], set_=changes))
 
+    async def put_miners(self, records: Sequence[MinerRecord]) -> None:
+        """``put_miner`` for many nodes at once, in node id order (row locks taken in one order)."""
+        rows = []
+        for record in sorted(records, key=lambda r: r.miner_id):
+            values = {k: getattr(record, k) for k in MinerRecord.__slots__}
+            values["spec"] = json.dumps(record.spec, sort_keys=True)
+            values["telemetry"] = json.dumps(record.telemetry) if record.telemetry is not None else None
+            rows.append(values)
+        await _UPSERT_MINERS.many(self.conn, rows)
+
     async def miner(self, miner_id: str) -> MinerRecord | None:
         row = (await self.conn.execute(select(miners).where(miners.c.miner_id == miner_id))).first()
         return _miner(row) if row else None
@@ -180,6 +227,21 @@ class RegistryRepo:
     async def miner_by_pubkey(self, pubkey: str) -> MinerRecord | None:
         row = (await self.conn.execute(select(miners).where(miners.c.pubkey == pubkey))).first()
         return _miner(row) if row else None
+
+    async def standing_by_pubkey(self, pubkeys: Sequence[str]) -> dict[str, Standing]:
+        """What the hub knows of each registered key's node, without decoding specs."""
+        if not pubkeys:
+            return {}
+        rows = await self.conn.execute(select(*_STANDING).where(miners.c.pubkey.in_(sorted(set(pubkeys)))))
+        return {r.pubkey: Standing(*r) for r in rows}
+
+    async def standing_by_id(self, miner_ids: Sequence[str]) -> dict[str, Standing]:
+        if not miner_ids:
+            return {}
+        rows = await self.conn.execute(
+            select(*_STANDING).where(miners.c.miner_id.in_(sorted(set(miner_ids))))
+        )
+        return {r.miner_id: Standing(*r) for r in rows}
 
     async def miners_bound_to(self, credential: str, identity: str) -> list[MinerRecord]:
         """The account-bound nodes that answer to one credential (an API key id, a username)."""
@@ -242,6 +304,20 @@ class RegistryRepo:
             insert(node_sessions).values(token_hash=token_hash, miner_id=miner_id, expires_at=expires_at)
         )
 
+    async def add_sessions(self, sessions: Sequence[NewSession]) -> None:
+        await _ADD_SESSIONS.many(
+            self.conn,
+            [
+                {
+                    "token_hash": s.token_hash,
+                    "miner_id": s.miner_id,
+                    "expires_at": s.expires_at,
+                    "revoked": False,
+                }
+                for s in sessions
+            ],
+        )
+
     async def session(self, token_hash: str) -> tuple[str, float, bool] | None:
         row = (
             await self.conn.execute(
@@ -266,6 +342,14 @@ class RegistryRepo:
         await self.conn.execute(
             update(node_sessions).where(node_sessions.c.miner_id == miner_id).values(revoked=True)
         )
+
+    async def revoke_sessions_of(self, miner_ids: Sequence[str]) -> None:
+        if miner_ids:
+            await self.conn.execute(
+                update(node_sessions)
+                .where(node_sessions.c.miner_id.in_(sorted(set(miner_ids))))
+                .values(revoked=True)
+            )
 
     async def prune_sessions(self, now: float) -> int:
         result = await self.conn.execute(

@@ -31,7 +31,7 @@
       cpu ? el("span.dim", {}, "no GPU") : total ? (used / 1024).toFixed(1) + " / " + (total / 1024).toFixed(1) + " GiB" : "–",
       cpu ? el("span.dim", {}, "no GPU") : GP.dash(avg(n.gpus, "temp_c") === null ? null : Math.round(avg(n.gpus, "temp_c")) + " °C"),
       cpu ? el("span.dim", {}, "no GPU") : GP.dash(avg(n.gpus, "power_w") === null ? null : Math.round(n.gpus.reduce((a, g) => a + (g.power_w || 0), 0)) + " W"),
-      GP.tokens(n.price_token_per_ksec), n.queue_len + " / " + n.max_parallel, n.trust.toFixed(2),
+      GP.tokens(n.price_micro_per_ksec), n.queue_len + " / " + n.max_parallel, n.trust.toFixed(2),
     ];
   }
 
@@ -94,7 +94,7 @@
     const n = await GP.json("/v1/pool/nodes/" + encodeURIComponent(minerId || ""));
     const facts = el("div.stats", {},
       GP.stat("status", n.online ? "online" : "offline"), GP.stat("region", GP.dash(n.region)),
-      GP.stat("price / 1000 s", GP.tokens(n.price_token_per_ksec)), GP.stat("queue", n.queue_len + " / " + n.max_parallel),
+      GP.stat("price / 1000 s", GP.tokens(n.price_micro_per_ksec)), GP.stat("queue", n.queue_len + " / " + n.max_parallel),
       GP.stat("trust", n.trust.toFixed(3)), GP.stat("PoC weight", String(n.poc_weight)),
       GP.stat("last seen", new Date(n.last_seen * 1000).toLocaleTimeString()));
     const gpus = GP.table(["#", "GPU", "VRAM"], n.gpus.map((g) => [String(g.index), g.name, g.vram_gb + " GB"]),

@@ -42,7 +42,7 @@
       if (gpus > 0) requirements.gpu_count = gpus;
       if (vram) requirements.min_vram_gb = Number(vram);
       const spec = { name: "web", command: ["sh", "-c", GP.$("t-command").value], requirements,
-        max_price_token_per_ksec: Math.round(Number(GP.$("t-price").value) * 1e6), timeout_sec: Number(GP.$("t-timeout").value) };
+        max_price_micro_per_ksec: Math.round(Number(GP.$("t-price").value) * 1e6), timeout_sec: Number(GP.$("t-timeout").value) };
       try {
         const files = Array.from(GP.$("t-files").files);
         let submitted;

@@ -30,7 +30,7 @@ TaskId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Figure = Annotated[float, Field(ge=0, le=MAX_FIGURE)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 ExitCode = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
-Seq = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Seq = Annotated[int, Field(ge=0, le=2**53 - 1)]  # exact in every JSON reader, so the document bounds it
 Micro = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Arg = Annotated[str, StringConstraints(max_length=1 << 16)]
 TaskStatus = Literal["succeeded", "failed", "stopped", "expired"]

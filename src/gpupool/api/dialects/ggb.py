@@ -15,12 +15,15 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from gpupool.api.deps import AdminDep, HubDep
+from gpupool.api.deps import AdminDep, HubDep, PrincipalDep
+from gpupool.api.dialects import parsed
 from gpupool.api.schemas_registry import NAME_PATTERN
+from gpupool.api.schemas_tasks import TaskIn
 from gpupool.errors import GpupoolError, InvalidInput, Unauthenticated
 from gpupool.hub.container import Hub
 from gpupool.hub.live import NodeSpec
 from gpupool.store.registry_repo import MinerRecord
+from gpupool.store.tasks_repo import TaskRow
 
 router = APIRouter(prefix="/api", tags=["ggb"])
 _bearer = HTTPBearer(auto_error=False)
@@ -211,4 +214,91 @@ async def reward_balance(hub: HubDep, address: Annotated[str, Query(max_length=8
         "pending_rewards_lamports": balance["pending_rewards"],
         "total_rewards_distributed_lamports": balance["total_rewards_distributed"],
         "last_updated_at": int(balance["last_updated_at"] or 0),
+    }
+
+
+# -- tasks: GGB's scheduler rows (scripts/schema.sql ``tasks``) over the hub's tasks --------------------
+
+GGB_TASK_STATUS = {
+    "queued": "Pending",
+    "assigned": "Pending",
+    "running": "Running",
+    "succeeded": "Completed",
+    "failed": "Failed",
+    "expired": "Failed",
+    "stopped": "Cancelled",
+}
+
+
+class TaskParams(BaseModel):
+    """What a gpupool node needs to run the task; a price cap in tokens (or its micro twin)."""
+
+    model_config = ConfigDict(extra="ignore")
+    command: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=256)
+    env: dict[str, str] = Field(default_factory=dict, max_length=256)
+    max_price_token_per_ksec: Any = None
+    max_price_micro_per_ksec: Any = None
+    timeout_sec: float = Field(3600, gt=0, le=7 * 86400)
+
+
+class GgbTaskIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    task_type: Literal["Training", "Inference", "Validation", "DataCollection"]
+    params: TaskParams
+    priority: StrictInt = Field(0, ge=0, le=1_000)
+
+
+@router.post("/tasks/add")
+async def add_task(body: GgbTaskIn, hub: HubDep, principal: PrincipalDep) -> dict[str, Any]:
+    """A task for the signed-in user, held and queued as ``POST /v1/tasks`` would (same rules)."""
+    cap = {
+        k: v
+        for k, v in body.params.model_dump(
+            include={"max_price_token_per_ksec", "max_price_micro_per_ksec"}
+        ).items()
+        if v is not None
+    } or {"max_price_micro_per_ksec": hub.settings.grpc_default_price_micro_per_ksec}
+    task = parsed(
+        TaskIn,
+        {
+            "name": body.task_type,
+            "command": body.params.command,
+            "env": body.params.env,
+            "timeout_sec": body.params.timeout_sec,
+            **cap,
+        },
+    )
+    row = await hub.tasks.submit(principal, task.to_new_task())
+    return {"status": "OK", "task_id": row.view.task_id}
+
+
+@router.post("/tasks/cancel")
+async def cancel_task(
+    hub: HubDep, principal: PrincipalDep, task_id: Annotated[str, Query(max_length=64)]
+) -> dict[str, str]:
+    await hub.tasks.stop(principal, task_id)
+    return {"status": "OK"}
+
+
+@router.get("/tasks/list")
+async def list_tasks(hub: HubDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    """The caller's newest tasks as GGB's rows: integer seconds, Rust-style status names."""
+    rows = await hub.tasks.page(principal, 100, None)
+    return [_ggb_task(r) for r in rows]
+
+
+def _ggb_task(row: TaskRow) -> dict[str, Any]:
+    v = row.view
+    return {
+        "id": v.task_id,
+        "task_type": row.name,
+        "params": {"command": row.spec.get("command", [])},
+        "target_node": v.assigned_node,
+        "priority": v.priority,
+        "status": GGB_TASK_STATUS.get(v.state.value, "Pending"),
+        "created_at": int(v.submitted_at),
+        "scheduled_at": int(v.submitted_at),
+        "started_at": None if v.started_at is None else int(v.started_at),
+        "completed_at": None if v.finished_at is None else int(v.finished_at),
+        "error_message": v.outcome.value if v.outcome and v.state.value != "succeeded" else None,
     }

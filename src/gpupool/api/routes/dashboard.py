@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from gpupool.api.deps import AdminDep, HubDep, PrincipalDep
+from gpupool.core.units import tokens_from_micro
 from gpupool.errors import NotFound
 from gpupool.hub.live import NodeSpec
 from gpupool.store.dashboard_repo import DashboardRepo
@@ -40,7 +41,8 @@ async def pool_node(miner_id: MinerId, hub: HubDep, _principal: PrincipalDep) ->
         "region": spec.region,
         "gpus": [{"index": g.index, "name": g.name, "vram_gb": g.vram_gb} for g in spec.gpus],
         "cpu_cores": spec.cpu_cores,
-        "price_token_per_ksec": spec.price_micro_per_ksec,
+        "price_token_per_ksec": tokens_from_micro(spec.price_micro_per_ksec),
+        "price_micro_per_ksec": spec.price_micro_per_ksec,
         "queue_len": node.queue_len,
         "max_parallel": spec.max_parallel,
         "trust": node.record.trust,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from gpupool.api.deps import AdminDep, HubDep, PrincipalDep
 from gpupool.api.schemas import BalanceOut, TransferIn, TransferList, TransferOut, TrialBalanceOut
+from gpupool.bounds import MAX_JSON_INT
 from gpupool.hub.ledger import Balance, PostResult
 from gpupool.store.ledger_repo import PostingRecord
 
@@ -60,7 +61,9 @@ async def list_transfers(
     hub: HubDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_JSON_INT, description="id of the last transfer seen")
+    ] = None,
 ) -> TransferList:
     records = await hub.ledger.history(principal.account, limit=limit, before_id=before)
     next_before = records[-1].id if len(records) == limit else None

@@ -26,6 +26,7 @@ from gpupool.api.schemas_registry import (
     SessionIn,
     UpdateIn,
 )
+from gpupool.bounds import MAX_JSON_DEPTH, MAX_PAGE, MAX_WS_FRAME_BYTES, json_depth
 from gpupool.core.units import tokens_from_micro
 from gpupool.errors import GpupoolError, InvalidInput
 from gpupool.hub.channels import Sender
@@ -177,9 +178,13 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
         while True:
             try:
                 text = await websocket.receive_text()
+                if len(text) > MAX_WS_FRAME_BYTES:  # uvicorn's ws_max_size, kept here for any server
+                    await websocket.close(code=1009, reason="message_too_big")
+                    return
                 # A heartbeat is the one message without a type: read from the text in one pass, which
-                # costs half of parsing then validating (bench/wire.py); the rest are parsed first.
-                message = json.loads(text) if '"type"' in text else None
+                # costs half of parsing then validating (bench/wire.py); the rest are parsed first, no
+                # deeper than MAX_JSON_DEPTH (a heartbeat's own parser stops deep nesting itself).
+                message = _frame(text) if '"type"' in text else None
                 kind = message.get("type") if isinstance(message, dict) else None
                 if kind == "result" or (kind == "batch" and batching):
                     # Signed task results: settled beside the beats, so many batch into one commit.
@@ -219,6 +224,17 @@ async def heartbeat(websocket: WebSocket, session_token: str = "") -> None:
         hub.channels.detach(miner_id, sender)
         if reports:  # results already received are settled even though their node left
             await asyncio.gather(*reports, return_exceptions=True)
+
+
+def _frame(text: str) -> Any:
+    """One frame's JSON, refused (ValueError) when it nests deeper than any message of the protocol."""
+    try:
+        message = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"a message nests deeper than {MAX_JSON_DEPTH} levels") from None
+    if json_depth(message) > MAX_JSON_DEPTH:
+        raise ValueError(f"a message nests deeper than {MAX_JSON_DEPTH} levels")
+    return message
 
 
 async def _take_results(hub: Hub, miner_id: str, messages: list[Any], send: Sender, *, batched: bool) -> None:
@@ -262,7 +278,7 @@ async def list_miners(
     hub: HubDep,
     _admin: AdminDep,
     status_: Annotated[str | None, Query(alias="status", pattern="^(online|offline|pending)$")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MinerPage:
     records, total = await hub.registry.miners(status_, page, page_size)

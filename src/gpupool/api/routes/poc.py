@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from gpupool.api.deps import AdminDep, HubDep, RateLimitDep
+from gpupool.bounds import MAX_JSON_INT
 from gpupool.hub.poc import MAX_BATCH_NONCES, BatchIn
 
 router = APIRouter(prefix="/v1", tags=["poc"])
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["poc"])
 HEX64 = r"^[0-9a-f]{64}$"
 Nonce = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
 Dist = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-Height = Annotated[int, Path(ge=1, le=2**63 - 1)]
+Height = Annotated[int, Path(ge=1, le=MAX_JSON_INT)]
 
 
 class ParamsIn(BaseModel):
@@ -30,7 +31,7 @@ class ParamsIn(BaseModel):
     ffn_dim_multiplier: float | None = Field(1.3, gt=0, le=100)
     multiple_of: StrictInt = Field(1024, ge=1, le=1 << 20)
     norm_eps: float = Field(1e-5, gt=0, lt=1)
-    rope_theta: float = Field(500000.0, gt=0)
+    rope_theta: float = Field(500000.0, gt=0, le=1e12, allow_inf_nan=False)
     use_scaled_rope: bool = False
     seq_len: StrictInt = Field(16, ge=1, le=8192)
 
@@ -57,7 +58,7 @@ class BatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     public_key: str = Field(pattern=HEX64)
     block_hash: str = Field(min_length=1, max_length=128)
-    block_height: StrictInt = Field(ge=1, le=2**63 - 1)
+    block_height: StrictInt = Field(ge=1, le=MAX_JSON_INT)
     node_id: StrictInt = Field(0, ge=0, le=1 << 20)
     nonces: list[Nonce] = Field(min_length=1, max_length=MAX_BATCH_NONCES)
     dist: list[Dist] = Field(min_length=1, max_length=MAX_BATCH_NONCES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from gpupool.api.deps import AdminDep, HubDep, PrincipalDep
 from gpupool.api.routes.miners import miner_out
@@ -20,9 +20,11 @@ from gpupool.api.schemas_registry import (
     WorkerIn,
     WorkerOut,
 )
+from gpupool.bounds import MAX_PAGE, PUBKEY_PATTERN
 from gpupool.store.registry_repo import ApiKeyRecord, WorkerRecord
 
 router = APIRouter(tags=["registry"])
+PubkeyPath = Annotated[str, Path(pattern=PUBKEY_PATTERN, description="64 hex characters or an npub")]
 
 
 def _worker(record: WorkerRecord) -> WorkerOut:
@@ -34,7 +36,7 @@ def _api_key(record: ApiKeyRecord, key: str | None = None) -> ApiKeyOut:
 
 
 @router.get("/permissions/{pubkey}", response_model=PermissionsOut)
-async def permissions(pubkey: str, hub: HubDep) -> PermissionsOut:
+async def permissions(pubkey: PubkeyPath, hub: HubDep) -> PermissionsOut:
     return PermissionsOut.model_validate(await hub.registry.permissions(pubkey))
 
 
@@ -49,14 +51,14 @@ async def list_workers(
     hub: HubDep,
     _admin: AdminDep,
     status_: Annotated[str | None, Query(alias="status", pattern="^(pending|authorized)$")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[WorkerOut]:
     return [_worker(w) for w in await hub.registry.workers(status_, page, page_size)]
 
 
 @router.post("/v1/admin/workers/{pubkey}/approve", response_model=WorkerOut)
-async def approve_worker(pubkey: str, hub: HubDep, _admin: AdminDep) -> WorkerOut:
+async def approve_worker(pubkey: PubkeyPath, hub: HubDep, _admin: AdminDep) -> WorkerOut:
     return _worker(await hub.registry.approve_worker(pubkey))
 
 

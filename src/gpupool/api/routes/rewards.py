@@ -8,19 +8,22 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from gpupool.api.deps import AdminDep, HubDep, PrincipalDep
+from gpupool.bounds import ADDRESS_PATTERN, MAX_JSON_INT, MAX_MONEY_MICRO
 
 router = APIRouter(prefix="/v1", tags=["rewards"])
 
 
 class DistributeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    epoch: StrictInt | None = Field(None, ge=0, description="default: the last finished epoch")
+    epoch: StrictInt | None = Field(
+        None, ge=0, le=MAX_JSON_INT, description="default: the last finished epoch"
+    )
 
 
 class ContributionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     node_id: str = Field(min_length=1, max_length=64)
-    compute_score: StrictInt = Field(gt=0)
+    compute_score: StrictInt = Field(gt=0, le=MAX_MONEY_MICRO)
     reason: str = Field(min_length=3, max_length=500, description="kept with the contribution (audit)")
 
 
@@ -52,7 +55,9 @@ async def distribute(hub: HubDep, _admin: AdminDep, body: DistributeIn | None = 
 
 
 @router.get("/rewards/balance")
-async def reward_balance(hub: HubDep, _principal: PrincipalDep, address: str) -> dict[str, Any]:
+async def reward_balance(
+    hub: HubDep, _principal: PrincipalDep, address: Annotated[str, Query(pattern=ADDRESS_PATTERN)]
+) -> dict[str, Any]:
     return await hub.rewards.balance(address)
 
 
@@ -61,7 +66,7 @@ async def contribution_stats(
     hub: HubDep,
     _principal: PrincipalDep,
     node_id: Annotated[str | None, Query(max_length=64)] = None,
-    owner: Annotated[str | None, Query(max_length=42)] = None,
+    owner: Annotated[str | None, Query(pattern=ADDRESS_PATTERN)] = None,
 ) -> dict[str, Any]:
     return await hub.rewards.stats(node_id, owner)
 

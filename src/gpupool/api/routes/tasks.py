@@ -28,9 +28,10 @@ from gpupool.api.schemas_tasks import (
     TaskIn,
     TaskOut,
 )
+from gpupool.bounds import MAX_JSON_DEPTH, MAX_JSON_INT, MAX_TASK_SPEC_BYTES, MAX_TIMESTAMP, json_depth
 from gpupool.core.scheduling import TaskState
 from gpupool.core.units import tokens_from_micro
-from gpupool.errors import GpupoolError, InvalidInput, NotFound
+from gpupool.errors import GpupoolError, InvalidInput, NotFound, PayloadTooLarge
 from gpupool.hub.container import Hub
 from gpupool.hub.waiting import WaitingReasons
 from gpupool.store.tasks_repo import TaskRow
@@ -102,6 +103,8 @@ async def submit(request: Request, hub: HubDep, principal: PrincipalDep) -> Subm
     else:
         body = _task_in(await request.body())
     try:
+        if staged is not None:  # a bomb is refused here, by what its members declare
+            await asyncio.to_thread(hub.tasks.files.check_bundle, staged)
         row = await hub.tasks.submit(principal, body.to_new_task(), staged)
     finally:
         if staged is not None:
@@ -135,10 +138,25 @@ TaskInAdapter = TypeAdapter(TaskIn)
 def _task_in(raw: object) -> TaskIn:
     if not isinstance(raw, str | bytes):
         raise InvalidInput("the multipart field 'spec' must hold the task as JSON", field="spec")
+    if len(raw) > MAX_TASK_SPEC_BYTES:  # the bundle may be large; the spec the hub keeps in memory not
+        raise PayloadTooLarge(
+            f"a task spec is at most {MAX_TASK_SPEC_BYTES} bytes of JSON", details={"field": "spec"}
+        )
     try:
         return TaskInAdapter.validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+
+
+def _signed_json(body: bytes) -> object:
+    """A node's signed body, refused (422) when it is not JSON or nests deeper than any result does."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput("the body must be a signed result as JSON", field="body") from exc
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise InvalidInput(f"the body nests deeper than {MAX_JSON_DEPTH} levels", field="body")
+    return raw
 
 
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
@@ -156,7 +174,10 @@ async def list_tasks(
     hub: HubDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[float | None, Query(description="submitted_at of the last task seen")] = None,
+    before: Annotated[
+        float | None,
+        Query(ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False, description="submitted_at of the last task seen"),
+    ] = None,
     before_id: Annotated[
         str | None, Query(max_length=64, description="task_id of the last task seen (with before: exact)")
     ] = None,
@@ -193,23 +214,32 @@ async def stop(task_id: str, hub: HubDep, principal: PrincipalDep) -> TaskOut:
     return out
 
 
-@router.get("/{task_id}/output")
+class EventStream(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+@router.get(
+    "/{task_id}/output",
+    response_class=EventStream,
+    responses={200: {"description": "Server-Sent Events", "content": {"text/event-stream": {}}}},
+)
 async def output(
     task_id: str,
     request: Request,
     hub: HubDep,
     principal: PrincipalDep,
-    from_: Annotated[int, Query(alias="from", ge=0)] = 0,
+    from_: Annotated[int, Query(alias="from", ge=0, le=MAX_JSON_INT)] = 0,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
+) -> EventStream:
     """Server-Sent Events: one event per chunk (``id`` = seq), then ``end`` when the task is over.
 
     A client that reconnects with ``Last-Event-ID`` (or ``?from=``) gets the rest, without gaps or
     repeats.
     """
     await hub.tasks.get(principal, task_id)  # 404 for someone else's task
-    start = int(last_event_id) + 1 if last_event_id and last_event_id.isdigit() else from_
-    return StreamingResponse(_events(hub, request, task_id, start), media_type="text/event-stream")
+    resumed = last_event_id is not None and last_event_id.isdigit() and int(last_event_id) < MAX_JSON_INT
+    start = int(last_event_id) + 1 if resumed and last_event_id else from_
+    return EventStream(_events(hub, request, task_id, start))
 
 
 async def _events(hub: Hub, request: Request, task_id: str, cursor: int) -> AsyncIterator[str]:
@@ -260,7 +290,7 @@ async def node_result(
 ) -> TaskOut:
     """Signed (kind 21002) by the node: exit code, status, usage, artifact digests; settles the task."""
     miner_id = await hub.sessions.resolve(session_token, client=client)
-    raw = await request.json()
+    raw = _signed_json(await request.body())
     if not isinstance(raw, dict) or raw.get("task_id") != task_id:
         raise InvalidInput("the body's task_id must be the task in the path", field="task_id")
     return task_out(await hub.tasks.node_result(miner_id, raw))
