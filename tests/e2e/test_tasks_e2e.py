@@ -265,13 +265,19 @@ def _peak_rss_kib(pid: int) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
 
 
+def _environ(process: psutil.Process) -> str:
+    """A child's environment as one string; one that ended meanwhile (another test's task) has none."""
+    try:
+        return " ".join(process.environ().values())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # ZombieProcess is a NoSuchProcess
+        return ""
+
+
 def test_a_large_artifact_streams_through_the_agent_without_being_held_in_memory(
     pool: tuple[HubProcess, dict[str, str], dict[str, str]],
 ) -> None:
     hub, _admin, user = pool
-    [agent] = [
-        p for p in psutil.Process().children(recursive=True) if "worker-1" in " ".join(p.environ().values())
-    ]
+    [agent] = [p for p in psutil.Process().children(recursive=True) if "worker-1" in _environ(p)]
     size = 96 << 20
     code = (
         "import os\nos.makedirs('output', exist_ok=True)\n"

@@ -171,8 +171,8 @@ class FeedbackIn(BaseModel):
 class AllowIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     entry: str = Field(
-        pattern=f"{PUBKEY_PATTERN}|{ADDRESS_PATTERN}",
-        description="a node pubkey (hex or npub) or an owner 0x address",
+        pattern=f"{PUBKEY_PATTERN}|{ADDRESS_PATTERN}|^user:[a-z0-9][a-z0-9_.-]{{1,63}}$",
+        description="a node pubkey (hex or npub), an owner 0x address, or user:<name> (account-bound nodes)",
     )
 
 

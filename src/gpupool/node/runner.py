@@ -163,8 +163,16 @@ class TaskRunner:
             asyncio.create_task(self._pump(proc.stderr, "stderr", on_output, lock)),
         ]
         sampler = asyncio.create_task(self._sample(proc.pid, usage))
-        status = await self._wait(proc, stop)
-        await asyncio.gather(*readers)
+        try:
+            status = await self._wait(proc, stop)
+            await asyncio.gather(*readers)
+        except asyncio.CancelledError:
+            # The agent is going away without waiting for the task: it must not outlive the agent.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            for helper in (*readers, sampler):
+                helper.cancel()
+            raise
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
