@@ -273,7 +273,18 @@ def _in_range(value: Any, maximum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum
 
 
+def _check_ranges(event: Mapping[str, Any]) -> None:
+    """An integer past its range is bad input (422 naming it), not a bad signature: 10^400 in
+    ``created_at`` says nothing about who signed."""
+    for name, maximum in (("created_at", _MAX_CREATED_AT), ("kind", _MAX_KIND)):
+        value = event.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= maximum:
+            raise InvalidInput(f"{name} must be between 0 and {maximum}", field=f"{SIG_FIELD}.{name}")
+
+
 def _check_shape(event: Any) -> None:
+    if isinstance(event, Mapping):
+        _check_ranges(event)
     ok = (
         isinstance(event, Mapping)
         and isinstance(event.get("id"), str)

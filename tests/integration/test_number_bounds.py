@@ -32,8 +32,7 @@ async def test_signed_event_from_the_far_future_is_refused_without_an_account(
     for created_at in (10**400, 2**64, -1):
         signed = crypto.sign_body(key, crypto.KIND_REGISTRATION, body, created_at=created_at)
         resp = await hub_client.http.post("/v1/miners/register", json=signed)
-        assert resp.status_code in (401, 422), resp.text
-        assert resp.json()["error"]["code"] in ("malformed_event", "stale_event", "invalid_input")
+        assert_field_422(resp, f"{crypto.SIG_FIELD}.created_at")
     # the same body signed now still registers
     signed = crypto.sign_body(key, crypto.KIND_REGISTRATION, body, created_at=int(clock.now()))
     assert (await hub_client.http.post("/v1/miners/register", json=signed)).status_code == 200
