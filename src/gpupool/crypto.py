@@ -333,10 +333,17 @@ def verify_event(
     return dict(event)
 
 
-def sign_body(key: KeyPair, kind: int, body: Mapping[str, Any], *, created_at: int) -> dict[str, Any]:
+def sign_body(
+    key: KeyPair,
+    kind: int,
+    body: Mapping[str, Any],
+    *,
+    created_at: int,
+    tags: Sequence[Sequence[str]] = (),
+) -> dict[str, Any]:
     """``body`` plus ``sig_event``: an event whose content is the body itself (SPEC §2)."""
     plain = {k: v for k, v in body.items() if k != SIG_FIELD}
-    return {**plain, SIG_FIELD: sign_event(key, kind, plain, created_at=created_at)}
+    return {**plain, SIG_FIELD: sign_event(key, kind, plain, created_at=created_at, tags=tags)}
 
 
 def verify_signed_body(

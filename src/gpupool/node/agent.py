@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -179,9 +180,13 @@ class NodeAgent:
 
     def _signed(self, body: dict[str, Any]) -> dict[str, Any]:
         # A second within the same clock second would be the same event, refused as a replay: a
-        # registration again right after a 401 must differ from the one it replaces.
+        # registration again right after a 401 must differ from the one it replaces, and so must the
+        # first one of an agent restarted within the second it was killed in (a nonce tag).
         self._signed_at = max(int(time.time()), self._signed_at + 1)
-        return crypto.sign_body(self.key, crypto.KIND_REGISTRATION, body, created_at=self._signed_at)
+        nonce = [["nonce", secrets.token_hex(8)]]
+        return crypto.sign_body(
+            self.key, crypto.KIND_REGISTRATION, body, created_at=self._signed_at, tags=nonce
+        )
 
     async def _call(
         self, hub: HubClient, method: str, path: str, body: dict[str, Any] | None = None
