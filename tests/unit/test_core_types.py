@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gpupool import wire
 from gpupool.core import ledger, scheduling
 from gpupool.errors import InvalidInput
 
@@ -44,8 +45,9 @@ def test_exit_codes_and_usage_figures_fit_their_columns() -> None:
             scheduling.finish(running, code, 2.0, node_id="n1")
         assert info.value.details["field"] == "exit_code"
     assert scheduling.finish(running, 2**31 - 1, 2.0, node_id="n1").exit_code == 2**31 - 1
+    # Usage figures are checked where they enter, by the one wire contract.
     for bad in (1e16, 10**400, float("nan"), float("inf"), -1, True, "1"):
         with pytest.raises(InvalidInput) as info:
-            scheduling.check_usage({"gpu_seconds": bad})
-        assert info.value.details["field"] == "usage.gpu_seconds"
-    assert scheduling.check_usage({"gpu_seconds": 1e9}) == {"gpu_seconds": 1e9}
+            wire.decode(wire.Usage, {"gpu_seconds": bad})
+        assert info.value.details["field"] == "gpu_seconds"
+    assert wire.decode(wire.Usage, {"gpu_seconds": 1e9}).gpu_seconds == 1e9

@@ -528,29 +528,6 @@ def test_a_program_that_ends_on_its_own_after_a_stop_request_is_its_exit_not_a_s
     assert done.state is S.SUCCEEDED and done.outcome is Outcome.SUCCEEDED
 
 
-@pytest.mark.parametrize(
-    "usage",
-    [
-        "x",
-        [1],
-        {"gpu_seconds": "1"},
-        {"gpu_seconds": True},
-        {"duration_sec": float("nan")},
-        {"cpu_seconds": float("inf")},
-        {"ram_peak_mb": -0.5},
-    ],
-)
-def test_usage_figures_that_are_not_finite_non_negative_numbers_are_refused(usage: object) -> None:
-    with pytest.raises(InvalidInput):
-        sch.check_usage(usage)
-
-
-def test_good_usage_and_no_usage_pass_as_they_are() -> None:
-    assert sch.check_usage(None) is None
-    good = {"gpu_seconds": 0, "duration_sec": 1.5, "note": "kept"}
-    assert sch.check_usage(good) is good
-
-
 def test_the_integer_bounds_are_inclusive() -> None:
     low = -(2**31)
     assert sch.finish(in_state("running"), low, 20.0).exit_code == low
@@ -591,3 +568,19 @@ def test_a_live_task_cannot_be_settled() -> None:
         sch.settlement_outcome(in_state("running"))
     with pytest.raises(FrozenInstanceError):
         in_state("running").state = S.QUEUED  # type: ignore[misc]
+
+
+def test_a_live_task_cannot_be_settled_even_when_an_outcome_is_written_on_it() -> None:
+    # A view read back mid-way (outcome recorded, state not yet terminal) must not settle early.
+    with pytest.raises(Conflict):
+        sch.settlement_outcome(replace(in_state("running"), outcome=Outcome.SUCCEEDED))
+    with pytest.raises(Conflict):
+        sch.settlement_outcome(replace(in_state("succeeded"), outcome=None))
+
+
+def test_a_price_cap_fits_a_bigint_column_and_no_more() -> None:
+    top = sch.new_task("t1", price_cap_micro_per_ksec=2**63 - 1, submitted_at=0.0, timeout_sec=10.0)
+    assert top.price_cap_micro_per_ksec == 2**63 - 1
+    with pytest.raises(InvalidInput) as info:
+        sch.new_task("t2", price_cap_micro_per_ksec=2**63, submitted_at=0.0, timeout_sec=10.0)
+    assert info.value.details["field"] == "price_cap_micro_per_ksec"

@@ -464,44 +464,6 @@ def charge_for_usage(price_micro_per_ksec: int, gpu_seconds: float) -> int:
     return exact.floor_mul(_check_seconds(gpu_seconds, "gpu_seconds"), price_micro_per_ksec, 1000)
 
 
-# Any usage figure (seconds, MB, percent) above this is not a measurement: 10^9 GPU-seconds is ~31 years,
-# and its score (x1000 per H100-second, x a class factor) stays far inside a BIGINT column.
-MAX_USAGE_FIGURE = 10**9
-
-USAGE_FIGURES = (
-    "gpu_seconds",
-    "gpu_util_avg",
-    "vram_peak_mb",
-    "cpu_seconds",
-    "ram_peak_mb",
-    "duration_sec",
-    "energy_j",
-)
-
-
-def check_usage(usage: object) -> dict[str, object] | None:
-    """A node's signed usage report, refused unless each figure it gives is a finite number >= 0.
-
-    What a node bills and what it is credited for are computed from these; a string or a NaN must be
-    refused at the door, not fail the settlement (on PostgreSQL) or be stored as text (on SQLite).
-    """
-    if usage is None:
-        return None
-    if not isinstance(usage, dict):
-        raise InvalidInput("usage must be an object of figures", field="usage")
-    for key in USAGE_FIGURES:
-        value = usage.get(key)
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not 0 <= value <= MAX_USAGE_FIGURE  # False for NaN; no float() of a 400-digit int
-        ):
-            raise InvalidInput(
-                f"usage.{key} must be a finite number from 0 to {MAX_USAGE_FIGURE}", field=f"usage.{key}"
-            )
-    return usage
-
-
 def settle(outcome: Outcome, hold_micro: int, usage_charge_micro: int) -> tuple[int, int]:
     """Split an escrow hold into (pay to the node owner, refund to the user); they sum to the hold.
 
