@@ -7,6 +7,8 @@ builds the engine's ``Generator`` for them, so the two sides cannot drift apart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -130,3 +132,14 @@ def engine_generator(pow_round: PowRound, device: str = "auto") -> BatchGenerato
     from gpupool.pow.engine import Generator
 
     return Generator(pow_round, device=device)
+
+
+async def end_loop(task: asyncio.Task[Any] | None, grace_s: float) -> None:
+    """Wait up to ``grace_s`` for a loop told to stop; a loop stuck on an unreachable peer is cancelled."""
+    if task is None:
+        return
+    done, _ = await asyncio.wait({task}, timeout=grace_s)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

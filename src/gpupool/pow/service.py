@@ -28,7 +28,7 @@ from gpupool.errors import Conflict, GpupoolError, TokenInvalid
 from gpupool.node.hub_client import HubClient
 from gpupool.pow.callback import GENERATED, Backoff, callback_base, post_once
 from gpupool.pow.delegation_client import DelegationClient
-from gpupool.pow.rounds import BatchGenerator, PowRound, engine_generator
+from gpupool.pow.rounds import BatchGenerator, PowRound, end_loop, engine_generator
 from gpupool.pow.validation import Compute, ValidationRound, Validator
 
 log = logging.getLogger("gpupool.pow")
@@ -245,13 +245,8 @@ class PowService:
     async def _halt(self, grace_s: float = 15.0) -> None:
         """End the loop; a loop stuck on an unreachable big node or hub is cancelled after ``grace_s``."""
         self._stop.set()
-        if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=grace_s)
-            if not done:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            self._task = None
+        await end_loop(self._task, grace_s)
+        self._task = None
         if self._http is not None:
             await self._http.aclose()
             self._http = None

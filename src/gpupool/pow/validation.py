@@ -10,7 +10,6 @@ a time, in the order they arrived; a verdict is retried until accepted and never
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import httpx
 from gpupool.core.poc_batch import Batch, ModelParams
 from gpupool.errors import InvalidInput, RateLimited
 from gpupool.pow.callback import VALIDATED, Backoff, deliver
-from gpupool.pow.rounds import PowRound
+from gpupool.pow.rounds import PowRound, end_loop
 
 log = logging.getLogger("gpupool.pow")
 
@@ -119,13 +118,8 @@ class Validator:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         self._stop.set()
-        if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=grace_s)
-            if not done:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            self._task = None
+        await end_loop(self._task, grace_s)
+        self._task = None
 
     async def _run(self) -> None:
         vround = self.vround
